@@ -1,0 +1,367 @@
+"""The per-repository SQLite store (`<repo>/.repo2lora/state.db`): schema in one place, WAL
+mode, a schema version checked on open, and small verbs whose writes are each one transaction.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from repo_encoder.chunk import Chunk
+from repo_encoder.errors import UserError
+
+SCHEMA_VERSION = 1
+STATE_DIR_NAME = ".repo2lora"
+DB_NAME = "state.db"
+# Both the CLI and the language server write; a writer waits this long for the other's short
+# transaction instead of failing with "database is locked".
+BUSY_TIMEOUT_MS = 30_000
+_IN_CHUNK = 500  # SQLite's variable limit is far higher; this keeps statements small
+
+
+class StateWriteError(UserError):
+    """The state directory cannot be written (read-only, full, or not a directory)."""
+
+
+def _write_error(where: Path, exc: BaseException) -> StateWriteError:
+    reason = getattr(exc, "strerror", None) or str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        reason = "no space left"
+    return StateWriteError(
+        f"cannot write repo2lora state in {where} ({reason}); free space or fix its "
+        "permissions and run again (the previous state is unchanged)"
+    )
+
+
+def _translate_sqlite(where: Path, exc: sqlite3.Error) -> UserError:
+    msg = str(exc).lower()
+    if any(s in msg for s in ("readonly", "read-only", "unable to open", "disk", "full", "i/o")):
+        return _write_error(where, exc)
+    if "not a database" in msg or "malformed" in msg:
+        return UserError(
+            f"{where / DB_NAME} is damaged ({exc}); move it aside and run again to rebuild it"
+        )
+    raise exc
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """One stored state: the encoded repository at a commit for one (model, hypernet)."""
+
+    commit: str
+    hypernet_key: str
+    kind: str
+    model_key: str
+    vector: np.ndarray  # [state_dim] float32
+    created_at: float
+    stats: dict[str, object]
+
+
+@dataclass(frozen=True)
+class AdapterRecord:
+    commit: str
+    hypernet_key: str
+    kind: str
+    path: str
+    created_at: float
+
+
+def state_dir_for(work_tree: str | os.PathLike[str]) -> Path:
+    return Path(work_tree) / STATE_DIR_NAME
+
+
+def ensure_state_dir(work_tree: str | os.PathLike[str]) -> Path:
+    """Create `<work tree>/.repo2lora/` with a `.gitignore` that ignores everything in it."""
+    d = state_dir_for(work_tree)
+    try:
+        if d.exists() and not d.is_dir():
+            raise StateWriteError(f"{d} exists and is not a directory; move it aside and run again")
+        d.mkdir(exist_ok=True)
+        gi = d / ".gitignore"
+        if not gi.exists():
+            gi.write_text("# repo2lora state: never committed\n*\n")
+    except OSError as exc:
+        raise _write_error(d, exc) from None
+    return d
+
+
+class Store:
+    """Verbs over one state database. Every write method is one transaction."""
+
+    def __init__(self, db: sqlite_utils.Database, where: Path) -> None:
+        self.db = db
+        self.where = where
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic step: everything inside commits together or not at all."""
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.Error as exc:
+            raise _translate_sqlite(self.where, exc) from None
+        except OSError as exc:
+            raise _write_error(self.where, exc) from None
+
+    # -- vectors ---------------------------------------------------------------------------
+
+    def get_vectors(self, model_key: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Cached chunk vectors for `model_key`, by content hash (missing hashes are absent)."""
+        out: dict[str, np.ndarray] = {}
+        unique = list(dict.fromkeys(hashes))
+        for i in range(0, len(unique), _IN_CHUNK):
+            part = unique[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"select hash, data from vectors where model_key = ? and hash in ({marks})",
+                [model_key, *part],
+            ).fetchall()
+            for h, data in rows:
+                out[h] = np.frombuffer(data, dtype=np.float32)
+        return out
+
+    def put_vectors(self, model_key: str, vectors: dict[str, np.ndarray]) -> None:
+        rows = (
+            {
+                "model_key": model_key,
+                "hash": h,
+                "dim": int(v.shape[0]),
+                "data": np.ascontiguousarray(v, dtype=np.float32).tobytes(),
+            }
+            for h, v in vectors.items()
+        )
+        with self.transaction():
+            self.db["vectors"].insert_all(rows, replace=True, batch_size=500)
+
+    def count_vectors(self, model_key: str | None = None) -> int:
+        if model_key is None:
+            return self.db["vectors"].count
+        return int(
+            self.db.execute(
+                "select count(*) from vectors where model_key = ?", [model_key]
+            ).fetchone()[0]
+        )
+
+    # -- commits, chunks, states, adapters -------------------------------------------------
+
+    def record_state(
+        self,
+        *,
+        commit: str,
+        parents: Sequence[str],
+        authored_at: int,
+        summary: str,
+        chunks: Iterable[Chunk] | None,
+        hypernet_key: str,
+        kind: str,
+        model_key: str,
+        vector: np.ndarray,
+        stats: dict[str, object],
+        adapter_path: str | None,
+    ) -> None:
+        """Store one step (commit row, its chunk list, the state and its adapter) atomically."""
+        now = time.time()
+        with self.transaction():
+            self.db["commits"].insert(
+                {
+                    "sha": commit,
+                    "parents": json.dumps(list(parents)),
+                    "authored_at": authored_at,
+                    "summary": summary,
+                },
+                replace=True,
+            )
+            if chunks is not None and not self.has_chunks(commit):
+                self.db["chunks"].insert_all(
+                    (
+                        {
+                            "commit_sha": commit,
+                            "path": c.path,
+                            "qualname": c.qualname,
+                            "kind": c.kind,
+                            "start_line": c.start_line,
+                            "end_line": c.end_line,
+                            "part": c.part,
+                            "hash": c.content_hash,
+                        }
+                        for c in chunks
+                    ),
+                    batch_size=1000,
+                )
+            self.db["states"].insert(
+                {
+                    "commit_sha": commit,
+                    "hypernet_key": hypernet_key,
+                    "kind": kind,
+                    "model_key": model_key,
+                    "dim": int(vector.shape[0]),
+                    "data": np.ascontiguousarray(vector, dtype=np.float32).tobytes(),
+                    "created_at": now,
+                    "stats": json.dumps(stats, sort_keys=True),
+                },
+                replace=True,
+            )
+            if adapter_path is not None:
+                self.db["adapters"].insert(
+                    {
+                        "commit_sha": commit,
+                        "hypernet_key": hypernet_key,
+                        "kind": kind,
+                        "path": adapter_path,
+                        "created_at": now,
+                    },
+                    replace=True,
+                )
+
+    def has_chunks(self, commit: str) -> bool:
+        return (
+            self.db.execute("select 1 from chunks where commit_sha = ? limit 1", [commit]).fetchone()
+            is not None
+        )
+
+    def chunk_hashes(self, commit: str) -> list[str]:
+        rows = self.db.execute(
+            "select hash from chunks where commit_sha = ? order by path, start_line, part",
+            [commit],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def get_state(self, commit: str, hypernet_key: str, kind: str) -> StateRecord | None:
+        row = self.db.execute(
+            "select commit_sha, hypernet_key, kind, model_key, data, created_at, stats "
+            "from states where commit_sha = ? and hypernet_key = ? and kind = ?",
+            [commit, hypernet_key, kind],
+        ).fetchone()
+        if row is None:
+            return None
+        return StateRecord(
+            commit=row[0],
+            hypernet_key=row[1],
+            kind=row[2],
+            model_key=row[3],
+            vector=np.frombuffer(row[4], dtype=np.float32).copy(),
+            created_at=row[5],
+            stats=json.loads(row[6]),
+        )
+
+    def get_adapter(self, commit: str, hypernet_key: str, kind: str) -> AdapterRecord | None:
+        row = self.db.execute(
+            "select commit_sha, hypernet_key, kind, path, created_at from adapters "
+            "where commit_sha = ? and hypernet_key = ? and kind = ?",
+            [commit, hypernet_key, kind],
+        ).fetchone()
+        return AdapterRecord(*row) if row else None
+
+    def latest_adapter(self) -> AdapterRecord | None:
+        row = self.db.execute(
+            "select commit_sha, hypernet_key, kind, path, created_at from adapters "
+            "order by created_at desc limit 1"
+        ).fetchone()
+        return AdapterRecord(*row) if row else None
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+
+def _create_schema(db: sqlite_utils.Database) -> None:
+    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db["commits"].create(
+        {"sha": str, "parents": str, "authored_at": int, "summary": str},
+        pk="sha",
+        if_not_exists=True,
+    )
+    db["chunks"].create(
+        {
+            "commit_sha": str,
+            "path": str,
+            "qualname": str,
+            "kind": str,
+            "start_line": int,
+            "end_line": int,
+            "part": int,
+            "hash": str,
+        },
+        pk=("commit_sha", "path", "start_line", "part"),
+        if_not_exists=True,
+    )
+    db["vectors"].create(
+        {"model_key": str, "hash": str, "dim": int, "data": bytes},
+        pk=("model_key", "hash"),
+        if_not_exists=True,
+    )
+    db["states"].create(
+        {
+            "commit_sha": str,
+            "hypernet_key": str,
+            "kind": str,
+            "model_key": str,
+            "dim": int,
+            "data": bytes,
+            "created_at": float,
+            "stats": str,
+        },
+        pk=("commit_sha", "hypernet_key", "kind"),
+        if_not_exists=True,
+    )
+    db["adapters"].create(
+        {"commit_sha": str, "hypernet_key": str, "kind": str, "path": str, "created_at": float},
+        pk=("commit_sha", "hypernet_key", "kind"),
+        if_not_exists=True,
+    )
+    db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+
+
+def open_store(work_tree: str | os.PathLike[str]) -> Store:
+    """Open (creating if needed) the store of the repository whose work tree is `work_tree`.
+
+    Raises StateWriteError when the state directory cannot be written and UserError when the
+    database was written by a newer schema."""
+    where = ensure_state_dir(work_tree)
+    path = where / DB_NAME
+    try:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+        db = sqlite_utils.Database(conn, execute_plugins=False)
+        if db.execute("pragma journal_mode").fetchone()[0] != "wal":
+            db.execute("pragma journal_mode = wal")
+        db.execute("pragma synchronous = normal")
+        db.execute("pragma foreign_keys = on")
+        version = None
+        if "meta" in db.table_names():
+            row = db.execute("select value from meta where key = 'schema_version'").fetchone()
+            version = int(row[0]) if row else None
+        if version is not None and version > SCHEMA_VERSION:
+            db.close()
+            raise UserError(
+                f"{path} was written by a newer repo2lora (schema {version} > {SCHEMA_VERSION}); "
+                "upgrade repo2lora, or move .repo2lora aside to start over"
+            )
+        if version != SCHEMA_VERSION:
+            with db.atomic():
+                _create_schema(db)
+    except sqlite3.Error as exc:
+        raise _translate_sqlite(where, exc) from None
+    except OSError as exc:
+        raise _write_error(where, exc) from None
+    return Store(db, where)

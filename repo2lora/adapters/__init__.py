@@ -1,0 +1,2 @@
+"""LoRA weights: what a generator produces (`weights`), how they are applied to a loaded model
+(`apply`), and how they are saved as a standard PEFT adapter directory (`peft_dir`)."""

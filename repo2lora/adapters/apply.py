@@ -1,0 +1,53 @@
+"""Applies generated LoRA weights to a loaded model: wrap it as a PeftModel once, then hot-swap
+every LoRA tensor in place (no reload) whenever a new adapter is generated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import PeftModel, get_peft_model
+
+from repo2lora.adapters.peft_dir import lora_config_for
+from repo2lora.adapters.weights import LoraWeights
+
+ADAPTER_NAME = "default"
+
+
+def attach_lora(
+    model: Any, weights: LoraWeights, base_model_name_or_path: str | None = None
+) -> PeftModel:
+    """Wrap `model` (modified in place, as peft does) with a LoRA slot shaped for `weights` and
+    fill it with them."""
+    peft_model = get_peft_model(model, lora_config_for(weights, base_model_name_or_path))
+    peft_model.eval()
+    peft_model.requires_grad_(False)
+    swap_lora_weights(peft_model, weights)
+    return peft_model
+
+
+@torch.no_grad()
+def swap_lora_weights(
+    peft_model: PeftModel, weights: LoraWeights, adapter_name: str = ADAPTER_NAME
+) -> None:
+    """Copy every (A, B) of `weights` into the loaded adapter's tensors in place.
+
+    All shapes and the scaling are checked before the first copy, so a mismatch leaves the old
+    adapter untouched."""
+    inner = peft_model.base_model.model
+    plan = []
+    for path, (a, b) in weights.tensors.items():
+        module = inner.get_submodule(path)
+        la = module.lora_A[adapter_name].weight
+        lb = module.lora_B[adapter_name].weight
+        if la.shape != a.shape or lb.shape != b.shape:
+            raise ValueError(
+                f"{path}: adapter shapes {tuple(a.shape)}/{tuple(b.shape)} do not fit the loaded "
+                f"LoRA slot {tuple(la.shape)}/{tuple(lb.shape)}"
+            )
+        if abs(module.scaling[adapter_name] - weights.scaling) > 1e-9:
+            raise ValueError(f"{path}: LoRA scaling differs from the loaded slot")
+        plan.append((la, a, lb, b))
+    for la, a, lb, b in plan:
+        la.copy_(a)
+        lb.copy_(b)

@@ -1,0 +1,183 @@
+"""The `repo2lora` command: a thin shell over the library steps. Parses arguments, draws
+progress bars, prints a summary (or JSON), and turns user mistakes into one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from repo_encoder.errors import UserError
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _quiet_libraries() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="transformers")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Any]:
+    """A ProgressFn that draws one rich bar per stage on stderr (nothing when disabled)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"chunk": "chunking files", "encode": "encoding chunks"}
+    with Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def _note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def _print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from repo2lora.snapshot import SnapshotConfig, snapshot_repository
+    from repo_encoder.exclusion import ExclusionConfig
+
+    cfg = SnapshotConfig(exclusion=ExclusionConfig(mode=args.exclusion))
+    with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
+        res = snapshot_repository(
+            args.path, args.rev, model=args.model, hypernet=args.hypernet, config=cfg, progress=bar
+        )
+    if args.json:
+        _print_json(res.to_json())
+        return 0
+    if res.base_model_untrained:
+        _note(f"base model: {res.base_model}")
+    if res.hypernet_untrained:
+        _note(f"{res.hypernet}; pass --hypernet with a trained checkpoint")
+    skipped = ", ".join(f"{k.split('_', 1)[1]} {v}" for k, v in sorted(res.skipped.items()) if v)
+    print(f"snapshot of {res.repo_root} at {res.commit[:12]}")
+    print(f"  files      {res.files}" + (f"  (left out: {skipped})" if skipped else ""))
+    print(
+        f"  chunks     {res.chunks} ({res.unique_chunks} unique): "
+        f"{res.cache_hits} cached, {res.encoded} encoded"
+    )
+    print(f"  base model {res.base_model}")
+    print(f"  hypernet   {res.hypernet}")
+    print(f"  seconds    {res.seconds['total']:.2f}")
+    print(f"  adapter    {res.adapter_path}")
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from repo2lora.complete import complete_at
+    from repo2lora.generation import GenerationConfig
+
+    gen = GenerationConfig(max_new_tokens=args.max_new_tokens, single_line=not args.multiline)
+    with progress_bars(not args.json and sys.stderr.isatty()) as bar:
+        res = complete_at(
+            args.location, model=args.model, hypernet=args.hypernet, generation=gen, progress=bar
+        )
+    if args.json:
+        _print_json(res.__dict__)
+        return 0
+    if res.base_model_untrained:
+        _note("the base model is an UNTRAINED placeholder, so this completion is noise")
+    print(res.text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from repo2lora import __version__
+
+    p = argparse.ArgumentParser(
+        prog="repo2lora",
+        description="Turn a git repository into a LoRA adapter for a code language model.",
+    )
+    p.add_argument("--version", action="version", version=f"repo2lora {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def model_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--model",
+            help="base model: a local transformers directory, a hub id, or a preset "
+            "(tiny-random); default: the embedded default model",
+        )
+        sp.add_argument(
+            "--hypernet",
+            help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
+        )
+        sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+
+    s = sub.add_parser(
+        "snapshot",
+        help="encode one commit of a repository and write its LoRA adapter",
+        description="Chunk the Python code of one commit (read from git objects), encode the "
+        "chunks with the frozen base model (cached by content), run the hypernetwork, and write "
+        "a PEFT adapter under <repo>/.repo2lora/adapters/.",
+    )
+    s.add_argument("path", nargs="?", default=".", help="repository (default: .)")
+    s.add_argument("--rev", default="HEAD", help="commit, branch or tag to snapshot (default: HEAD)")
+    s.add_argument(
+        "--exclusion",
+        choices=["source-only", "with-tests"],
+        default="source-only",
+        help="what the encoder sees: source only (default) or test files too",
+    )
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    model_args(s)
+    s.set_defaults(func=cmd_snapshot)
+
+    c = sub.add_parser(
+        "complete",
+        help="print a completion at FILE:LINE:COL made with the repository's current adapter",
+    )
+    c.add_argument("location", help="FILE:LINE:COL, 1-based (e.g. src/app.py:12:5)")
+    c.add_argument("--max-new-tokens", type=int, default=48)
+    c.add_argument("--multiline", action="store_true", help="do not stop at the end of the line")
+    model_args(c)
+    c.set_defaults(func=cmd_complete)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _quiet_libraries()
+        return int(args.func(args))
+    except UserError as exc:
+        print(f"repo2lora: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("repo2lora: interrupted; the stored state is the last completed step", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Generators: repository encodings -> LoRA weights for every (layer, target module)."""

@@ -1,0 +1,127 @@
+"""Saves and loads hypernetwork checkpoints (safetensors + a JSON card that records the base
+model the hypernetwork was trained for), and builds the untrained default for a base model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from repo2lora.adapters.weights import find_lora_targets
+from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
+from repo2lora.models.loading import BaseModelInfo
+from repo_encoder.errors import UserError
+
+WEIGHTS = "hypernet.safetensors"
+CARD = "hypernet.json"
+FORMAT = "repo2lora-hypernet"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class LoadedHypernet:
+    net: StaticHypernet
+    key: str  # identifies these exact weights: the state and adapter cache key
+    description: str
+    untrained: bool
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
+    return HypernetConfig(input_dim=int(base.config.hidden_size))
+
+
+def build_hypernet(cfg: HypernetConfig, base: BaseModelInfo) -> StaticHypernet:
+    net = StaticHypernet(cfg, find_lora_targets(base.config, cfg.target_modules))
+    net.eval()
+    return net
+
+
+def save_hypernet(
+    net: StaticHypernet, base: BaseModelInfo, out_dir: str | os.PathLike[str], **card: object
+) -> Path:
+    """Write `hypernet.safetensors` and `hypernet.json` into `out_dir` (each atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkstemp(prefix=".hypernet.", dir=out)[1])
+    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / WEIGHTS)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generator": net.generator_name,
+        "config": net.cfg.to_json(),
+        "base_model": {
+            "identity": base.identity,
+            "model_key": base.model_key,
+            "description": base.description,
+        },
+        "sha256": _file_sha256(out / WEIGHTS),
+        **card,
+    }
+    tmp_card = out / f".{CARD}.tmp"
+    tmp_card.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp_card, out / CARD)
+    return out
+
+
+def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
+    """The hypernetwork named by `--hypernet`: None is the untrained default for `base`
+    (seeded, so the same every run); a directory is a checkpoint, refused if it was trained
+    for another base model."""
+    if spec is None:
+        cfg = default_hypernet_config(base)
+        digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
+        return LoadedHypernet(
+            net=build_hypernet(cfg, base),
+            key=f"untrained-{digest}",
+            description="UNTRAINED hypernetwork (seeded init): its adapter barely changes the model",
+            untrained=True,
+        )
+    d = Path(spec).expanduser()
+    if not (d / CARD).is_file() or not (d / WEIGHTS).is_file():
+        raise UserError(
+            f"hypernetwork checkpoint not found: {spec} needs {CARD} and {WEIGHTS}; "
+            "pass a directory written by `repo2lora train`"
+        )
+    try:
+        meta = json.loads((d / CARD).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {d / CARD}: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{d / CARD} is not a repo2lora hypernetwork card")
+    trained_for = meta.get("base_model", {}).get("identity")
+    if trained_for != base.identity:
+        raise UserError(
+            f"hypernetwork {spec} was trained for base model {trained_for} "
+            f"({meta.get('base_model', {}).get('description', '?')}), but the loaded base model "
+            f"is {base.identity} ({base.spec}); pass the matching --model or train one for it"
+        )
+    sha = _file_sha256(d / WEIGHTS)
+    if meta.get("sha256") and meta["sha256"] != sha:
+        raise UserError(f"{d / WEIGHTS} does not match the sha256 in its card; it is damaged")
+    cfg = HypernetConfig.from_json(meta["config"])
+    if cfg.input_dim != int(base.config.hidden_size):
+        cfg = replace(cfg, input_dim=int(base.config.hidden_size))
+    net = build_hypernet(cfg, base)
+    try:
+        net.load_state_dict(load_file(str(d / WEIGHTS)), strict=True)
+    except (SafetensorError, RuntimeError) as exc:
+        raise UserError(f"cannot load {d / WEIGHTS}: {exc}") from None
+    return LoadedHypernet(
+        net=net, key=f"ckpt-{sha[:12]}", description=f"hypernetwork {d}", untrained=False
+    )

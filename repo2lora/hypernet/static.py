@@ -1,0 +1,192 @@
+"""Code2LoRA-Static: a set of chunk vectors -> pooled repository state -> LoRA A/B for every
+(layer, target module). The state -> LoRA head is shared with the evolving variant."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from repo2lora.adapters.weights import LoraTarget, LoraWeights
+
+
+@dataclass(frozen=True)
+class HypernetConfig:
+    """Settings of a static hypernetwork. `layer_conditioning="embedding"` gives every layer its
+    own A/B through learned layer/module embeddings (Text-to-LoRA style); `"shared"` gives one
+    pair per module type shared by all layers (Code2LoRA style)."""
+
+    input_dim: int  # chunk vector size (the base model's hidden size)
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    pooling: Literal["attention", "meanmax"] = "attention"
+    num_queries: int = 4
+    attn_dim: int = 64
+    state_dim: int = 256  # the repository state; the evolving GRU uses the same size
+    head_dim: int = 256
+    cond_dim: int = 32
+    layer_conditioning: Literal["embedding", "shared"] = "embedding"
+    # B starts bounded by this; with A bounded by tanh too, an untrained hypernetwork's adapter
+    # barely moves the base model. The bound is learned (in log space) during training.
+    b_init_bound: float = 1e-3
+    seed: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> HypernetConfig:
+        d = dict(d)
+        d["target_modules"] = tuple(d["target_modules"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+class SetEncoder(nn.Module):
+    """Chunk vectors [b, n, d_in] (mask [b, n]) -> repository state [b, state_dim]."""
+
+    def __init__(self, cfg: HypernetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.norm = nn.LayerNorm(cfg.input_dim)
+        if cfg.pooling == "attention":
+            self.queries = nn.Parameter(torch.randn(cfg.num_queries, cfg.attn_dim) * 0.02)
+            self.key = nn.Linear(cfg.input_dim, cfg.attn_dim)
+            pooled = cfg.num_queries * cfg.input_dim
+        else:
+            pooled = 2 * cfg.input_dim
+        self.trunk = nn.Sequential(
+            nn.Linear(pooled, cfg.state_dim),
+            nn.GELU(),
+            nn.Linear(cfg.state_dim, cfg.state_dim),
+            nn.LayerNorm(cfg.state_dim),
+        )
+
+    def forward(self, vectors: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, n, _ = vectors.shape
+        if n == 0:  # an empty repository still has a (learned-bias) state
+            vectors = vectors.new_zeros(b, 1, self.cfg.input_dim)
+            mask = mask.new_zeros(b, 1)
+        x = self.norm(vectors)  # [b, n, d]
+        m = mask.bool()
+        any_valid = m.any(dim=1, keepdim=True)  # [b, 1]
+        if self.cfg.pooling == "attention":
+            keys = self.key(x)  # [b, n, a]
+            scores = torch.einsum("qa,bna->bqn", self.queries, keys) / math.sqrt(keys.shape[-1])
+            scores = scores.masked_fill(~m[:, None, :], float("-inf"))
+            weights = torch.softmax(scores, dim=-1)  # [b, q, n]
+            weights = torch.where(any_valid[:, :, None], weights, torch.zeros_like(weights))
+            pooled = torch.einsum("bqn,bnd->bqd", weights, x).reshape(b, -1)  # [b, q*d]
+        else:
+            mf = m.unsqueeze(-1).to(x.dtype)  # [b, n, 1]
+            mean = (x * mf).sum(1) / mf.sum(1).clamp(min=1.0)
+            mx = x.masked_fill(~m.unsqueeze(-1), float("-inf")).amax(1)
+            mx = torch.where(any_valid, mx, torch.zeros_like(mx))
+            pooled = torch.cat([mean, mx], dim=-1)  # [b, 2d]
+        return self.trunk(pooled)  # [b, state_dim]
+
+
+class LoraHead(nn.Module):
+    """Repository state [b, state_dim] -> A [b, L, r, in] and B [b, L, out, r] per module type."""
+
+    def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.targets = targets
+        self.module_types = sorted({t.module_type for t in targets})
+        self.num_layers = max(t.layer for t in targets) + 1
+        self.shapes: dict[str, tuple[int, int]] = {}
+        for t in targets:
+            self.shapes.setdefault(t.module_type, (t.in_features, t.out_features))
+            if self.shapes[t.module_type] != (t.in_features, t.out_features):
+                raise ValueError(f"{t.module_type} has different shapes across layers")
+        self.type_emb = nn.Embedding(len(self.module_types), cfg.cond_dim)
+        in_dim = cfg.state_dim + cfg.cond_dim
+        if cfg.layer_conditioning == "embedding":
+            self.layer_emb = nn.Embedding(self.num_layers, cfg.cond_dim)
+            in_dim += cfg.cond_dim
+        self.mixer = nn.Sequential(nn.Linear(in_dim, cfg.head_dim), nn.GELU())
+        r = cfg.rank
+        self.out = nn.ModuleDict(
+            {
+                mt: nn.Linear(cfg.head_dim, r * (fi + fo))
+                for mt, (fi, fo) in self.shapes.items()
+            }
+        )
+        self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
+
+    def forward(self, state: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        b = state.shape[0]
+        r = self.cfg.rank
+        shared = self.cfg.layer_conditioning == "shared"
+        n_l = 1 if shared else self.num_layers
+        out: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        for ti, mt in enumerate(self.module_types):
+            fi, fo = self.shapes[mt]
+            parts = [state[:, None, :].expand(b, n_l, -1)]  # [b, L, s]
+            t_emb = self.type_emb.weight[ti]
+            parts.append(t_emb.expand(b, n_l, -1))
+            if not shared:
+                parts.append(self.layer_emb.weight[None, :, :].expand(b, -1, -1))
+            h = self.mixer(torch.cat(parts, dim=-1))  # [b, L, head]
+            raw = self.out[mt](h)  # [b, L, r*(fi+fo)]
+            a = torch.tanh(raw[..., : r * fi]).reshape(b, n_l, r, fi) / math.sqrt(fi)
+            bb = torch.tanh(raw[..., r * fi :]).reshape(b, n_l, fo, r) * self.log_b_bound.exp()
+            if shared:
+                a = a.expand(b, self.num_layers, r, fi)
+                bb = bb.expand(b, self.num_layers, fo, r)
+            out[mt] = (a, bb)
+        return out
+
+    def to_lora_weights(
+        self, batched: dict[str, tuple[torch.Tensor, torch.Tensor]], index: int = 0
+    ) -> LoraWeights:
+        """Sample `index` of a batched head output as an adapter keyed by module path."""
+        tensors = {
+            t.path: (batched[t.module_type][0][index, t.layer], batched[t.module_type][1][index, t.layer])
+            for t in self.targets
+        }
+        return LoraWeights(self.cfg.rank, self.cfg.alpha, tuple(self.module_types), tensors)
+
+
+class StaticHypernet(nn.Module):
+    """Code2LoRA-Static: `encode` a chunk-vector set to a state, `generate` LoRA from a state."""
+
+    generator_name = "code2lora-static"
+
+    def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.encoder = SetEncoder(cfg)
+            self.head = LoraHead(cfg, targets)
+
+    def encode(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim])."""
+        single = vectors.dim() == 2
+        if single:
+            vectors = vectors[None]
+        if mask is None:
+            mask = torch.ones(vectors.shape[:2], dtype=torch.bool)
+        state = self.encoder(vectors, mask)
+        return state[0] if single else state
+
+    def generate(self, state: torch.Tensor) -> LoraWeights:
+        """One repository's adapter from its state [state_dim]."""
+        return self.head.to_lora_weights(self.head(state[None]), 0)
+
+    def forward(
+        self, vectors: torch.Tensor, mask: torch.Tensor
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return self.head(self.encoder(vectors, mask))

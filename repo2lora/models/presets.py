@@ -1,0 +1,98 @@
+"""Models built in-process from a config (random init, seeded): `tiny-random` for tests and the
+placeholder default used until a pretrained default ships. Also their byte-level tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+EOS = "<|endoftext|>"
+FIM_PREFIX = "<|fim_prefix|>"
+FIM_SUFFIX = "<|fim_suffix|>"
+FIM_MIDDLE = "<|fim_middle|>"
+SPECIAL_TOKENS = (EOS, FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A random-init Llama-architecture model defined by its config and seed."""
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    description: str = ""
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer with no merges: 256 byte tokens plus the special tokens. Any text
+    round-trips; nothing is trained or downloaded."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {ch: i for i, ch in enumerate(alphabet)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS,
+        bos_token=EOS,
+        pad_token=EOS,
+        unk_token=None,
+        model_max_length=1024,
+    )
+
+
+_BYTE_VOCAB = 256 + len(SPECIAL_TOKENS)
+
+PRESETS: dict[str, Preset] = {
+    "tiny-random": Preset(
+        name="tiny-random",
+        config=dict(
+            vocab_size=_BYTE_VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+        ),
+        description="tiny random-init Llama (64 hidden, 2 layers), byte tokenizer; for tests",
+    ),
+    "random-default": Preset(
+        name="random-default",
+        config=dict(
+            vocab_size=_BYTE_VOCAB,
+            hidden_size=256,
+            intermediate_size=688,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+        ),
+        description=(
+            "UNTRAINED random-init placeholder (256 hidden, 4 layers); the pretrained default "
+            "is not shipped yet, so its completions are noise: pass --model for a real model"
+        ),
+    ),
+}
+
+
+def preset_config(preset: Preset) -> LlamaConfig:
+    cfg = LlamaConfig(**preset.config)
+    cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = 256  # EOS is the first special
+    return cfg
+
+
+def build_preset(preset: Preset) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """The preset's model, initialised from its seed without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(preset.seed)
+        model = LlamaForCausalLM(preset_config(preset))
+    model.eval()
+    return model, byte_tokenizer()
