@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -37,6 +38,13 @@ def _write_error(where: Path, exc: BaseException) -> StateWriteError:
     reason = getattr(exc, "strerror", None) or str(exc)
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
         reason = "no space left"
+    else:
+        # SQLite reports a full disk as a generic I/O error; say what it really is
+        try:
+            if shutil.disk_usage(where).free < (1 << 20):
+                reason = "no space left"
+        except OSError:
+            pass
     return StateWriteError(
         f"cannot write repo2lora state in {where} ({reason}); free space or fix its "
         "permissions and run again (the previous state is unchanged)"
@@ -74,6 +82,15 @@ class AdapterRecord:
     kind: str
     path: str
     created_at: float
+
+
+@contextmanager
+def state_writes(where: Path) -> Iterator[None]:
+    """Turn a failed write under the state directory (full, read-only) into a StateWriteError."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(where, exc) from None
 
 
 def state_dir_for(work_tree: str | os.PathLike[str]) -> Path:
@@ -152,11 +169,11 @@ class Store:
             for h, v in vectors.items()
         )
         with self.transaction():
-            self.db["vectors"].insert_all(rows, replace=True, batch_size=500)
+            self.db.table("vectors").insert_all(rows, replace=True, batch_size=500)
 
     def count_vectors(self, model_key: str | None = None) -> int:
         if model_key is None:
-            return self.db["vectors"].count
+            return self.db.table("vectors").count
         return int(
             self.db.execute(
                 "select count(*) from vectors where model_key = ?", [model_key]
@@ -183,7 +200,7 @@ class Store:
         """Store one step (commit row, its chunk list, the state and its adapter) atomically."""
         now = time.time()
         with self.transaction():
-            self.db["commits"].insert(
+            self.db.table("commits").insert(
                 {
                     "sha": commit,
                     "parents": json.dumps(list(parents)),
@@ -193,7 +210,7 @@ class Store:
                 replace=True,
             )
             if chunks is not None and not self.has_chunks(commit):
-                self.db["chunks"].insert_all(
+                self.db.table("chunks").insert_all(
                     (
                         {
                             "commit_sha": commit,
@@ -209,7 +226,7 @@ class Store:
                     ),
                     batch_size=1000,
                 )
-            self.db["states"].insert(
+            self.db.table("states").insert(
                 {
                     "commit_sha": commit,
                     "hypernet_key": hypernet_key,
@@ -223,7 +240,7 @@ class Store:
                 replace=True,
             )
             if adapter_path is not None:
-                self.db["adapters"].insert(
+                self.db.table("adapters").insert(
                     {
                         "commit_sha": commit,
                         "hypernet_key": hypernet_key,
@@ -236,7 +253,9 @@ class Store:
 
     def has_chunks(self, commit: str) -> bool:
         return (
-            self.db.execute("select 1 from chunks where commit_sha = ? limit 1", [commit]).fetchone()
+            self.db.execute(
+                "select 1 from chunks where commit_sha = ? limit 1", [commit]
+            ).fetchone()
             is not None
         )
 
@@ -285,13 +304,13 @@ class Store:
 
 
 def _create_schema(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-    db["commits"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key", if_not_exists=True)
+    db.table("commits").create(
         {"sha": str, "parents": str, "authored_at": int, "summary": str},
         pk="sha",
         if_not_exists=True,
     )
-    db["chunks"].create(
+    db.table("chunks").create(
         {
             "commit_sha": str,
             "path": str,
@@ -305,12 +324,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk=("commit_sha", "path", "start_line", "part"),
         if_not_exists=True,
     )
-    db["vectors"].create(
+    db.table("vectors").create(
         {"model_key": str, "hash": str, "dim": int, "data": bytes},
         pk=("model_key", "hash"),
         if_not_exists=True,
     )
-    db["states"].create(
+    db.table("states").create(
         {
             "commit_sha": str,
             "hypernet_key": str,
@@ -324,12 +343,12 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk=("commit_sha", "hypernet_key", "kind"),
         if_not_exists=True,
     )
-    db["adapters"].create(
+    db.table("adapters").create(
         {"commit_sha": str, "hypernet_key": str, "kind": str, "path": str, "created_at": float},
         pk=("commit_sha", "hypernet_key", "kind"),
         if_not_exists=True,
     )
-    db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+    db.table("meta").insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 
 
 def open_store(work_tree: str | os.PathLike[str]) -> Store:

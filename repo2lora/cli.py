@@ -143,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "a PEFT adapter under <repo>/.repo2lora/adapters/.",
     )
     s.add_argument("path", nargs="?", default=".", help="repository (default: .)")
-    s.add_argument("--rev", default="HEAD", help="commit, branch or tag to snapshot (default: HEAD)")
+    s.add_argument(
+        "--rev", default="HEAD", help="commit, branch or tag to snapshot (default: HEAD)"
+    )
     s.add_argument(
         "--exclusion",
         choices=["source-only", "with-tests"],
@@ -175,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"repo2lora: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("repo2lora: interrupted; the stored state is the last completed step", file=sys.stderr)
+        print(
+            "repo2lora: interrupted; the stored state is the last completed step", file=sys.stderr
+        )
         return EXIT_INTERRUPTED
 
 

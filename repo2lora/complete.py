@@ -57,7 +57,7 @@ def complete_at(
     *,
     model: str | None = None,
     hypernet: str | None = None,
-    generation: GenerationConfig = GenerationConfig(),
+    generation: GenerationConfig | None = None,
     config: SnapshotConfig | None = None,
     progress: ProgressFn = no_progress,
 ) -> Completion:
@@ -84,7 +84,9 @@ def complete_at(
     )
     assert snap.weights is not None
     peft_model = attach_lora(loaded.model, snap.weights, base.spec)
-    out = generate_completion(peft_model, loaded.tokenizer, prefix, generation)
+    out = generate_completion(
+        peft_model, loaded.tokenizer, prefix, generation or GenerationConfig()
+    )
     return Completion(
         file=str(real.relative_to(root)),
         line=line,

@@ -11,11 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evo_state.store import Store, open_store
+from evo_state.store import Store, open_store, state_writes
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
-from repo2lora.models.loading import BaseModelInfo, LoadedModel, describe_base_model, load_base_model
+from repo2lora.models.loading import (
+    BaseModelInfo,
+    LoadedModel,
+    describe_base_model,
+    load_base_model,
+)
 from repo2lora.progress import ProgressFn, no_progress
 from repo_encoder.chunk import Chunk
 from repo_encoder.chunker import ChunkerConfig, chunk_files
@@ -171,21 +176,26 @@ def snapshot_repository(
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
         out = adapter_dir(root, commit.hexsha, hyper.key, STATIC_KIND)
-        save_peft_adapter(
-            weights,
-            out,
-            str(base.model_dir) if base.model_dir else base.spec,
-            provenance={
-                "commit": commit.hexsha,
-                "kind": STATIC_KIND,
-                "generator": hyper.net.generator_name,
-                "hypernet_key": hyper.key,
-                "base_model": base.spec,
-                "base_model_identity": base.identity,
-                "model_key": base.model_key,
-            },
-        )
-        skipped = {k: v for k, v in (snap.counts + chunked.counts).items() if k.startswith(("skipped", "fallback"))}
+        with state_writes(store.where):
+            save_peft_adapter(
+                weights,
+                out,
+                str(base.model_dir) if base.model_dir else base.spec,
+                provenance={
+                    "commit": commit.hexsha,
+                    "kind": STATIC_KIND,
+                    "generator": hyper.net.generator_name,
+                    "hypernet_key": hyper.key,
+                    "base_model": base.spec,
+                    "base_model_identity": base.identity,
+                    "model_key": base.model_key,
+                },
+            )
+        skipped = {
+            k: v
+            for k, v in (snap.counts + chunked.counts).items()
+            if k.startswith(("skipped", "fallback"))
+        }
         store.record_state(
             commit=commit.hexsha,
             parents=[p.hexsha for p in commit.parents],

@@ -7,6 +7,7 @@ import collections
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import git
 from gitdb.exc import BadName, BadObject
@@ -81,11 +82,12 @@ def read_snapshot(
     not entered; both are counted. Files over `max_file_bytes` are counted, not read."""
     snap = Snapshot(commit_sha=commit.hexsha, files=[])
     counts = snap.counts
-    for item in commit.tree.traverse():
+    for obj in commit.tree.traverse():
+        item = cast(git.Blob, obj)  # trees are skipped below; submodules are told by mode
         if item.type == "tree":
             continue
         mode = item.mode
-        path = item.path
+        path = str(item.path)
         if mode == SUBMODULE_MODE or item.type == "submodule":
             counts["skipped_submodule"] += 1
             continue

@@ -3,8 +3,14 @@ from repo_encoder.exclusion import ExclusionConfig, encoder_sees, is_test_path, 
 
 def test_default_globs_cover_test_layouts() -> None:
     cfg = ExclusionConfig()
-    for p in ["tests/test_a.py", "pkg/tests/helpers.py", "test_x.py", "pkg/x_test.py",
-              "pkg/conftest.py", "test/data.py"]:
+    for p in [
+        "tests/test_a.py",
+        "pkg/tests/helpers.py",
+        "test_x.py",
+        "pkg/x_test.py",
+        "pkg/conftest.py",
+        "test/data.py",
+    ]:
         assert is_test_path(p, cfg), p
     for p in ["pkg/testing.py", "pkg/contest.py", "latest.py", "pkg/attest/x.py"]:
         assert not is_test_path(p, cfg), p

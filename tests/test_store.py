@@ -56,8 +56,10 @@ def test_state_step_is_atomic(tmp_path: Path) -> None:
         before = {t: store.count(t) for t in ("commits", "chunks", "states", "adapters")}
         # a failure inside the step (here: a constraint broken by the last insert) rolls back
         # every row of that step, not just the last one
-        store.db.execute("create trigger boom before insert on adapters "
-                         "when new.commit_sha = 'c2' begin select raise(abort, 'boom'); end")
+        store.db.execute(
+            "create trigger boom before insert on adapters "
+            "when new.commit_sha = 'c2' begin select raise(abort, 'boom'); end"
+        )
         with pytest.raises(sqlite3.IntegrityError):
             _record(store, "c2")
         after = {t: store.count(t) for t in ("commits", "chunks", "states", "adapters")}
@@ -69,8 +71,9 @@ def test_state_step_is_atomic(tmp_path: Path) -> None:
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
-        store.db.execute("update meta set value = ? where key = 'schema_version'",
-                         [str(SCHEMA_VERSION + 1)])
+        store.db.execute(
+            "update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION + 1)]
+        )
         store.db.conn.commit()
     with pytest.raises(UserError, match="newer repo2lora"):
         open_store(tmp_path)

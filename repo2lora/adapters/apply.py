@@ -34,10 +34,10 @@ def swap_lora_weights(
 
     All shapes and the scaling are checked before the first copy, so a mismatch leaves the old
     adapter untouched."""
-    inner = peft_model.base_model.model
+    inner: Any = peft_model.base_model.model
     plan = []
     for path, (a, b) in weights.tensors.items():
-        module = inner.get_submodule(path)
+        module: Any = inner.get_submodule(path)
         la = module.lora_A[adapter_name].weight
         lb = module.lora_B[adapter_name].weight
         if la.shape != a.shape or lb.shape != b.shape:

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 
@@ -31,7 +32,7 @@ def lora_config_for(weights: LoraWeights, base_model_name_or_path: str | None) -
     )
 
 
-def peft_state_dict(weights: LoraWeights) -> dict[str, object]:
+def peft_state_dict(weights: LoraWeights) -> dict[str, torch.Tensor]:
     """Tensors under the key names PEFT saves (no adapter name inside the file)."""
     sd = {}
     for path, (a, b) in weights.tensors.items():
@@ -53,7 +54,7 @@ def save_peft_adapter(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         lora_config_for(weights, base_model_name_or_path).save_pretrained(str(tmp))
-        save_file(peft_state_dict(weights), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})  # type: ignore[arg-type]
+        save_file(peft_state_dict(weights), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         if provenance is not None:
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
         if out.exists():

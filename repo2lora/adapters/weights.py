@@ -31,7 +31,7 @@ class LoraWeights:
     The update applied to a target is W x + (alpha / rank) * B A x."""
 
     rank: int
-    alpha: float
+    alpha: int
     target_modules: tuple[str, ...]
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
@@ -44,11 +44,16 @@ class LoraWeights:
             self.rank,
             self.alpha,
             self.target_modules,
-            {k: (a.detach().float().cpu(), b.detach().float().cpu()) for k, (a, b) in self.tensors.items()},
+            {
+                k: (a.detach().float().cpu(), b.detach().float().cpu())
+                for k, (a, b) in self.tensors.items()
+            },
         )
 
 
-def find_lora_targets(config: PretrainedConfig, target_modules: tuple[str, ...]) -> list[LoraTarget]:
+def find_lora_targets(
+    config: PretrainedConfig, target_modules: tuple[str, ...]
+) -> list[LoraTarget]:
     """The linear modules of a causal LM named by `target_modules`, in layer order, read from a
     weightless (meta-device) instance so no weights are loaded."""
     with torch.device("meta"):

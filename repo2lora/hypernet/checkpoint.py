@@ -89,7 +89,9 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
         return LoadedHypernet(
             net=build_hypernet(cfg, base),
             key=f"untrained-{digest}",
-            description="UNTRAINED hypernetwork (seeded init): its adapter barely changes the model",
+            description=(
+                "UNTRAINED hypernetwork (seeded init): its adapter barely changes the model"
+            ),
             untrained=True,
         )
     d = Path(spec).expanduser()

@@ -23,7 +23,7 @@ class HypernetConfig:
 
     input_dim: int  # chunk vector size (the base model's hidden size)
     rank: int = 8
-    alpha: float = 16.0
+    alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     pooling: Literal["attention", "meanmax"] = "attention"
     num_queries: int = 4
@@ -118,10 +118,7 @@ class LoraHead(nn.Module):
         self.mixer = nn.Sequential(nn.Linear(in_dim, cfg.head_dim), nn.GELU())
         r = cfg.rank
         self.out = nn.ModuleDict(
-            {
-                mt: nn.Linear(cfg.head_dim, r * (fi + fo))
-                for mt, (fi, fo) in self.shapes.items()
-            }
+            {mt: nn.Linear(cfg.head_dim, r * (fi + fo)) for mt, (fi, fo) in self.shapes.items()}
         )
         self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
 
@@ -153,7 +150,10 @@ class LoraHead(nn.Module):
     ) -> LoraWeights:
         """Sample `index` of a batched head output as an adapter keyed by module path."""
         tensors = {
-            t.path: (batched[t.module_type][0][index, t.layer], batched[t.module_type][1][index, t.layer])
+            t.path: (
+                batched[t.module_type][0][index, t.layer],
+                batched[t.module_type][1][index, t.layer],
+            )
             for t in self.targets
         }
         return LoraWeights(self.cfg.rank, self.cfg.alpha, tuple(self.module_types), tensors)

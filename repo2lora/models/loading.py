@@ -156,6 +156,8 @@ def describe_base_model(spec: str | None) -> BaseModelInfo:
 
 def load_base_model(info: BaseModelInfo) -> LoadedModel:
     """Load the weights `info` describes, frozen and in eval mode (safetensors only)."""
+    model: Any
+    tokenizer: Any
     if info.preset is not None:
         model, tokenizer = build_preset(info.preset)
     else:
