@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import sqlite_utils
@@ -32,6 +33,10 @@ _IN_CHUNK = 500  # SQLite's variable limit is far higher; this keeps statements 
 
 class StateWriteError(UserError):
     """The state directory cannot be written (read-only, full, or not a directory)."""
+
+
+class CorruptStateError(UserError):
+    """state.db is not a readable SQLite database (truncated, overwritten, damaged)."""
 
 
 def _write_error(where: Path, exc: BaseException) -> StateWriteError:
@@ -55,9 +60,10 @@ def _translate_sqlite(where: Path, exc: sqlite3.Error) -> UserError:
     msg = str(exc).lower()
     if any(s in msg for s in ("readonly", "read-only", "unable to open", "disk", "full", "i/o")):
         return _write_error(where, exc)
-    if "not a database" in msg or "malformed" in msg:
-        return UserError(
-            f"{where / DB_NAME} is damaged ({exc}); move it aside and run again to rebuild it"
+    if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+        return CorruptStateError(
+            f"{where / DB_NAME} is damaged ({exc}); rebuild it with "
+            f"`repo2lora update --rebuild {where.parent}` (the damaged file is kept aside)"
         )
     raise exc
 
@@ -132,10 +138,25 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic step: everything inside commits together or not at all."""
+        """One atomic step: everything inside commits together or not at all.
+
+        `BEGIN IMMEDIATE` takes the write lock up front, so a second writer (the CLI while the
+        language server writes) waits out the busy timeout instead of failing at the upgrade
+        from a read lock."""
+        conn = self.db.conn
         try:
-            with self.db.atomic():
+            if conn.in_transaction:
+                with self.db.atomic():  # nested: a savepoint inside the outer step
+                    yield
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
                 yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise _translate_sqlite(self.where, exc) from None
         except OSError as exc:
@@ -251,6 +272,55 @@ class Store:
                     replace=True,
                 )
 
+    def states_among(self, commits: Sequence[str], hypernet_key: str, kind: str) -> set[str]:
+        """Which of `commits` have a stored state for (hypernet_key, kind)."""
+        found: set[str] = set()
+        for i in range(0, len(commits), _IN_CHUNK):
+            part = list(commits[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"select commit_sha from states where hypernet_key = ? and kind = ? "
+                f"and commit_sha in ({marks})",
+                [hypernet_key, kind, *part],
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
+    def set_adapter(self, commit: str, hypernet_key: str, kind: str, path: str) -> None:
+        with self.transaction():
+            self.db.table("adapters").insert(
+                {
+                    "commit_sha": commit,
+                    "hypernet_key": hypernet_key,
+                    "kind": kind,
+                    "path": path,
+                    "created_at": time.time(),
+                },
+                replace=True,
+            )
+
+    def evo_log(self, kind: str, limit: int) -> list[dict[str, Any]]:
+        """States of `kind` with their commit and adapter, newest first."""
+        rows = self.db.execute(
+            "select s.commit_sha, c.authored_at, c.summary, s.stats, a.path, s.hypernet_key "
+            "from states s join commits c on c.sha = s.commit_sha "
+            "left join adapters a on a.commit_sha = s.commit_sha "
+            "and a.hypernet_key = s.hypernet_key and a.kind = s.kind "
+            "where s.kind = ? order by s.created_at desc, s.rowid desc limit ?",
+            [kind, limit],
+        ).fetchall()
+        return [
+            {
+                "commit_sha": r[0],
+                "authored_at": r[1],
+                "summary": r[2],
+                "stats": json.loads(r[3]),
+                "adapter": r[4],
+                "hypernet_key": r[5],
+            }
+            for r in rows
+        ]
+
     def has_chunks(self, commit: str) -> bool:
         return (
             self.db.execute(
@@ -358,6 +428,7 @@ def open_store(work_tree: str | os.PathLike[str]) -> Store:
     database was written by a newer schema."""
     where = ensure_state_dir(work_tree)
     path = where / DB_NAME
+    conn: sqlite3.Connection | None = None
     try:
         conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
         conn.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -366,6 +437,8 @@ def open_store(work_tree: str | os.PathLike[str]) -> Store:
             db.execute("pragma journal_mode = wal")
         db.execute("pragma synchronous = normal")
         db.execute("pragma foreign_keys = on")
+        if db.execute("pragma quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("database disk image is malformed (quick_check)")
         version = None
         if "meta" in db.table_names():
             row = db.execute("select value from meta where key = 'schema_version'").fetchone()
@@ -380,7 +453,26 @@ def open_store(work_tree: str | os.PathLike[str]) -> Store:
             with db.atomic():
                 _create_schema(db)
     except sqlite3.Error as exc:
+        if conn is not None:
+            conn.close()
         raise _translate_sqlite(where, exc) from None
     except OSError as exc:
         raise _write_error(where, exc) from None
     return Store(db, where)
+
+
+def move_aside_damaged(work_tree: str | os.PathLike[str]) -> Path | None:
+    """Rename a damaged state.db (and its WAL files) to `state.db.damaged-<time>`; the next
+    `open_store` starts a fresh database. Returns the new name, or None if there was none."""
+    d = state_dir_for(work_tree)
+    db = d / DB_NAME
+    if not db.exists():
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = d / f"{DB_NAME}.damaged-{stamp}"
+    with state_writes(d):
+        for suffix in ("", "-wal", "-shm"):
+            src = d / f"{DB_NAME}{suffix}"
+            if src.exists():
+                os.replace(src, d / f"{target.name}{suffix}")
+    return target

@@ -38,7 +38,7 @@ def progress_bars(enabled: bool) -> Iterator[Any]:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    labels = {"chunk": "chunking files", "encode": "encoding chunks"}
+    labels = {"chunk": "chunking files", "encode": "encoding chunks", "update": "commits"}
     with Progress(
         TextColumn("{task.description:<16}"),
         BarColumn(),
@@ -92,6 +92,100 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     print(f"  hypernet   {res.hypernet}")
     print(f"  seconds    {res.seconds['total']:.2f}")
     print(f"  adapter    {res.adapter_path}")
+    return 0
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from evo_state.store import move_aside_damaged
+    from repo2lora.snapshot import SnapshotConfig
+    from repo2lora.update import UpdateConfig, update_repository
+    from repo_encoder.exclusion import ExclusionConfig
+    from repo_encoder.snapshot import open_repository
+
+    if args.rebuild:
+        aside = move_aside_damaged(str(open_repository(args.path).working_tree_dir))
+        if aside is not None:
+            _note(f"the old state database was moved to {aside}; rebuilding")
+    cfg = UpdateConfig(
+        snapshot=SnapshotConfig(exclusion=ExclusionConfig(mode=args.exclusion)),
+        first_parent=not args.all_parents,
+        max_replay=args.max_replay,
+    )
+    with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
+        res = update_repository(
+            args.path,
+            args.rev,
+            model=args.model,
+            hypernet=args.hypernet,
+            config=cfg,
+            start=args.start,
+            worktree=args.worktree,
+            progress=bar,
+        )
+    if args.json:
+        _print_json(res.to_json())
+        return 0
+    if res.base_model_untrained:
+        _note("the base model is an UNTRAINED placeholder (pass --model for a real one)")
+    if res.hypernet_untrained:
+        _note("the hypernetwork is UNTRAINED (pass --hypernet with a trained checkpoint)")
+    if res.resumed_from and not res.steps:
+        print(f"up to date at {res.target[:12]}")
+    elif res.resumed_from:
+        print(f"resumed from the state of {res.resumed_from[:12]}")
+    else:
+        print("no stored state near; started from a fresh snapshot")
+    for s in res.steps:
+        if s.source == "snapshot":
+            print(
+                f"  {s.commit[:12]}  snapshot: {s.added} chunks in {s.files} files  "
+                f"{s.seconds:.2f}s"
+            )
+        else:
+            print(
+                f"  {s.commit[:12]}  +{s.added} -{s.removed} ~{s.modified} chunks "
+                f"in {s.files} files  {s.seconds:.2f}s"
+            )
+    if res.worktree is not None:
+        w = res.worktree
+        print(f"  work tree     +{w.added} -{w.removed} ~{w.modified} chunks (not stored)")
+    print(f"adapter {res.adapter_path}")
+    return 0
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    import datetime
+
+    from repo2lora.update import state_log
+
+    entries = state_log(args.path, args.limit)
+    if args.json:
+        _print_json([e.__dict__ for e in entries])
+        return 0
+    if not entries:
+        print("no evolving state yet; run `repo2lora update`")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"):
+        table.add_column(
+            col, justify="right" if col in ("added", "removed", "modified", "seconds") else "left"
+        )
+    for e in entries:
+        date = datetime.datetime.fromtimestamp(e.date, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        table.add_row(
+            e.commit[:12],
+            date,
+            e.source,
+            str(e.added),
+            str(e.removed),
+            str(e.modified),
+            f"{e.seconds:.2f}",
+            e.adapter.rsplit("/", 1)[-1] if e.adapter else "-",
+        )
+    Console(width=max(120, Console().width)).print(table)
     return 0
 
 
@@ -155,6 +249,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(s)
     s.set_defaults(func=cmd_snapshot)
+
+    u = sub.add_parser(
+        "update",
+        help="follow the repository's history: one GRU state step per commit, then its adapter",
+        description="Apply every commit since the nearest stored state (a fresh snapshot when "
+        "none is near) as a chunk-level diff step of the evolving state, storing each step, and "
+        "write the adapter of the target commit.",
+    )
+    u.add_argument("path", nargs="?", default=".", help="repository (default: .)")
+    u.add_argument("--rev", default="HEAD", help="target commit (default: HEAD)")
+    u.add_argument(
+        "--from", dest="start", metavar="REV", help="start the walk at REV (snapshotted if needed)"
+    )
+    u.add_argument(
+        "--worktree",
+        action="store_true",
+        help="also fold uncommitted edits in as a transient step (its state is not stored)",
+    )
+    u.add_argument(
+        "--max-replay",
+        type=int,
+        default=200,
+        help="start from a fresh snapshot when the nearest stored state is further (default 200)",
+    )
+    u.add_argument(
+        "--all-parents", action="store_true", help="walk every parent, not only first parents"
+    )
+    u.add_argument("--exclusion", choices=["source-only", "with-tests"], default="source-only")
+    u.add_argument(
+        "--rebuild", action="store_true", help="move a damaged state.db aside and start over"
+    )
+    u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    model_args(u)
+    u.set_defaults(func=cmd_update)
+
+    lg = sub.add_parser("log", help="list the stored evolving states, newest first")
+    lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")
+    lg.add_argument("-n", "--limit", type=int, default=50)
+    lg.add_argument("--json", action="store_true", help="print JSON for scripts")
+    lg.set_defaults(func=cmd_log)
 
     c = sub.add_parser(
         "complete",

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import git
 import numpy as np
 import torch
 
@@ -123,6 +124,150 @@ def adapter_dir(repo_root: str | Path, commit: str, hypernet_key: str, kind: str
     return Path(repo_root) / ".repo2lora" / "adapters" / f"{kind}-{commit[:12]}-{hypernet_key}"
 
 
+@dataclass
+class RepoContext:
+    """What every step over one repository needs: the repository, the resolved base model
+    and hypernetwork, the settings, and the model weights, loaded on first use only."""
+
+    repo: git.Repo
+    root: str
+    base: BaseModelInfo
+    hyper: LoadedHypernet
+    config: SnapshotConfig
+    progress: ProgressFn
+    loaded: LoadedModel | None = None
+
+    def model(self) -> LoadedModel:
+        if self.loaded is None:
+            self.loaded = load_base_model(self.base)
+        return self.loaded
+
+    def encode(self, store: Store, chunks: list[Chunk]) -> EncodedChunks:
+        return encode_chunks(chunks, store, self.base, self.model, self.config.embed, self.progress)
+
+
+def open_context(
+    path: str | Path,
+    *,
+    model: str | None = None,
+    hypernet: str | None = None,
+    config: SnapshotConfig | None = None,
+    progress: ProgressFn = no_progress,
+    loaded_model: LoadedModel | None = None,
+    loaded_hypernet: LoadedHypernet | None = None,
+) -> RepoContext:
+    """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
+    before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
+    them); otherwise the model's weights are loaded only if some chunk needs encoding."""
+    repo = open_repository(path)
+    base = loaded_model.info if loaded_model is not None else describe_base_model(model)
+    hyper = loaded_hypernet if loaded_hypernet is not None else load_hypernet(hypernet, base)
+    return RepoContext(
+        repo=repo,
+        root=str(repo.working_tree_dir),
+        base=base,
+        hyper=hyper,
+        config=config or SnapshotConfig(),
+        progress=progress,
+        loaded=loaded_model,
+    )
+
+
+@dataclass
+class SnapshotEncoding:
+    """A commit's encoder-visible chunks and the state (h_0) the hypernetwork gives them."""
+
+    state: torch.Tensor  # [state_dim]
+    chunks: list[Chunk]
+    files: int
+    skipped: dict[str, int]
+    encoded: EncodedChunks
+    seconds: dict[str, float]
+
+
+def encode_snapshot(ctx: RepoContext, store: Store, commit: git.Commit) -> SnapshotEncoding:
+    """Read `commit` from git objects, chunk it, encode the chunks (cached) and pool them."""
+    seconds = {}
+    t = time.perf_counter()
+    cfg = ctx.config
+    snap = read_snapshot(ctx.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
+    seconds["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ctx.progress("chunk", 0, len(snap.files))
+    chunked = chunk_files(snap.files, cfg.chunker)
+    ctx.progress("chunk", len(snap.files), len(snap.files))
+    seconds["chunk"] = time.perf_counter() - t
+    t = time.perf_counter()
+    enc = ctx.encode(store, chunked.chunks)
+    seconds["encode"] = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.no_grad():
+        state = ctx.hyper.net.encode(enc.vectors)
+    seconds["pool"] = time.perf_counter() - t
+    counts = snap.counts + chunked.counts
+    skipped = {k: v for k, v in counts.items() if k.startswith(("skipped", "fallback"))}
+    return SnapshotEncoding(state, chunked.chunks, len(snap.files), skipped, enc, seconds)
+
+
+def write_adapter(
+    ctx: RepoContext,
+    store: Store,
+    commit: str,
+    state: torch.Tensor,
+    kind: str,
+    out: Path | None = None,
+) -> tuple[Path, LoraWeights]:
+    """Generate the adapter for `state` and write it as a PEFT directory (atomically)."""
+    with torch.no_grad():
+        weights = ctx.hyper.net.generate(state).detached()
+    out = out or adapter_dir(ctx.root, commit, ctx.hyper.key, kind)
+    base = ctx.base
+    with state_writes(store.where):
+        save_peft_adapter(
+            weights,
+            out,
+            str(base.model_dir) if base.model_dir else base.spec,
+            provenance={
+                "commit": commit,
+                "kind": kind,
+                "generator": ctx.hyper.net.generator_name,
+                "hypernet_key": ctx.hyper.key,
+                "base_model": base.spec,
+                "base_model_identity": base.identity,
+                "model_key": base.model_key,
+            },
+        )
+    return out, weights
+
+
+def record_step(
+    store: Store,
+    ctx: RepoContext,
+    commit: git.Commit,
+    state: torch.Tensor,
+    kind: str,
+    stats: dict[str, object],
+    chunks: list[Chunk] | None = None,
+    adapter_path: Path | None = None,
+) -> None:
+    """Store one state step (commit row, state, optional chunk list and adapter): one
+    transaction."""
+    summary = commit.summary if isinstance(commit.summary, str) else commit.summary.decode()
+    store.record_state(
+        commit=commit.hexsha,
+        parents=[p.hexsha for p in commit.parents],
+        authored_at=int(commit.authored_date),
+        summary=summary,
+        chunks=chunks,
+        hypernet_key=ctx.hyper.key,
+        kind=kind,
+        model_key=ctx.base.model_key,
+        vector=state.detach().numpy(),
+        stats=stats,
+        adapter_path=str(adapter_path) if adapter_path is not None else None,
+    )
+
+
 def snapshot_repository(
     path: str | Path,
     rev: str = "HEAD",
@@ -134,92 +279,40 @@ def snapshot_repository(
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
 ) -> SnapshotResult:
-    """Snapshot `rev` of the repository at `path` into a stored state and a PEFT adapter.
-
-    A loaded model/hypernetwork may be passed in (the server keeps them); otherwise they are
-    resolved from `model`/`hypernet`, and the model's weights are loaded only if some chunk
-    has no cached vector."""
-    cfg = config or SnapshotConfig()
+    """Snapshot `rev` of the repository at `path` into a stored state and a PEFT adapter."""
     t0 = time.perf_counter()
-    seconds: dict[str, float] = {}
-    repo = open_repository(path)
-    root = str(repo.working_tree_dir)
-    commit = resolve_commit(repo, rev)
-    base = loaded_model.info if loaded_model is not None else describe_base_model(model)
-    hyper = loaded_hypernet if loaded_hypernet is not None else load_hypernet(hypernet, base)
-    seconds["resolve"] = time.perf_counter() - t0
-
-    t = time.perf_counter()
-    snap = read_snapshot(repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
-    seconds["read"] = time.perf_counter() - t
-    t = time.perf_counter()
-    progress("chunk", 0, len(snap.files))
-    chunked = chunk_files(snap.files, cfg.chunker)
-    progress("chunk", len(snap.files), len(snap.files))
-    seconds["chunk"] = time.perf_counter() - t
-
-    with open_store(root) as store:
+    ctx = open_context(
+        path,
+        model=model,
+        hypernet=hypernet,
+        config=config,
+        progress=progress,
+        loaded_model=loaded_model,
+        loaded_hypernet=loaded_hypernet,
+    )
+    commit = resolve_commit(ctx.repo, rev)
+    seconds = {"resolve": time.perf_counter() - t0}
+    with open_store(ctx.root) as store:
+        snap = encode_snapshot(ctx, store, commit)
+        seconds.update(snap.seconds)
         t = time.perf_counter()
-        enc = encode_chunks(
-            chunked.chunks,
-            store,
-            base,
-            (lambda: loaded_model) if loaded_model is not None else (lambda: load_base_model(base)),
-            cfg.embed,
-            progress,
-        )
-        seconds["encode"] = time.perf_counter() - t
-        t = time.perf_counter()
-        with torch.no_grad():
-            state = hyper.net.encode(enc.vectors)
-            weights = hyper.net.generate(state).detached()
+        out, weights = write_adapter(ctx, store, commit.hexsha, snap.state, STATIC_KIND)
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
-        out = adapter_dir(root, commit.hexsha, hyper.key, STATIC_KIND)
-        with state_writes(store.where):
-            save_peft_adapter(
-                weights,
-                out,
-                str(base.model_dir) if base.model_dir else base.spec,
-                provenance={
-                    "commit": commit.hexsha,
-                    "kind": STATIC_KIND,
-                    "generator": hyper.net.generator_name,
-                    "hypernet_key": hyper.key,
-                    "base_model": base.spec,
-                    "base_model_identity": base.identity,
-                    "model_key": base.model_key,
-                },
-            )
-        skipped = {
-            k: v
-            for k, v in (snap.counts + chunked.counts).items()
-            if k.startswith(("skipped", "fallback"))
-        }
-        store.record_state(
-            commit=commit.hexsha,
-            parents=[p.hexsha for p in commit.parents],
-            authored_at=int(commit.authored_date),
-            summary=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(),
-            chunks=chunked.chunks,
-            hypernet_key=hyper.key,
-            kind=STATIC_KIND,
-            model_key=base.model_key,
-            vector=state.numpy(),
-            stats={"files": len(snap.files), "chunks": len(chunked.chunks), **skipped},
-            adapter_path=str(out),
-        )
+        stats: dict[str, object] = {"files": snap.files, "chunks": len(snap.chunks), **snap.skipped}
+        record_step(store, ctx, commit, snap.state, STATIC_KIND, stats, snap.chunks, out)
         seconds["store"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
+    base, hyper, enc = ctx.base, ctx.hyper, snap.encoded
     return SnapshotResult(
-        repo_root=root,
+        repo_root=ctx.root,
         commit=commit.hexsha,
-        files=len(snap.files),
-        chunks=len(chunked.chunks),
+        files=snap.files,
+        chunks=len(snap.chunks),
         unique_chunks=enc.unique,
         cache_hits=enc.cache_hits,
         encoded=enc.encoded,
-        skipped=skipped,
+        skipped=snap.skipped,
         seconds={k: round(v, 4) for k, v in seconds.items()},
         base_model=base.description,
         base_model_untrained=base.untrained,
@@ -228,6 +321,6 @@ def snapshot_repository(
         hypernet_key=hyper.key,
         hypernet_untrained=hyper.untrained,
         adapter_path=str(out),
-        state_dim=int(state.shape[0]),
+        state_dim=int(snap.state.shape[0]),
         weights=weights,
     )

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from repo2lora.adapters.weights import find_lora_targets
+from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import BaseModelInfo
 from repo_encoder.errors import UserError
@@ -45,7 +46,9 @@ def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
 
 
 def build_hypernet(cfg: HypernetConfig, base: BaseModelInfo) -> StaticHypernet:
-    net = StaticHypernet(cfg, find_lora_targets(base.config, cfg.target_modules))
+    """The generator `cfg.generator` names, for the LoRA targets `base` offers."""
+    cls = EvoHypernet if cfg.generator == EvoHypernet.generator_name else StaticHypernet
+    net = cls(cfg, find_lora_targets(base.config, cfg.target_modules))
     net.eval()
     return net
 

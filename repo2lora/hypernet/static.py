@@ -22,6 +22,9 @@ class HypernetConfig:
     pair per module type shared by all layers (Code2LoRA style)."""
 
     input_dim: int  # chunk vector size (the base model's hidden size)
+    # code2lora-evo adds the GRU step on top of everything code2lora-static has
+    generator: Literal["code2lora-static", "code2lora-evo"] = "code2lora-evo"
+    diff_hidden: int = 256
     rank: int = 8
     alpha: int = 16
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")

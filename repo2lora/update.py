@@ -1,0 +1,282 @@
+"""Code2LoRA-Evo end to end: move a repository's stored state along its history one commit at
+a time (h_t = GRU(h_{t-1}, diff_t)), resuming from the nearest ancestor that has a state, and
+write the adapter of the target commit (or of the uncommitted work tree, transiently)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+import torch
+
+from evo_state.diff import ChunkDiff, commit_chunk_diff, worktree_chunk_diff
+from evo_state.history import ancestors
+from evo_state.store import Store, open_store
+from repo2lora.hypernet.checkpoint import LoadedHypernet
+from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.models.loading import LoadedModel
+from repo2lora.progress import ProgressFn, no_progress
+from repo2lora.snapshot import (
+    RepoContext,
+    SnapshotConfig,
+    adapter_dir,
+    encode_snapshot,
+    open_context,
+    record_step,
+    write_adapter,
+)
+from repo_encoder.errors import UserError
+from repo_encoder.snapshot import resolve_commit
+
+EVO_KIND = "evo"
+WORKTREE_KIND = "worktree"
+
+
+@dataclass(frozen=True)
+class UpdateConfig:
+    """How history is followed. `max_replay`: a target further than this many commits from
+    the nearest stored state starts from a fresh snapshot instead of replaying them."""
+
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    first_parent: bool = True
+    max_replay: int = 200
+
+
+@dataclass
+class StepReport:
+    commit: str
+    source: str  # "snapshot" (h_0) or "diff" (a GRU step from `base`)
+    base: str | None
+    added: int
+    removed: int
+    modified: int
+    files: int
+    seconds: float
+
+
+@dataclass
+class UpdateResult:
+    repo_root: str
+    target: str
+    resumed_from: str | None  # the stored state the walk started from (None: a fresh snapshot)
+    steps: list[StepReport]
+    adapter_path: str
+    worktree: StepReport | None
+    seconds: float
+    base_model_untrained: bool
+    hypernet_untrained: bool
+    hypernet_key: str
+
+    def to_json(self) -> dict[str, object]:
+        d = dict(self.__dict__)
+        d["steps"] = [s.__dict__ for s in self.steps]
+        d["worktree"] = self.worktree.__dict__ if self.worktree else None
+        return d
+
+
+def _evo_net(ctx: RepoContext) -> EvoHypernet:
+    net = ctx.hyper.net
+    if not isinstance(net, EvoHypernet):
+        raise UserError(
+            f"{ctx.hyper.description} is a {net.generator_name} generator; following history "
+            "needs a code2lora-evo checkpoint (or none, for the default)"
+        )
+    return net
+
+
+def _step(ctx: RepoContext, store: Store, h: torch.Tensor, diff: ChunkDiff) -> torch.Tensor:
+    """h_{t-1} -> h_t for one chunk diff (vectors from the cache, new chunks encoded)."""
+    brought_in = diff.added + [new for _, new in diff.modified]
+    taken_out = diff.removed + [old for old, _ in diff.modified]
+    enc = ctx.encode(store, brought_in + taken_out)
+    n_in = len(brought_in)
+    with torch.no_grad():
+        return _evo_net(ctx).step(
+            h,
+            enc.vectors[:n_in],
+            enc.vectors[n_in:],
+            (len(diff.added), len(diff.removed), len(diff.modified)),
+        )
+
+
+def plan_walk(
+    ctx: RepoContext, store: Store, target: str, config: UpdateConfig, start: str | None
+) -> tuple[str | None, list[str]]:
+    """(commit whose stored state the walk starts from or None for a fresh snapshot, the
+    commits to apply in order). History is a DAG: the start is the nearest ancestor of
+    `target` with a state, within `max_replay` commits."""
+    repo = ctx.repo
+    if start is not None:
+        if store.get_state(start, ctx.hyper.key, EVO_KIND) is None:
+            return None, [start, *_path(repo, start, target, config)]
+        return start, _path(repo, start, target, config)
+    chain = ancestors(repo, target, config.max_replay, config.first_parent)
+    stored = store.states_among(chain, ctx.hyper.key, EVO_KIND)
+    for i, sha in enumerate(chain):
+        if sha in stored:
+            if i == 0:
+                return sha, []
+            return sha, _path(repo, sha, target, config)
+    return None, [target]
+
+
+def _path(repo: git.Repo, base: str, target: str, config: UpdateConfig) -> list[str]:
+    """Commits after `base` up to `target`, oldest first."""
+    args = ["--reverse", "--topo-order", "--ancestry-path", f"{base}..{target}"]
+    if config.first_parent:
+        args.insert(0, "--first-parent")
+    out = repo.git.rev_list(*args)
+    return out.split() if out else []
+
+
+def update_repository(
+    path: str | Path,
+    rev: str = "HEAD",
+    *,
+    model: str | None = None,
+    hypernet: str | None = None,
+    config: UpdateConfig | None = None,
+    start: str | None = None,
+    worktree: bool = False,
+    progress: ProgressFn = no_progress,
+    loaded_model: LoadedModel | None = None,
+    loaded_hypernet: LoadedHypernet | None = None,
+) -> UpdateResult:
+    """Bring the stored evolving state up to `rev` and write its adapter.
+
+    Each commit is one stored step (one transaction), so a run killed at any point resumes
+    from the last completed commit. With `start`, the walk begins at that commit (snapshotted
+    if it has no state). With `worktree`, the uncommitted edits are folded in as a transient
+    step whose adapter is written but whose state is not stored."""
+    cfg = config or UpdateConfig()
+    t0 = time.perf_counter()
+    ctx = open_context(
+        path,
+        model=model,
+        hypernet=hypernet,
+        config=cfg.snapshot,
+        progress=progress,
+        loaded_model=loaded_model,
+        loaded_hypernet=loaded_hypernet,
+    )
+    _evo_net(ctx)
+    repo = ctx.repo
+    target = resolve_commit(repo, rev)
+    start_commit = resolve_commit(repo, start) if start else None
+    if start_commit is not None and not repo.is_ancestor(start_commit, target):
+        raise UserError(f"--from {start} is not an ancestor of {rev}")
+    start_sha = start_commit.hexsha if start_commit is not None else None
+    steps: list[StepReport] = []
+    with open_store(ctx.root) as store:
+        resumed_from, todo = plan_walk(ctx, store, target.hexsha, cfg, start_sha)
+        h: torch.Tensor | None = None
+        prev = resumed_from
+        if resumed_from is not None:
+            rec = store.get_state(resumed_from, ctx.hyper.key, EVO_KIND)
+            assert rec is not None
+            h = torch.from_numpy(rec.vector)
+        for i, sha in enumerate(todo):
+            progress("update", i, len(todo))
+            t = time.perf_counter()
+            commit = repo.commit(sha)
+            if h is None:  # a fresh start: h_0 is the static encoding of this commit
+                snap = encode_snapshot(ctx, store, commit)
+                h = snap.state
+                rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
+            else:
+                diff = commit_chunk_diff(
+                    repo, prev, sha, cfg.snapshot.exclusion, cfg.snapshot.chunker
+                )
+                h = _step(ctx, store, h, diff)
+                s = diff.summary()
+                rep = StepReport(
+                    sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
+                )
+            rep.seconds = round(time.perf_counter() - t, 4)
+            record_step(store, ctx, commit, h, EVO_KIND, dict(rep.__dict__))
+            steps.append(rep)
+            prev = sha
+        progress("update", len(todo), len(todo))
+        assert h is not None
+        out = adapter_dir(ctx.root, target.hexsha, ctx.hyper.key, EVO_KIND)
+        existing = store.get_adapter(target.hexsha, ctx.hyper.key, EVO_KIND)
+        if steps or existing is None or not Path(existing.path).is_dir():
+            out, _ = write_adapter(ctx, store, target.hexsha, h, EVO_KIND)
+            store.set_adapter(target.hexsha, ctx.hyper.key, EVO_KIND, str(out))
+        wt_report = None
+        if worktree:
+            t = time.perf_counter()
+            diff = worktree_chunk_diff(repo, cfg.snapshot.exclusion, cfg.snapshot.chunker)
+            h_wt = _step(ctx, store, h, diff) if not diff.empty else h
+            out, _ = write_adapter(
+                ctx,
+                store,
+                target.hexsha,
+                h_wt,
+                WORKTREE_KIND,
+                out=Path(ctx.root) / ".repo2lora" / "adapters" / f"worktree-{ctx.hyper.key}",
+            )
+            s = diff.summary()
+            wt_report = StepReport(
+                "worktree",
+                "diff",
+                target.hexsha,
+                s["added"],
+                s["removed"],
+                s["modified"],
+                s["files"],
+                round(time.perf_counter() - t, 4),
+            )
+    return UpdateResult(
+        repo_root=ctx.root,
+        target=target.hexsha,
+        resumed_from=resumed_from,
+        steps=steps,
+        adapter_path=str(out),
+        worktree=wt_report,
+        seconds=round(time.perf_counter() - t0, 4),
+        base_model_untrained=ctx.base.untrained,
+        hypernet_untrained=ctx.hyper.untrained,
+        hypernet_key=ctx.hyper.key,
+    )
+
+
+@dataclass
+class LogEntry:
+    commit: str
+    date: int
+    summary: str
+    source: str
+    added: int
+    removed: int
+    modified: int
+    seconds: float
+    adapter: str | None
+
+
+def state_log(path: str | Path, limit: int = 50) -> list[LogEntry]:
+    """The stored evolving states of a repository, newest first."""
+    from repo_encoder.snapshot import open_repository
+
+    repo = open_repository(path)
+    with open_store(str(repo.working_tree_dir)) as store:
+        rows = store.evo_log(EVO_KIND, limit)
+    out = []
+    for r in rows:
+        st = r["stats"]
+        out.append(
+            LogEntry(
+                commit=r["commit_sha"],
+                date=r["authored_at"],
+                summary=r["summary"],
+                source=str(st.get("source", "")),
+                added=int(st.get("added", 0)),
+                removed=int(st.get("removed", 0)),
+                modified=int(st.get("modified", 0)),
+                seconds=float(st.get("seconds", 0.0)),
+                adapter=r["adapter"],
+            )
+        )
+    return out
