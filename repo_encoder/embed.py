@@ -36,6 +36,8 @@ def embed_texts(
     if not texts:
         return out
     device = next(model.parameters()).device
+    # the decoder alone: the LM head's logits (vocabulary-wide, per token) are never needed
+    backbone = model.get_decoder() if hasattr(model, "get_decoder") else model
     enc = tokenizer(
         list(texts), add_special_tokens=False, truncation=True, max_length=config.max_tokens
     )["input_ids"]
@@ -50,7 +52,7 @@ def embed_texts(
             seq = enc[i] or [pad_id]  # an empty chunk still gets a (padding) vector
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        res = model(
+        res = backbone(
             input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True
         )
         h = res.hidden_states[config.layer].float()  # [b, t, hidden]

@@ -7,7 +7,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-DEFAULT_TEST_GLOBS: tuple[str, ...] = ("tests/**", "test/**", "test_*.py", "*_test.py", "conftest.py")
+DEFAULT_TEST_GLOBS: tuple[str, ...] = (
+    "tests/**",
+    "test/**",
+    "test_*.py",
+    "*_test.py",
+    "conftest.py",
+)
 
 ExclusionMode = Literal["source-only", "with-tests"]
 

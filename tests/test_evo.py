@@ -94,7 +94,8 @@ def test_commit_diff_is_chunk_level_and_follows_renames(history: GitRepo) -> Non
     assert commit_chunk_diff(repo, c3, c4, ex, cfg).empty  # rename detection: nothing changed
     c5 = history.commit({"tests/test_x.py": func("test_x")}, "tests only")
     assert commit_chunk_diff(repo, c4, c5, ex, cfg).empty  # test files are not seen
-    root = commit_chunk_diff(repo, None, history.git("rev-list", "--max-parents=0", "HEAD"), ex, cfg)
+    first = history.git("rev-list", "--max-parents=0", "HEAD")
+    root = commit_chunk_diff(repo, None, first, ex, cfg)
     assert {c.qualname for c in root.added} == {"alpha", "beta"}
 
 
