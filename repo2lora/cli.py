@@ -189,6 +189,77 @@ def cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from benchmark.synthetic import generate_suite
+    from benchmark.training_data import build_training_data
+    from repo2lora.models.loading import describe_base_model, load_base_model
+    from repo2lora.training.hypernet_trainer import StepLog, TrainConfig, train_hypernet
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    paths = [Path(p) for p in args.repos]
+    if args.synthetic:
+        suite_dir = Path(args.out) / "synthetic-suite"
+        if not (suite_dir / "done").exists():
+            generate_suite(suite_dir, args.synthetic, args.synthetic_commits, args.seed)
+            (suite_dir / "done").write_text("ok\n")
+        paths += sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    if not paths:
+        raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
+    base = load_base_model(describe_base_model(args.model))
+    evolving = args.generator == "code2lora-evo"
+    data = build_training_data(paths, base, evolving, seed=args.seed)
+    if not data.train:
+        raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
+    cfg = TrainConfig(
+        generator=args.generator,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        rank=args.rank,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        tbptt_window=args.tbptt_window,
+    )
+    show = not args.json and sys.stderr.isatty()
+
+    def on_step(s: StepLog) -> None:
+        if show or s.step % max(1, args.steps // 10) == 0:
+            print(
+                f"step {s.step}/{args.steps}  loss {s.loss:.4f}  {s.tokens_per_s:.0f} tok/s",
+                file=sys.stderr,
+            )
+
+    res = train_hypernet(
+        base,
+        data.encodings,
+        data.train,
+        args.out,
+        cfg,
+        eval_examples=data.test,
+        resume=not args.no_resume,
+        on_step=on_step if not args.json else None,
+        card={"data_manifest": data.manifest, "train_examples": len(data.train)},
+    )
+    summary = {**res.__dict__, "train_examples": len(data.train), "test_examples": len(data.test)}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"trained {res.steps} steps, {res.tokens} target tokens, {res.seconds:.1f}s")
+        if res.eval:
+            print(
+                f"held-out target NLL: {res.eval['nll_generated']:.3f} with generated adapters, "
+                f"{res.eval['nll_base']:.3f} base model"
+            )
+        print(f"hypernetwork {res.out_dir}")
+    return 0
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from repo2lora.complete import complete_at
     from repo2lora.generation import GenerationConfig
@@ -289,6 +360,34 @@ def build_parser() -> argparse.ArgumentParser:
     lg.add_argument("-n", "--limit", type=int, default=50)
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     lg.set_defaults(func=cmd_log)
+
+    t = sub.add_parser(
+        "train",
+        help="train a hypernetwork on repositories' assertion tasks (runs under accelerate too)",
+        description="Train a generator end to end on the LM loss of assertion targets: the base "
+        "model frozen, one generated adapter per sample. Resumes from the last checkpoint in "
+        "--out. Works unchanged under `accelerate launch -m repo2lora train ...`.",
+    )
+    t.add_argument(
+        "--generator", choices=["code2lora-static", "code2lora-evo"], default="code2lora-static"
+    )
+    t.add_argument("--out", required=True, help="output directory (checkpoints, log, result)")
+    t.add_argument("--repos", nargs="*", default=[], help="training repositories")
+    t.add_argument("--synthetic", type=int, default=0, help="also generate N synthetic repos")
+    t.add_argument("--synthetic-commits", type=int, default=8)
+    t.add_argument("--model", help="base model (default: the embedded default)")
+    t.add_argument("--steps", type=int, default=200)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--tbptt-window", type=int, default=16)
+    t.add_argument("--checkpoint-every", type=int, default=50)
+    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    t.add_argument("--json", action="store_true", help="print one JSON object for scripts")
+    t.set_defaults(func=cmd_train)
 
     c = sub.add_parser(
         "complete",

@@ -60,6 +60,9 @@ PRESETS: dict[str, Preset] = {
             num_key_value_heads=2,
             max_position_embeddings=1024,
             tie_word_embeddings=True,
+            # wider than the usual 0.02: its logits then span a range an adapter can move,
+            # so training tests can show learning on a model that was never pretrained
+            initializer_range=0.1,
         ),
         description="tiny random-init Llama (64 hidden, 2 layers), byte tokenizer; for tests",
     ),

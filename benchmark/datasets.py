@@ -1,0 +1,109 @@
+"""Turns git repositories into training and evaluation data: mined assertion tasks split
+in-repo by test function, and each repository's encoder input (snapshot chunk vectors, and for
+the evolving track the per-commit chunk diffs), read with the same steps as the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from benchmark.miner import AssertionTask, MinerConfig, mine_tasks, tasks_added_by_commit
+from evo_state.diff import commit_chunk_diff
+from evo_state.store import open_store
+from repo2lora.hypernet.checkpoint import load_hypernet
+from repo2lora.models.loading import LoadedModel
+from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
+from repo2lora.training.data import RepoEncoding, TaskExample
+from repo_encoder.snapshot import resolve_commit
+
+
+@dataclass
+class RepoData:
+    """One repository's encoder input and its tasks (static: mined at the snapshot commit;
+    evolving: the assertions each commit adds, by commit index)."""
+
+    name: str
+    encoding: RepoEncoding
+    static_tasks: list[AssertionTask] = field(default_factory=list)
+    evo_tasks: list[tuple[int, AssertionTask]] = field(default_factory=list)
+
+
+def in_repo_split(task: AssertionTask, test_share: float = 0.5, seed: int = 0) -> str:
+    """ "train" or "test" for a task, decided by its test function (never split a function)."""
+    key = f"{seed}:{task.repo}:{task.path}:{task.test_qualname}".encode()
+    u = int(hashlib.sha256(key).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < test_share else "train"
+
+
+def _ctx(path: str | Path, model: LoadedModel, config: SnapshotConfig) -> RepoContext:
+    return open_context(
+        path,
+        config=config,
+        loaded_model=model,
+        loaded_hypernet=load_hypernet(None, model.info),
+    )
+
+
+def encode_repo(
+    path: str | Path,
+    model: LoadedModel,
+    *,
+    rev: str = "HEAD",
+    evolving_from: str | None = None,
+    config: SnapshotConfig | None = None,
+    miner: MinerConfig | None = None,
+    name: str | None = None,
+) -> RepoData:
+    """Encode one repository. Static: the snapshot of `rev`. Evolving (`evolving_from` set):
+    the snapshot of that commit, then every first-parent commit up to `rev` as a chunk diff,
+    with the assertions each commit adds as its tasks."""
+    cfg = config or SnapshotConfig()
+    mcfg = miner or MinerConfig()
+    ctx = _ctx(path, model, cfg)
+    repo = ctx.repo
+    label = name or Path(ctx.root).name
+    target = resolve_commit(repo, rev)
+    start = resolve_commit(repo, evolving_from) if evolving_from else target
+    with open_store(ctx.root) as store:
+        snap = encode_snapshot(ctx, store, start)
+        enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha])
+        data = RepoData(label, enc)
+        data.static_tasks = mine_tasks(repo, target, mcfg, repo_name=label)
+        if evolving_from:
+            out = repo.git.rev_list(
+                "--first-parent", "--reverse", f"{start.hexsha}..{target.hexsha}"
+            )
+            prev = start.hexsha
+            for i, sha in enumerate(out.split() if out else [], start=1):
+                diff = commit_chunk_diff(repo, prev, sha, cfg.exclusion, cfg.chunker)
+                brought_in = diff.added + [n for _, n in diff.modified]
+                taken_out = diff.removed + [o for o, _ in diff.modified]
+                vecs = ctx.encode(store, brought_in + taken_out).vectors
+                n_in = len(brought_in)
+                counts = (len(diff.added), len(diff.removed), len(diff.modified))
+                enc.diffs.append((vecs[:n_in], vecs[n_in:], counts))
+                enc.commits.append(sha)
+                data.evo_tasks += [
+                    (i, t) for t in tasks_added_by_commit(repo, sha, mcfg, repo_name=label)
+                ]
+                prev = sha
+    return data
+
+
+def as_examples(tasks: list[AssertionTask], repo: str, step: int = -1) -> list[TaskExample]:
+    return [TaskExample(repo, t.prefix, t.target, step, t.task_id) for t in tasks]
+
+
+def evo_examples(data: RepoData) -> list[TaskExample]:
+    return [TaskExample(data.name, t.prefix, t.target, i, t.task_id) for i, t in data.evo_tasks]
+
+
+def vectors_only(datas: list[RepoData]) -> dict[str, RepoEncoding]:
+    return {d.name: d.encoding for d in datas}
+
+
+def empty_vectors(dim: int) -> torch.Tensor:
+    return torch.zeros(0, dim)

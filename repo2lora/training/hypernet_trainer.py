@@ -1,0 +1,366 @@
+"""Trains a hypernetwork end to end on the LM loss of target tokens: the base model frozen, each
+sample's generated LoRA applied functionally in one batch, gradients only in the generator.
+
+Runs as one CPU process by default and unchanged under `accelerate launch` (DDP: gloo on CPU,
+NCCL on GPUs; bf16 on CUDA). The data schedule is a pure function of (seed, step), and an
+evolving window's starting state is replayed without gradient from h_0, so any step can run on
+any process and a resumed run repeats exactly what an uninterrupted one would have done."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from repo2lora.adapters.functional import functional_lora
+from repo2lora.hypernet.checkpoint import build_hypernet, load_hypernet, save_hypernet
+from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
+from repo2lora.models.loading import LoadedModel
+from repo2lora.training.checkpoint import (
+    latest_checkpoint,
+    read_optimizer,
+    read_trainer_state,
+    write_checkpoint,
+)
+from repo2lora.training.data import (
+    RepoEncoding,
+    TaskExample,
+    pad_vector_sets,
+    per_example_nll,
+    tokenize_examples,
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The knobs of a hypernetwork training run."""
+
+    generator: str = "code2lora-static"  # or "code2lora-evo"
+    steps: int = 200
+    batch_size: int = 8  # global: examples per step (static) / windows per step (evo)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_prompt_tokens: int = 256
+    max_target_tokens: int = 32
+    tbptt_window: int = 16
+    checkpoint_every: int = 50
+    eval_every: int = 50
+    seed: int = 0
+    rank: int = 8
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    layer_conditioning: str = "embedding"
+    # the shipped untrained default starts B near zero (1e-3) so it barely moves the model; a
+    # training run starts wider, or the bound itself takes hundreds of steps to open up
+    b_init_bound: float = 0.05
+
+
+@dataclass
+class StepLog:
+    step: int
+    loss: float
+    tokens: int
+    tokens_per_s: float
+
+
+class HypernetLoss(nn.Module):
+    """The generator (a registered submodule: trained, synchronised by DDP) and the frozen base
+    model (deliberately not registered: never trained, never synchronised)."""
+
+    _base: Any
+
+    def __init__(self, net: StaticHypernet, base_model: Any) -> None:
+        super().__init__()
+        self.net = net
+        object.__setattr__(self, "_base", base_model)
+
+    def lm_loss_sum(self, states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Summed target-token NLL of each example under the LoRA generated from its state."""
+        batched = self.net.head(states)
+        base = self._base
+        with functional_lora(
+            base, self.net.head.targets, batched, self.net.cfg.alpha / self.net.cfg.rank
+        ):
+            logits = base(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+        nll = per_example_nll(logits, batch["labels"])  # [b] mean per token
+        return (nll * batch["n_target"]).sum()
+
+    def forward(self, kind: str, **batch: Any) -> torch.Tensor:
+        if kind == "static":
+            states = self.net.encoder(batch["vectors"], batch["mask"])
+            return self.lm_loss_sum(states, batch)
+        return self._evo_window(batch)
+
+    def _evo_window(self, batch: dict[str, Any]) -> torch.Tensor:
+        net = self.net
+        assert isinstance(net, EvoHypernet)
+        enc: RepoEncoding = batch["repo"]
+        start, end = batch["start"], batch["end"]  # steps (start, end]; step 0 is h_0
+        if start == 0:
+            h = net.encoder(
+                enc.vectors[None], torch.ones(1, enc.vectors.shape[0], dtype=torch.bool)
+            )[0]
+        else:
+            with torch.no_grad():  # truncated BPTT: the window starts from a replayed state
+                h = net.encoder(
+                    enc.vectors[None], torch.ones(1, enc.vectors.shape[0], dtype=torch.bool)
+                )[0]
+                for t in range(1, start + 1):
+                    h = net.step(h, *enc.diffs[t - 1])
+        states = {0: h} if start == 0 else {}
+        for t in range(start + 1, end + 1):
+            h = net.step(h, *enc.diffs[t - 1])
+            states[t] = h
+        steps: list[int] = batch["steps"]
+        if not steps:  # keep every parameter in the graph so DDP's reduction stays in step
+            return sum(p.sum() for p in net.parameters()) * 0.0  # type: ignore[return-value]
+        st = torch.stack([states[s] for s in steps])
+        return self.lm_loss_sum(st, batch)
+
+
+def _tokens(
+    tokenizer: Any, examples: list[TaskExample], cfg: TrainConfig
+) -> dict[str, torch.Tensor]:
+    tb = tokenize_examples(tokenizer, examples, cfg.max_prompt_tokens, cfg.max_target_tokens)
+    n_target = (tb.labels[:, 1:] != -100).sum(1).float()
+    return {
+        "input_ids": tb.input_ids,
+        "attention_mask": tb.attention_mask,
+        "labels": tb.labels,
+        "n_target": n_target,
+    }
+
+
+def static_schedule(n: int, step: int, batch_size: int, seed: int) -> list[int]:
+    """Example indices of global step `step`: epochs of seeded permutations, concatenated."""
+    out: list[int] = []
+    pos = step * batch_size
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = list(range(n))
+        random.Random(seed * 1_000_003 + epoch).shuffle(perm)
+        take = min(batch_size - len(out), n - offset)
+        out += perm[offset : offset + take]
+        pos += take
+    return out
+
+
+def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
+    """(repo, start, end) windows covering each repository's walk, in order."""
+    out = []
+    for name in sorted(encodings):
+        total = len(encodings[name].diffs)
+        start = 0
+        out.append((name, 0, min(window, total)))
+        start = min(window, total)
+        while start < total:
+            out.append((name, start, min(start + window, total)))
+            start += window
+    return out
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    steps: int
+    tokens: int
+    seconds: float
+    final_loss: float
+    eval: dict[str, float]
+
+
+def _accelerator() -> Any:
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+
+    cuda = torch.cuda.is_available()
+    return Accelerator(
+        cpu=not cuda,
+        mixed_precision="bf16" if cuda else "no",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    loss_module: HypernetLoss,
+    tokenizer: Any,
+    encodings: dict[str, RepoEncoding],
+    examples: list[TaskExample],
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """Mean per-token NLL of the targets: with generated adapters, and with the base model."""
+    if not examples:
+        return {}
+    net = loss_module.net
+    base = loss_module._base
+    gen_sum = base_sum = n_sum = 0.0
+    for i in range(0, len(examples), 16):
+        part = examples[i : i + 16]
+        tok = _tokens(tokenizer, part, cfg)
+        states = []
+        for ex in part:
+            enc = encodings[ex.repo]
+            h = net.encode(enc.vectors)
+            if ex.step > 0 and isinstance(net, EvoHypernet):
+                for t in range(1, ex.step + 1):
+                    h = net.step(h, *enc.diffs[t - 1])
+            states.append(h)
+        gen_sum += float(loss_module.lm_loss_sum(torch.stack(states), tok))
+        logits = base(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).logits
+        base_sum += float((per_example_nll(logits, tok["labels"]) * tok["n_target"]).sum())
+        n_sum += float(tok["n_target"].sum())
+    return {"nll_generated": gen_sum / n_sum, "nll_base": base_sum / n_sum, "target_tokens": n_sum}
+
+
+def train_hypernet(
+    base: LoadedModel,
+    encodings: dict[str, RepoEncoding],
+    examples: list[TaskExample],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    eval_examples: list[TaskExample] | None = None,
+    resume: bool = True,
+    on_step: Callable[[StepLog], None] | None = None,
+    stop_after: int | None = None,
+    card: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a generator on `examples` (each tied to a repository in `encodings`); write
+    checkpoints and the final hypernetwork to `out_dir`. `stop_after` ends the run early at that
+    step (as a kill would), for tests."""
+    out = Path(out_dir)
+    acc = _accelerator()
+    hcfg = HypernetConfig(
+        input_dim=int(base.info.config.hidden_size),
+        generator=cfg.generator,  # type: ignore[arg-type]
+        rank=cfg.rank,
+        alpha=2 * cfg.rank,
+        target_modules=cfg.target_modules,
+        layer_conditioning=cfg.layer_conditioning,  # type: ignore[arg-type]
+        b_init_bound=cfg.b_init_bound,
+        seed=cfg.seed,
+    )
+    net = build_hypernet(hcfg, base.info)
+    net.train()
+    base.model.requires_grad_(False)
+    base.model.to(acc.device)
+    if acc.mixed_precision == "bf16":
+        base.model.to(torch.bfloat16)
+    loss_module = HypernetLoss(net, base.model)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    tokens_seen = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        loaded = load_hypernet(str(ckpt), base.info)
+        net.load_state_dict(loaded.net.state_dict())
+        opt.load_state_dict(read_optimizer(ckpt))
+        st = read_trainer_state(ckpt)
+        step, tokens_seen = int(st["step"]), int(st["tokens"])
+    model, opt = acc.prepare(loss_module, opt)
+    rank, world = acc.process_index, acc.num_processes
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+
+    def log(event: dict[str, Any]) -> None:
+        if acc.is_main_process:
+            with log_path.open("a") as fh:
+                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+    windows = evo_windows(encodings, cfg.tbptt_window) if cfg.generator == "code2lora-evo" else []
+    by_step: dict[tuple[str, int], list[TaskExample]] = {}
+    for ex in examples:
+        by_step.setdefault((ex.repo, ex.step), []).append(ex)
+
+    def save(at: int, loss: float) -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(model).net
+            state = {"step": at, "tokens": tokens_seen, "loss": loss, "config": asdict(cfg)}
+            write_checkpoint(
+                out,
+                at,
+                lambda d: save_hypernet(unwrapped, base.info, d, training=state, **(card or {})),
+                opt.optimizer if hasattr(opt, "optimizer") else opt,
+                state,
+            )
+            log({"event": "checkpoint", "step": at, "tokens": tokens_seen})
+        acc.wait_for_everyone()
+
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    eval_result: dict[str, float] = {}
+    while step < cfg.steps:
+        t = time.perf_counter()
+        if windows:
+            # each process takes its own windows of the global batch of windows
+            picks = static_schedule(len(windows), step, cfg.batch_size, cfg.seed)[rank::world]
+            loss_sum = torch.zeros(())
+            n_tok = 0.0
+            for wi in picks:
+                repo, s0, s1 = windows[wi]
+                exs = [
+                    e
+                    for s in range(s0 if s0 == 0 else s0 + 1, s1 + 1)
+                    for e in by_step.get((repo, s), [])
+                ]
+                exs = exs[: 4 * cfg.batch_size]
+                batch: dict[str, Any] = {"repo": encodings[repo], "start": s0, "end": s1}
+                batch["steps"] = [e.step for e in exs]
+                if exs:
+                    batch.update(_tokens(base.tokenizer, exs, cfg))
+                    n_tok += float(batch["n_target"].sum())
+                loss_sum = loss_sum + model("evo", **batch)
+            global_tokens = max(1.0, n_tok * world)  # approximate: windows differ in size
+            loss = loss_sum / max(1.0, n_tok)
+            acc.backward(loss_sum * world / global_tokens)
+        else:
+            idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
+            global_tok = _tokens(base.tokenizer, [examples[i] for i in idx], cfg)
+            global_tokens = float(global_tok["n_target"].sum())
+            mine = [examples[i] for i in idx[rank::world]]
+            tok = _tokens(base.tokenizer, mine, cfg)
+            vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
+            loss_sum = model("static", vectors=vecs, mask=mask, **tok)
+            n_tok = float(tok["n_target"].sum())
+            loss = loss_sum / max(1.0, n_tok)
+            # DDP averages gradients over processes: scale so the result is the global mean
+            acc.backward(loss_sum * world / max(1.0, global_tokens))
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        step += 1
+        tokens_seen += int(n_tok * world)
+        last_loss = float(loss.detach())
+        dt = time.perf_counter() - t
+        entry = StepLog(step, last_loss, int(n_tok * world), n_tok * world / max(dt, 1e-9))
+        if on_step is not None and acc.is_main_process:
+            on_step(entry)
+        log({"event": "step", **asdict(entry)})
+        if eval_examples and (step % cfg.eval_every == 0 or step == cfg.steps):
+            eval_result = evaluate(
+                acc.unwrap_model(model), base.tokenizer, encodings, eval_examples, cfg
+            )
+            log({"event": "eval", "step": step, **eval_result})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save(step, last_loss)
+        if stop_after is not None and step >= stop_after:
+            break
+    if acc.is_main_process and step >= cfg.steps:
+        unwrapped = acc.unwrap_model(model).net
+        state = {"step": step, "tokens": tokens_seen, "loss": last_loss, "config": asdict(cfg)}
+        save_hypernet(unwrapped, base.info, out, training=state, eval=eval_result, **(card or {}))
+    acc.wait_for_everyone()
+    return TrainResult(
+        str(out), step, tokens_seen, time.perf_counter() - t0, last_loss, eval_result
+    )
