@@ -212,3 +212,41 @@ def test_kill_and_resume_reaches_the_same_parameters(suite: list[Path], tmp_path
     a, b = _params(tmp_path / "killed"), _params(tmp_path / "whole")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+
+
+def test_lora_baselines_train_save_and_load(suite: list[Path], tmp_path: Path) -> None:
+    from repo2lora.training.baselines import (
+        LoraTrainConfig,
+        load_lora_baseline,
+        train_lora_baseline,
+    )
+    from repo2lora.training.data import per_example_nll, tokenize_examples
+
+    base = load_base_model(INFO)
+    data = build_training_data(suite, base, evolving=False)
+    shared = train_lora_baseline(base, data.train, tmp_path / "shared", LoraTrainConfig(steps=120))
+    assert shared.steps == 120 and shared.seconds > 0
+    assert (tmp_path / "shared" / "adapter_model.safetensors").is_file()
+    repo = data.train[0].repo
+    per_repo = train_lora_baseline(
+        base,
+        [e for e in data.train if e.repo == repo],
+        tmp_path / "per-repo",
+        LoraTrainConfig(steps=20),
+        source_texts=["def f(x):\n    return x + 1\n" * 20],
+    )
+    assert per_repo.source_pieces > 0
+    tb = tokenize_examples(base.tokenizer, data.test, 256, 32)
+    with torch.no_grad():
+        lora = per_example_nll(
+            load_lora_baseline(base, shared.adapter_dir)(
+                input_ids=tb.input_ids, attention_mask=tb.attention_mask
+            ).logits,
+            tb.labels,
+        ).mean()
+        plain = per_example_nll(
+            base.model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits, tb.labels
+        ).mean()
+    assert lora < plain - 0.5
+    # the caller's base model was not wrapped or changed by peft
+    assert not any("lora" in n for n, _ in base.model.named_parameters())

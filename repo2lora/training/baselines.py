@@ -1,0 +1,140 @@
+"""The peft baselines the hypernetwork is measured against: one shared LoRA trained on every
+training repository's tasks, and one LoRA per repository trained on its own source and its
+in-repo training tasks (its wall time and steps recorded: the cost the hypernetwork's single
+forward pass replaces)."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+
+from repo2lora.models.loading import LoadedModel
+from repo2lora.training.data import TaskExample, per_example_nll, tokenize_examples
+
+BASELINE_CARD = "repo2lora-baseline.json"
+
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 3e-3
+    rank: int = 8
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    max_prompt_tokens: int = 256
+    max_target_tokens: int = 32
+    source_chunk_tokens: int = 128  # source text is cut into pieces of this many tokens
+    seed: int = 0
+
+
+@dataclass
+class BaselineResult:
+    adapter_dir: str
+    steps: int
+    seconds: float
+    final_loss: float
+    examples: int
+    source_pieces: int
+
+
+def source_examples(
+    repo: str, texts: list[str], tokenizer: Any, piece_tokens: int
+) -> list[TaskExample]:
+    """Next-token training on a repository's source: each piece is all target, no prefix."""
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        for i in range(0, len(ids), piece_tokens):
+            out.append(TaskExample(repo, "", tokenizer.decode(ids[i : i + piece_tokens])))
+    return out
+
+
+def train_lora_baseline(
+    base: LoadedModel,
+    examples: list[TaskExample],
+    out_dir: str | Path,
+    cfg: LoraTrainConfig = LoraTrainConfig(),
+    source_texts: list[str] | None = None,
+) -> BaselineResult:
+    """Train a plain peft LoRA on `examples` (+ next-token pieces of `source_texts`) and save
+    it as a PEFT adapter directory. The base model is left unmodified (a fresh copy of its
+    weights is wrapped)."""
+    t0 = time.perf_counter()
+    data = list(examples)
+    pieces = source_examples("", source_texts or [], base.tokenizer, cfg.source_chunk_tokens)
+    data += pieces
+    if not data:
+        raise ValueError("no training data for the LoRA baseline")
+    model = _fresh_copy(base)
+    peft_model = get_peft_model(
+        model,
+        LoraConfig(
+            r=cfg.rank,
+            lora_alpha=2 * cfg.rank,
+            target_modules=list(cfg.target_modules),
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    )
+    peft_model.train()
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    rng = random.Random(cfg.seed)
+    order: list[int] = []
+    loss_value = float("nan")
+    for _ in range(cfg.steps):
+        if len(order) < cfg.batch_size:
+            perm = list(range(len(data)))
+            rng.shuffle(perm)
+            order += perm
+        batch = [data[i] for i in order[: cfg.batch_size]]
+        del order[: cfg.batch_size]
+        tb = tokenize_examples(
+            base.tokenizer,
+            batch,
+            cfg.max_prompt_tokens,
+            max(cfg.max_target_tokens, cfg.source_chunk_tokens),
+        )
+        logits = peft_model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits
+        n = (tb.labels[:, 1:] != -100).sum(1).float()
+        loss = (per_example_nll(logits, tb.labels) * n).sum() / n.sum().clamp(min=1)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        loss_value = float(loss.detach())
+    out = Path(out_dir)
+    peft_model.save_pretrained(str(out))
+    res = BaselineResult(
+        str(out), cfg.steps, time.perf_counter() - t0, loss_value, len(examples), len(pieces)
+    )
+    (out / BASELINE_CARD).write_text(
+        json.dumps({"result": asdict(res), "config": asdict(cfg)}, indent=2)
+    )
+    return res
+
+
+def _fresh_copy(base: LoadedModel) -> Any:
+    """A separate instance with the same weights, so peft's in-place wrapping never touches
+    the caller's model."""
+    cls = type(base.model)
+    model = cls(base.model.config)
+    model.load_state_dict(base.model.state_dict())
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def load_lora_baseline(base: LoadedModel, adapter_dir: str | Path) -> PeftModel:
+    """The base model (a fresh copy) with a saved baseline adapter, for evaluation."""
+    model = PeftModel.from_pretrained(_fresh_copy(base), str(adapter_dir))
+    model.eval()
+    return model
