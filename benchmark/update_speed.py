@@ -14,7 +14,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import random
 import re
 import statistics
@@ -25,9 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-import transformers
-
+from benchmark.common import machine_info, setup_model
 from benchmark.snapshot_speed import (
     MODEL,
     SEED,
@@ -36,10 +33,9 @@ from benchmark.snapshot_speed import (
     _sentence,
     generate_repository,
 )
-from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
-from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
+from repo2lora.hypernet.checkpoint import LoadedHypernet
+from repo2lora.models.loading import LoadedModel
 from repo2lora.update import UpdateConfig, UpdateResult, update_repository
-from repo_encoder.embed import embed_texts
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
 
 TARGET_SIZE_RATIO = 1.5  # median per-commit seconds, largest repository over smallest
@@ -320,16 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.commits < 1:
         parser.error("--commits takes a positive count, e.g. 200")
 
-    load_before = round(os.getloadavg()[0], 2)  # other work on a shared machine skews timings
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    t = time.perf_counter()
-    info = describe_base_model(MODEL)
-    model = load_base_model(info)
-    hyper = load_hypernet(None, info)
-    # one full-size batch first, so the first size measured does not pay for allocator warm-up
-    embed_texts(model.model, model.tokenizer, ["value = value + 1\n" * 40] * 16)
-    setup_s = time.perf_counter() - t
+    setup = setup_model(MODEL, args.threads)
+    model, hyper, setup_s, load_before = setup.model, setup.hyper, setup.seconds, setup.load_before
     _log(f"model {MODEL} and untrained hypernetwork ready in {setup_s:.2f}s")
 
     results = []
@@ -339,15 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {
         "benchmark": "update_speed",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "load_average_1m": [load_before, round(os.getloadavg()[0], 2)],  # before, after
-            "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
+        "machine": machine_info(load_before),
         "config": {
             "sizes": sizes,
             "commits": args.commits,
