@@ -260,6 +260,56 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import torch
+
+    from repo2lora.pretrain.corpus import gather_corpus
+    from repo2lora.pretrain.train_lm import PretrainConfig, pretrain
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = PretrainConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        layers=args.layers,
+        heads=args.heads,
+        kv_heads=max(1, args.heads // 2),
+        intermediate=args.intermediate or int(args.hidden * 8 / 3 // 8 * 8),
+        context=args.context,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        minutes=args.minutes,
+        eval_every=args.eval_every,
+        checkpoint_every=args.eval_every,
+        tokenizer_sample_bytes=min(args.corpus_mb, 30) * 1_000_000,
+    )
+
+    def on_log(ev: dict[str, Any]) -> None:
+        if args.json:
+            return
+        if ev["event"] == "eval":
+            print(f"step {ev['step']}  val loss {ev['val_loss']:.3f}", file=sys.stderr)
+        elif ev["event"] == "step" and ev["step"] % 100 == 0:
+            print(
+                f"step {ev['step']}  loss {ev['loss']:.3f}  {ev['tokens_per_s']:.0f} tok/s",
+                file=sys.stderr,
+            )
+
+    res = pretrain(
+        args.out, lambda: gather_corpus(max_bytes=args.corpus_mb * 1_000_000), cfg, on_log
+    )
+    if args.json:
+        _print_json(res.__dict__)
+    else:
+        print(
+            f"pretrained {res.params / 1e6:.1f}M parameters: {res.steps} steps, "
+            f"{res.tokens_seen} tokens, {res.seconds / 60:.1f} min, held-out loss "
+            f"{res.val_loss:.3f} nats/token"
+        )
+        print(f"model {res.out_dir}")
+    return 0
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from repo2lora.complete import complete_at
     from repo2lora.generation import GenerationConfig
@@ -276,6 +326,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
         _note("the base model is an UNTRAINED placeholder, so this completion is noise")
     print(res.text)
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lsp_server.config import ServerConfig, parse_host_port
+    from lsp_server.server import serve
+
+    tcp = parse_host_port(args.tcp) if args.tcp else None
+    cfg = ServerConfig(
+        model=args.model, hypernet=args.hypernet, lora_mode=args.lora_mode, threads=args.threads
+    )
+    return serve(cfg, tcp=tcp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +450,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     t.set_defaults(func=cmd_train)
 
+    pt = sub.add_parser(
+        "pretrain",
+        help="pretrain a small Python code LM and BPE tokenizer on the machine's Python source",
+        description="Gather the standard library's and installed packages' Python source, "
+        "de-duplicate it, hold out packages for validation, train a byte-level BPE tokenizer "
+        "and a Llama-architecture LM. Resumable: run it again with the same --out.",
+    )
+    pt.add_argument("--out", required=True, help="output directory (data, checkpoint, model)")
+    pt.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes")
+    pt.add_argument("--steps", type=int, default=20_000)
+    pt.add_argument("--corpus-mb", type=int, default=200)
+    pt.add_argument("--vocab", type=int, default=8192)
+    pt.add_argument("--hidden", type=int, default=256)
+    pt.add_argument("--layers", type=int, default=4)
+    pt.add_argument("--heads", type=int, default=8)
+    pt.add_argument("--intermediate", type=int, default=0, help="default: 8/3 x hidden")
+    pt.add_argument("--context", type=int, default=512)
+    pt.add_argument("--batch-size", type=int, default=16)
+    pt.add_argument("--eval-every", type=int, default=250)
+    pt.add_argument("--threads", type=int, default=0)
+    pt.add_argument("--json", action="store_true")
+    pt.set_defaults(func=cmd_pretrain)
+
     c = sub.add_parser(
         "complete",
         help="print a completion at FILE:LINE:COL made with the repository's current adapter",
@@ -398,6 +482,38 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--multiline", action="store_true", help="do not stop at the end of the line")
     model_args(c)
     c.set_defaults(func=cmd_complete)
+
+    sv = sub.add_parser(
+        "serve",
+        help="run the language server (stdio by default) with the repository's adapter",
+        description="Serve inline completions over LSP for the workspace's git repository: "
+        "the adapter follows new commits, branch switches and saved files in the background "
+        "and is hot-swapped; the prompt is the document before the cursor only. Never "
+        "downloads (a hub id must be in the local cache).",
+    )
+    io = sv.add_mutually_exclusive_group()
+    io.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default)")
+    io.add_argument("--tcp", metavar="HOST:PORT", help="listen on a TCP port instead")
+    sv.add_argument(
+        "--model",
+        help="base model: a local transformers directory, a cached hub id, or a preset "
+        "(tiny-random); default: the embedded default model",
+    )
+    sv.add_argument(
+        "--hypernet",
+        help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
+    )
+    sv.add_argument(
+        "--lora-mode",
+        choices=["auto", "merged", "peft"],
+        default="auto",
+        help="merged: the adapter is folded into a copy of the LoRA target weights (no "
+        "per-token cost); peft: a PeftModel (no copied weights); auto: merged for float32",
+    )
+    sv.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: half the CPU cores)"
+    )
+    sv.set_defaults(func=cmd_serve)
     return p
 
 

@@ -28,7 +28,7 @@ def optimizer_to_safetensors(
     for idx, per_param in state["state"].items():
         for name, value in per_param.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
+                tensors[f"{idx}.{name}"] = value.detach().cpu().clone()  # never shared storage
             else:
                 scalars.setdefault(str(idx), {})[name] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
