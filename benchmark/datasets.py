@@ -8,15 +8,13 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from benchmark.miner import AssertionTask, MinerConfig, mine_tasks, tasks_added_by_commit
 from evo_state.diff import commit_chunk_diff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import load_hypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
-from repo2lora.training.data import RepoEncoding, TaskExample
+from repo2lora.training.data import RepoEncoding
 from repo_encoder.snapshot import resolve_commit
 
 
@@ -91,19 +89,3 @@ def encode_repo(
                 ]
                 prev = sha
     return data
-
-
-def as_examples(tasks: list[AssertionTask], repo: str, step: int = -1) -> list[TaskExample]:
-    return [TaskExample(repo, t.prefix, t.target, step, t.task_id) for t in tasks]
-
-
-def evo_examples(data: RepoData) -> list[TaskExample]:
-    return [TaskExample(data.name, t.prefix, t.target, i, t.task_id) for i, t in data.evo_tasks]
-
-
-def vectors_only(datas: list[RepoData]) -> dict[str, RepoEncoding]:
-    return {d.name: d.encoding for d in datas}
-
-
-def empty_vectors(dim: int) -> torch.Tensor:
-    return torch.zeros(0, dim)

@@ -192,17 +192,6 @@ class Store:
         with self.transaction():
             self.db.table("vectors").insert_all(rows, replace=True, batch_size=500)
 
-    def count_vectors(self, model_key: str | None = None) -> int:
-        if model_key is None:
-            return self.db.table("vectors").count
-        return int(
-            self.db.execute(
-                "select count(*) from vectors where model_key = ?", [model_key]
-            ).fetchone()[0]
-        )
-
-    # -- commits, chunks, states, adapters -------------------------------------------------
-
     def record_state(
         self,
         *,
@@ -328,13 +317,6 @@ class Store:
             ).fetchone()
             is not None
         )
-
-    def chunk_hashes(self, commit: str) -> list[str]:
-        rows = self.db.execute(
-            "select hash from chunks where commit_sha = ? order by path, start_line, part",
-            [commit],
-        ).fetchall()
-        return [r[0] for r in rows]
 
     def get_state(self, commit: str, hypernet_key: str, kind: str) -> StateRecord | None:
         row = self.db.execute(
