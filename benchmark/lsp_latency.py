@@ -35,11 +35,11 @@ from typing import Any
 import torch
 
 from benchmark.common import machine_info
-from lsp_server.adapter_files import read_peft_adapter
 from lsp_server.config import ServerConfig
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess, prompt_at
 from lsp_server.session import QuietEvents, Session, resolve_models
+from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.generation import GenerationConfig, generate_completion
 from repo_encoder.chunker import ChunkerConfig, chunk_files
 
@@ -240,7 +240,7 @@ def in_process(spec: str | None, root: Path, n: int) -> dict[str, Any]:
     gen, base = session.generation, session.encoder
     assert gen is not None and base is not None
     tok = base.tokenizer
-    weights = read_peft_adapter(st["adapter"]["path"])
+    weights = load_peft_adapter(st["adapter"]["path"])
     peft = GenerationModel(base, weights, "peft")
     peft.install(weights, commit=head)
 
@@ -302,7 +302,7 @@ def in_process(spec: str | None, root: Path, n: int) -> dict[str, Any]:
         swaps["merged"].append(dict(gen.swap_seconds))
         peft.install(weights, commit=head)
         swaps["peft"].append(dict(peft.swap_seconds))
-    read_ms = [_time(lambda: read_peft_adapter(st["adapter"]["path"]))[0] for _ in range(10)]
+    read_ms = [_time(lambda: load_peft_adapter(st["adapter"]["path"]))[0] for _ in range(10)]
     (root / "evo_state" / "added.py").write_text("def added_helper(x):\n    return x * 3\n")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "add a helper")

@@ -15,19 +15,21 @@ receives LoRA, in one of two ways:
 
 from __future__ import annotations
 
-import copy
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from lsp_server.adapter_files import neutral_adapter
 from lsp_server.config import LoraMode
-from repo2lora.adapters.apply import attach_lora, swap_lora_weights
-from repo2lora.adapters.weights import LoraWeights
+from repo2lora.adapters.apply import (
+    attach_lora,
+    merged_target_weights,
+    swap_lora_weights,
+    weight_sharing_twin,
+)
+from repo2lora.adapters.weights import LoraWeights, neutral_adapter
 from repo2lora.models.loading import LoadedModel
 
 
@@ -42,18 +44,6 @@ class InstalledAdapter:
     fingerprint: str | None
     source: str  # "none", "stored" (found at start), "update", "regenerate"
     installed_at: float
-
-
-def weight_sharing_twin(model: Any, own: Iterable[str] = ()) -> Any:
-    """A second module tree over `model`'s parameters (the same tensors, not copies), except the
-    parameters named in `own`, which the twin gets its own copies of."""
-    own = set(own)
-    memo: dict[int, Any] = {
-        id(p): p for name, p in model.named_parameters(remove_duplicate=False) if name not in own
-    }
-    twin = copy.deepcopy(model, memo)
-    twin.eval()
-    return twin
 
 
 def resolve_lora_mode(mode: LoraMode, model: Any, template: LoraWeights) -> str:
@@ -91,15 +81,6 @@ class GenerationModel:
                 "scaling); it was made by another hypernetwork"
             )
 
-    @torch.no_grad()
-    def _merged(self, weights: LoraWeights) -> dict[str, torch.Tensor]:
-        staged = {}
-        for path, (a, b) in weights.tensors.items():
-            w = self.base.model.get_submodule(path).weight  # the frozen, never-adapted W
-            delta = weights.scaling * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
-            staged[path] = (w.float() + delta.to(w.device)).to(w.dtype)
-        return staged
-
     def install(
         self,
         weights: LoraWeights,
@@ -113,7 +94,7 @@ class GenerationModel:
         """Swap `weights` in atomically (a mismatch raises before anything changes)."""
         self._check(weights)
         t0 = time.perf_counter()
-        staged = self._merged(weights) if self.mode == "merged" else None
+        staged = merged_target_weights(self.base.model, weights) if self.mode == "merged" else None
         t1 = time.perf_counter()
         with self.lock:
             t2 = time.perf_counter()

@@ -19,13 +19,13 @@ import git
 import torch
 
 from evo_state.store import open_store
-from lsp_server.adapter_files import adapter_fingerprint, read_peft_adapter
 from lsp_server.cache import CompletionCache
 from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options
 from lsp_server.follower import RepositoryFollower
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
+from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.generation import Cancelled, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
@@ -276,7 +276,7 @@ class Session:
             if rec is None or rec.hypernet_key != key or not Path(rec.path).is_dir():
                 return
             self.generation.install(
-                read_peft_adapter(rec.path),
+                load_peft_adapter(rec.path),
                 commit=rec.commit,
                 path=rec.path,
                 fingerprint=adapter_fingerprint(rec.path),
@@ -343,7 +343,7 @@ class Session:
             changed = fp != now.fingerprint or res.target != now.commit
             if force or changed:
                 self.generation.install(
-                    read_peft_adapter(res.adapter_path),
+                    load_peft_adapter(res.adapter_path),
                     commit=res.target,
                     worktree=wt_chunks > 0,
                     path=res.adapter_path,

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from lsp_server import session as session_module
-from lsp_server.adapter_files import adapter_fingerprint, neutral_adapter, read_peft_adapter
 from lsp_server.cache import CompletionCache
 from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options, parse_host_port
 from lsp_server.follower import RepositoryFollower
@@ -29,8 +28,8 @@ from lsp_server.workspace_files import (
     read_workspace_file,
 )
 from repo2lora.adapters.apply import attach_lora
-from repo2lora.adapters.peft_dir import save_peft_adapter
-from repo2lora.adapters.weights import LoraWeights
+from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter, save_peft_adapter
+from repo2lora.adapters.weights import LoraWeights, neutral_adapter
 from repo2lora.generation import Cancelled
 from repo2lora.hypernet.checkpoint import load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
@@ -238,7 +237,7 @@ def test_a_written_adapter_reads_back_identically(
 ) -> None:
     _, weights = tiny
     out = save_peft_adapter(weights, tmp_path / "adapter", "tiny-random")
-    back = read_peft_adapter(out)
+    back = load_peft_adapter(out)
     assert (back.rank, back.alpha, back.target_modules) == (
         weights.rank,
         weights.alpha,
@@ -249,7 +248,7 @@ def test_a_written_adapter_reads_back_identically(
         assert torch.equal(back.tensors[p][0], a) and torch.equal(back.tensors[p][1], b)
     assert adapter_fingerprint(out) == adapter_fingerprint(out)
     with pytest.raises(UserError, match="cannot read"):
-        read_peft_adapter(tmp_path)
+        load_peft_adapter(tmp_path)
 
 
 def _logits(model: object, ids: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,8 @@ every LoRA tensor in place (no reload) whenever a new adapter is generated."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -51,3 +53,27 @@ def swap_lora_weights(
     for la, a, lb, b in plan:
         la.copy_(a)
         lb.copy_(b)
+
+
+def weight_sharing_twin(model: Any, own: Iterable[str] = ()) -> Any:
+    """A second module tree over `model`'s parameters (the same tensors, not copies), except the
+    parameters named in `own`, which the twin gets its own copies of."""
+    own = set(own)
+    memo: dict[int, Any] = {
+        id(p): p for name, p in model.named_parameters(remove_duplicate=False) if name not in own
+    }
+    twin = copy.deepcopy(model, memo)
+    twin.eval()
+    return twin
+
+
+@torch.no_grad()
+def merged_target_weights(base_model: Any, weights: LoraWeights) -> dict[str, torch.Tensor]:
+    """W + (alpha / r) B A for every target of `weights`, from the frozen, never-adapted W of
+    `base_model`: computed aside, so installing them is a pointer swap."""
+    staged = {}
+    for path, (a, b) in weights.tensors.items():
+        w = base_model.get_submodule(path).weight
+        delta = weights.scaling * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
+        staged[path] = (w.float() + delta.to(w.device)).to(w.dtype)
+    return staged

@@ -80,3 +80,14 @@ def find_lora_targets(
             "choose target modules it has (e.g. q_proj, v_proj)"
         )
     return targets
+
+
+def neutral_adapter(template: LoraWeights) -> LoraWeights:
+    """An adapter of `template`'s shape whose B matrices are zero: it leaves the model exactly
+    as it was (used until the repository's first adapter exists)."""
+    return LoraWeights(
+        template.rank,
+        template.alpha,
+        template.target_modules,
+        {p: (a.clone(), torch.zeros_like(b)) for p, (a, b) in template.tensors.items()},
+    )
