@@ -26,7 +26,7 @@ from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
-from repo2lora.generation import Cancelled, generate_completion
+from repo2lora.generation import Cancelled, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.models.loading import (
@@ -177,6 +177,7 @@ class Session:
         self.models = models
         self.events = events
         self.cache = CompletionCache(config.cache_size)
+        self.prompt_cache = PromptCache()  # used only under the generation lock
         self.stats = CompletionStats()
         self.ready: Future[None] = Future()
         self.encoder: LoadedModel | None = None
@@ -401,7 +402,15 @@ class Session:
                 version = gen.installed.version
                 self.stats.bump("model_runs")
                 t0 = time.perf_counter()
-                raw = generate_completion(gen.model, gen.tokenizer, prompt.prefix, cfg, should_stop)
+                raw = generate_completion(
+                    gen.model,
+                    gen.tokenizer,
+                    prompt.prefix,
+                    cfg,
+                    should_stop,
+                    cache=self.prompt_cache,
+                    cache_key=version,  # a swapped adapter never reuses old keys and values
+                )
                 seconds = time.perf_counter() - t0
         except Cancelled:
             self.stats.bump("cancelled")
