@@ -26,7 +26,7 @@ from benchmark.training_data import build_training_data
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models import describe_base_model, load_base_model
-from repo2lora.training.baselines import LoraTrainConfig, _fresh_copy, train_lora_baseline
+from repo2lora.training.baselines import LoraTrainConfig, fresh_copy, train_lora_baseline
 from repo2lora.training.data import TaskExample, pad_vector_sets, per_example_nll, tokenize_examples
 from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, train_hypernet
 
@@ -58,7 +58,7 @@ def throughput(model_spec: str, batch: int, seq: int, repeats: int) -> dict[str,
         per_example_nll(logits, labels).sum().backward()
 
     peft_model = get_peft_model(
-        _fresh_copy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+        fresh_copy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
     )
 
     def plain_lora() -> None:

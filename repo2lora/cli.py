@@ -235,17 +235,23 @@ def cmd_train(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
 
-    res = train_hypernet(
-        base,
-        data.encodings,
-        data.train,
-        args.out,
-        cfg,
+    common: dict[str, Any] = dict(
         eval_examples=data.test,
         resume=not args.no_resume,
         on_step=on_step if not args.json else None,
         card={"data_manifest": data.manifest, "train_examples": len(data.train)},
     )
+    if args.generator == "shine":
+        from repo2lora.training.shine_trainer import repo_chunk_texts, train_shine
+
+        texts = {p.name: repo_chunk_texts(p) for p in paths}
+        res = train_shine(base, texts, data.train, args.out, cfg, **common)
+    elif args.generator == "dnd":
+        from repo2lora.training.dnd_trainer import train_dnd
+
+        res = train_dnd(base, data.encodings, data.train, args.out, cfg, **common)
+    else:
+        res = train_hypernet(base, data.encodings, data.train, args.out, cfg, **common)
     summary = {**res.__dict__, "train_examples": len(data.train), "test_examples": len(data.test)}
     if args.json:
         _print_json(summary)
@@ -339,6 +345,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(cfg, tcp=tcp)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmark.harness import bench_config, replace_eval, run_bench
+    from benchmark.methods import ALL_METHODS
+    from benchmark.progress import progress_display
+    from benchmark.report import render_markdown
+
+    methods = (
+        ALL_METHODS
+        if args.methods == "all"
+        else tuple(x.strip() for x in args.methods.split(",") if x.strip())
+    )
+    cfg = bench_config(
+        tuple(args.suite),
+        tracks=("static", "evo") if args.track == "both" else (args.track,),
+        methods=methods,
+        model=args.model,
+        seed=args.seed,
+        n_repos=args.repos,
+        n_commits=args.commits,
+        hypernet_steps=args.steps,
+        evo_steps=args.steps,
+        lora_steps=args.lora_steps,
+        per_repo_steps=args.per_repo_steps,
+        max_commits=args.max_commits,
+        max_eval_tasks=args.max_tasks,
+        threads=args.threads,
+    )
+    if args.prompt_tokens:
+        cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
+    log = (lambda line: None) if args.quiet else _note
+    with progress_display(not args.json and not args.quiet) as bar:
+        report = run_bench(cfg, Path(args.out), progress=bar, log=log)
+    if args.json:
+        _print_json({k: v for k, v in report.items() if k != "records"})
+        return 0
+    print(render_markdown(report))
+    print(f"report: {Path(args.out) / 'bench.md'}, {Path(args.out) / 'bench.json'}, plots/")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
 
@@ -430,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out. Works unchanged under `accelerate launch -m repo2lora train ...`.",
     )
     t.add_argument(
-        "--generator", choices=["code2lora-static", "code2lora-evo"], default="code2lora-static"
+        "--generator",
+        choices=["code2lora-static", "code2lora-evo", "shine", "dnd"],
+        default="code2lora-static",
+        help="shine: the base model reads the source text (memory tokens); dnd: a decoder "
+        "trained by MSE on per-repository LoRA checkpoints it first collects",
     )
     t.add_argument("--out", required=True, help="output directory (checkpoints, log, result)")
     t.add_argument("--repos", nargs="*", default=[], help="training repositories")
@@ -514,6 +566,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=0, help="torch threads (default: half the CPU cores)"
     )
     sv.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser(
+        "bench",
+        help="benchmark every method on assertion completion (RepoPeftBench-style)",
+        description="Mine assertion tasks, split repositories (cross-repo) and test functions "
+        "(in-repo), train the hypernetworks and LoRA baselines on the training split, and score "
+        "every method on the same tasks: strict EM, edit similarity, target NLL, prompt tokens, "
+        "seconds. Writes bench.json, bench.md and plots/ into --out; an interrupted run resumes.",
+    )
+    b.add_argument(
+        "--suite",
+        nargs="+",
+        default=["ci"],
+        metavar="ci|synthetic|PATH",
+        help="`ci` (small synthetic suite, minutes), `synthetic` (larger), or local git "
+        "repositories (default: ci)",
+    )
+    b.add_argument("--track", choices=["static", "evo", "both"], default="both")
+    b.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated: constant,base,rag,shared-lora,per-repo-lora,code2lora-static,"
+        "code2lora-evo (default: all)",
+    )
+    b.add_argument("--out", required=True, help="output directory (cache, models, report)")
+    b.add_argument(
+        "--model",
+        help="base model (default: tiny-random for the synthetic suites, the embedded default "
+        "for repository paths)",
+    )
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--steps", type=int, help="hypernetwork training steps (default: the suite's)")
+    b.add_argument("--lora-steps", type=int, help="shared LoRA training steps")
+    b.add_argument("--per-repo-steps", type=int, help="per-repository LoRA training steps")
+    b.add_argument("--repos", type=int, help="synthetic suites: number of repositories")
+    b.add_argument("--commits", type=int, help="synthetic suites: commits per repository")
+    b.add_argument("--max-commits", type=int, help="evolution walk: at most this many commits")
+    b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
+    b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
+    b.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
+    b.add_argument("--json", action="store_true", help="print the report (no per-task records)")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

@@ -9,12 +9,15 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import overload
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from repo2lora.adapters.weights import find_lora_targets
+from repo2lora.hypernet.dnd import DndConfig, DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.shine import ShineConfig, ShineGenerator
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import BaseModelInfo
 from repo_encoder.errors import UserError
@@ -24,11 +27,30 @@ CARD = "hypernet.json"
 FORMAT = "repo2lora-hypernet"
 FORMAT_VERSION = 1
 
+GeneratorConfig = HypernetConfig | ShineConfig | DndConfig
+Generator = StaticHypernet | ShineGenerator | DndGenerator
+# generators whose input is not a chunk-vector state: a card names them by `generator`
+_OTHER_CONFIGS: dict[str, type[ShineConfig] | type[DndConfig]] = {
+    ShineGenerator.generator_name: ShineConfig,
+    DndGenerator.generator_name: DndConfig,
+}
+
 
 @dataclass
 class LoadedHypernet:
     net: StaticHypernet
     key: str  # identifies these exact weights: the state and adapter cache key
+    description: str
+    untrained: bool
+
+
+@dataclass
+class LoadedGenerator:
+    """A checkpoint of any generator (`load_generator`); `LoadedHypernet` is the vector-state
+    kind that snapshot, update and serve drive."""
+
+    net: Generator
+    key: str
     description: str
     untrained: bool
 
@@ -45,16 +67,29 @@ def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
     return HypernetConfig(input_dim=int(base.config.hidden_size))
 
 
-def build_hypernet(cfg: HypernetConfig, base: BaseModelInfo) -> StaticHypernet:
+@overload
+def build_hypernet(cfg: HypernetConfig, base: BaseModelInfo) -> StaticHypernet: ...
+@overload
+def build_hypernet(cfg: ShineConfig, base: BaseModelInfo) -> ShineGenerator: ...
+@overload
+def build_hypernet(cfg: DndConfig, base: BaseModelInfo) -> DndGenerator: ...
+def build_hypernet(cfg: GeneratorConfig, base: BaseModelInfo) -> Generator:
     """The generator `cfg.generator` names, for the LoRA targets `base` offers."""
-    cls = EvoHypernet if cfg.generator == EvoHypernet.generator_name else StaticHypernet
-    net = cls(cfg, find_lora_targets(base.config, cfg.target_modules))
+    targets = find_lora_targets(base.config, cfg.target_modules)
+    net: Generator
+    if isinstance(cfg, ShineConfig):
+        net = ShineGenerator(cfg, targets)
+    elif isinstance(cfg, DndConfig):
+        net = DndGenerator(cfg, targets)
+    else:
+        cls = EvoHypernet if cfg.generator == EvoHypernet.generator_name else StaticHypernet
+        net = cls(cfg, targets)
     net.eval()
     return net
 
 
 def save_hypernet(
-    net: StaticHypernet, base: BaseModelInfo, out_dir: str | os.PathLike[str], **card: object
+    net: Generator, base: BaseModelInfo, out_dir: str | os.PathLike[str], **card: object
 ) -> Path:
     """Write `hypernet.safetensors` and `hypernet.json` into `out_dir` (each atomically)."""
     out = Path(out_dir)
@@ -85,7 +120,7 @@ def save_hypernet(
 def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
     """The hypernetwork named by `--hypernet`: None is the untrained default for `base`
     (seeded, so the same every run); a directory is a checkpoint, refused if it was trained
-    for another base model."""
+    for another base model or holds a generator whose input is not a chunk-vector state."""
     if spec is None:
         cfg = default_hypernet_config(base)
         digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
@@ -97,6 +132,20 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
             ),
             untrained=True,
         )
+    loaded = load_generator(spec, base)
+    if not isinstance(loaded.net, StaticHypernet):
+        name = loaded.net.generator_name
+        raise UserError(
+            f"{spec} is a {name} generator, which snapshot, update and serve cannot drive yet "
+            f"(they feed a chunk-vector state); generate its adapters with "
+            f"repo2lora.training.{name}_trainer.{name}_repo_adapter"
+        )
+    return LoadedHypernet(loaded.net, loaded.key, loaded.description, loaded.untrained)
+
+
+def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator:
+    """Any generator's checkpoint directory (code2lora-static/-evo, shine, dnd), refused if it
+    was trained for another base model."""
     d = Path(spec).expanduser()
     if not (d / CARD).is_file() or not (d / WEIGHTS).is_file():
         raise UserError(
@@ -119,7 +168,8 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
     sha = _file_sha256(d / WEIGHTS)
     if meta.get("sha256") and meta["sha256"] != sha:
         raise UserError(f"{d / WEIGHTS} does not match the sha256 in its card; it is damaged")
-    cfg = HypernetConfig.from_json(meta["config"])
+    other = _OTHER_CONFIGS.get(str(meta.get("generator")))
+    cfg = (other or HypernetConfig).from_json(meta["config"])
     if cfg.input_dim != int(base.config.hidden_size):
         cfg = replace(cfg, input_dim=int(base.config.hidden_size))
     net = build_hypernet(cfg, base)
@@ -127,6 +177,6 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
         net.load_state_dict(load_file(str(d / WEIGHTS)), strict=True)
     except (SafetensorError, RuntimeError) as exc:
         raise UserError(f"cannot load {d / WEIGHTS}: {exc}") from None
-    return LoadedHypernet(
+    return LoadedGenerator(
         net=net, key=f"ckpt-{sha[:12]}", description=f"hypernetwork {d}", untrained=False
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,41 +57,42 @@ def source_examples(
     return out
 
 
-def train_lora_baseline(
+def train_lora(
     base: LoadedModel,
     examples: list[TaskExample],
-    out_dir: str | Path,
     cfg: LoraTrainConfig = LoraTrainConfig(),
     source_texts: list[str] | None = None,
-) -> BaselineResult:
-    """Train a plain peft LoRA on `examples` (+ next-token pieces of `source_texts`) and save
-    it as a PEFT adapter directory. The base model is left unmodified (a fresh copy of its
-    weights is wrapped)."""
-    t0 = time.perf_counter()
+    on_step: Callable[[int, float, PeftModel], None] | None = None,
+) -> tuple[PeftModel, float, int]:
+    """Train a plain peft LoRA on `examples` (+ next-token pieces of `source_texts`) over a
+    fresh copy of the base weights; the LoRA init is seeded, so every call with the same config
+    starts from the same A. `on_step(step, loss, model)` sees every step. Returns the model,
+    the last loss and the number of source pieces."""
     data = list(examples)
     pieces = source_examples("", source_texts or [], base.tokenizer, cfg.source_chunk_tokens)
     data += pieces
     if not data:
         raise ValueError("no training data for the LoRA baseline")
-    model = _fresh_copy(base)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=cfg.rank,
-            lora_alpha=2 * cfg.rank,
-            target_modules=list(cfg.target_modules),
-            lora_dropout=0.0,
-            bias="none",
-            task_type="CAUSAL_LM",
-        ),
-    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        peft_model = get_peft_model(
+            fresh_copy(base),
+            LoraConfig(
+                r=cfg.rank,
+                lora_alpha=2 * cfg.rank,
+                target_modules=list(cfg.target_modules),
+                lora_dropout=0.0,
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
+        )
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     rng = random.Random(cfg.seed)
     order: list[int] = []
     loss_value = float("nan")
-    for _ in range(cfg.steps):
+    for step in range(1, cfg.steps + 1):
         if len(order) < cfg.batch_size:
             perm = list(range(len(data)))
             rng.shuffle(perm)
@@ -111,10 +113,25 @@ def train_lora_baseline(
         opt.step()
         opt.zero_grad()
         loss_value = float(loss.detach())
+        if on_step is not None:
+            on_step(step, loss_value, peft_model)
+    return peft_model, loss_value, len(pieces)
+
+
+def train_lora_baseline(
+    base: LoadedModel,
+    examples: list[TaskExample],
+    out_dir: str | Path,
+    cfg: LoraTrainConfig = LoraTrainConfig(),
+    source_texts: list[str] | None = None,
+) -> BaselineResult:
+    """`train_lora`, saved as a PEFT adapter directory with its wall time and steps."""
+    t0 = time.perf_counter()
+    peft_model, loss_value, pieces = train_lora(base, examples, cfg, source_texts)
     out = Path(out_dir)
     peft_model.save_pretrained(str(out))
     res = BaselineResult(
-        str(out), cfg.steps, time.perf_counter() - t0, loss_value, len(examples), len(pieces)
+        str(out), cfg.steps, time.perf_counter() - t0, loss_value, len(examples), pieces
     )
     (out / BASELINE_CARD).write_text(
         json.dumps({"result": asdict(res), "config": asdict(cfg)}, indent=2)
@@ -122,7 +139,7 @@ def train_lora_baseline(
     return res
 
 
-def _fresh_copy(base: LoadedModel) -> Any:
+def fresh_copy(base: LoadedModel) -> Any:
     """A separate instance with the same weights, so peft's in-place wrapping never touches
     the caller's model."""
     cls = type(base.model)
@@ -135,6 +152,6 @@ def _fresh_copy(base: LoadedModel) -> Any:
 
 def load_lora_baseline(base: LoadedModel, adapter_dir: str | Path) -> PeftModel:
     """The base model (a fresh copy) with a saved baseline adapter, for evaluation."""
-    model = PeftModel.from_pretrained(_fresh_copy(base), str(adapter_dir))
+    model = PeftModel.from_pretrained(fresh_copy(base), str(adapter_dir))
     model.eval()
     return model

@@ -1,0 +1,268 @@
+"""SHINE-style generator: the frozen base LM itself reads the repository (chunk texts) with
+learned memory tokens appended and a small trainable meta-LoRA active; the memory tokens'
+hidden states at every layer are mapped by a small axial transformer (attention across the
+memory tokens of a layer, then across layers) to that layer's LoRA A/B.
+
+Trainable: the memory embeddings, the meta-LoRA and the mapper. The base model is an argument
+of `forward`, never a submodule: it is not trained and not saved with the generator."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from repo2lora.adapters.functional import BatchedLora, functional_lora
+from repo2lora.adapters.weights import LoraTarget, LoraWeights
+
+
+@dataclass(frozen=True)
+class ShineConfig:
+    """Settings of a SHINE-style generator."""
+
+    input_dim: int  # the base model's hidden size (memory embeddings live in its input space)
+    generator: Literal["shine"] = "shine"
+    rank: int = 8
+    alpha: int = 16
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    memory_tokens: int = 8
+    # the meta-LoRA sits on the same target modules while the base model reads the context
+    meta_rank: int = 4
+    meta_alpha: int = 8
+    mapper_dim: int = 128
+    mapper_heads: int = 4
+    mapper_blocks: int = 2
+    context_tokens: int = 1024  # the repository text the base model reads, in tokens
+    chunk_tokens: int = 256  # a chunk is cut to this, so one long chunk cannot fill the budget
+    b_init_bound: float = 0.05  # B starts bounded by this (learned, like LoraHead's)
+    seed: int = 0
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> ShineConfig:
+        d = dict(d)
+        d["target_modules"] = tuple(d["target_modules"])  # type: ignore[arg-type]
+        return cls(**d)  # type: ignore[arg-type]
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+# --- the repository context ------------------------------------------------------------------
+
+
+def chunk_token_ids(tokenizer: Any, texts: list[str], chunk_tokens: int) -> list[list[int]]:
+    """Each chunk text as token ids, cut to `chunk_tokens`, ending in a newline token so
+    packed chunks stay apart."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    out = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: chunk_tokens - len(newline)]
+        out.append(ids + newline)
+    return out
+
+
+def pack_context(chunks: list[list[int]], budget: int, seed: int = 0) -> list[int]:
+    """The context the base model reads: every chunk if they fit in `budget` tokens; otherwise
+    the chunks a seeded shuffle picks until the budget is full, kept in repository order.
+    Generation uses seed 0 (the same context every run); training draws a seed per step, so
+    across steps the generator sees the whole repository."""
+    if sum(len(c) for c in chunks) <= budget:
+        return [t for c in chunks for t in c]
+    order = list(range(len(chunks)))
+    random.Random(seed).shuffle(order)
+    picked, used = [], 0
+    for i in order:
+        if used + len(chunks[i]) <= budget:
+            picked.append(i)
+            used += len(chunks[i])
+    return [t for i in sorted(picked) for t in chunks[i]]
+
+
+# --- the generator ---------------------------------------------------------------------------
+
+
+def batched_to_weights(
+    batched: BatchedLora, targets: list[LoraTarget], rank: int, alpha: int, index: int = 0
+) -> LoraWeights:
+    """Sample `index` of a batched LoRA as an adapter keyed by module path (the generic form of
+    `LoraHead.to_lora_weights`, for generators that have no LoraHead)."""
+    tensors = {
+        t.path: (
+            batched[t.module_type][0][index, t.layer],
+            batched[t.module_type][1][index, t.layer],
+        )
+        for t in targets
+    }
+    types = tuple(sorted({t.module_type for t in targets}))
+    return LoraWeights(rank, alpha, types, tensors)
+
+
+def _module_shapes(targets: list[LoraTarget]) -> dict[str, tuple[int, int]]:
+    shapes: dict[str, tuple[int, int]] = {}
+    for t in targets:
+        shapes.setdefault(t.module_type, (t.in_features, t.out_features))
+        if shapes[t.module_type] != (t.in_features, t.out_features):
+            raise ValueError(f"{t.module_type} has different shapes across layers")
+    return shapes
+
+
+class MetaLora(nn.Module):
+    """The trainable LoRA active inside the frozen base model while it reads the context:
+    A [L, r, in] and B [L, out, r] per module type, B starting at zero (reading starts as the
+    plain base model)."""
+
+    def __init__(self, cfg: ShineConfig, targets: list[LoraTarget], num_layers: int) -> None:
+        super().__init__()
+        r = cfg.meta_rank
+        self.scaling = cfg.meta_alpha / r
+        self.a = nn.ParameterDict()
+        self.b = nn.ParameterDict()
+        for mt, (fi, fo) in _module_shapes(targets).items():
+            self.a[mt] = nn.Parameter((torch.rand(num_layers, r, fi) * 2 - 1) / math.sqrt(fi))
+            self.b[mt] = nn.Parameter(torch.zeros(num_layers, fo, r))
+
+    def batched(self, b: int) -> BatchedLora:
+        """The same meta-LoRA for each of `b` samples, in `functional_lora`'s layout."""
+        return {
+            mt: (self.a[mt].expand(b, -1, -1, -1), self.b[mt].expand(b, -1, -1, -1))
+            for mt in self.a
+        }
+
+
+class MemoryMapper(nn.Module):
+    """Memory states [b, L, M, H] -> [b, L, M, D]: axial transformer blocks that attend across
+    the M memory tokens of one layer, then across the L layers of one memory token."""
+
+    def __init__(self, cfg: ShineConfig, num_layers: int) -> None:
+        super().__init__()
+        d = cfg.mapper_dim
+        self.norm_in = nn.LayerNorm(cfg.input_dim)
+        self.proj = nn.Linear(cfg.input_dim, d)
+        self.layer_emb = nn.Parameter(torch.randn(num_layers, d) * 0.02)
+        self.token_emb = nn.Parameter(torch.randn(cfg.memory_tokens, d) * 0.02)
+
+        def block() -> nn.TransformerEncoderLayer:
+            return nn.TransformerEncoderLayer(
+                d, cfg.mapper_heads, 2 * d, dropout=0.0, batch_first=True, norm_first=True
+            )
+
+        self.across_tokens = nn.ModuleList(block() for _ in range(cfg.mapper_blocks))
+        self.across_layers = nn.ModuleList(block() for _ in range(cfg.mapper_blocks))
+        self.norm_out = nn.LayerNorm(d)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        b, n_l, m, _ = states.shape
+        x = self.proj(self.norm_in(states))  # [b, L, M, D]
+        x = x + self.layer_emb[None, :, None, :] + self.token_emb[None, None, :, :]
+        d = x.shape[-1]
+        for tok_block, layer_block in zip(self.across_tokens, self.across_layers, strict=True):
+            x = tok_block(x.reshape(b * n_l, m, d)).reshape(b, n_l, m, d)
+            x = x.transpose(1, 2).reshape(b * m, n_l, d)  # [b*M, L, D]
+            x = layer_block(x).reshape(b, m, n_l, d).transpose(1, 2)  # [b, L, M, D]
+        return self.norm_out(x)
+
+
+class LayerReadout(nn.Module):
+    """Mapped memory [b, L, M, D] -> per module type A [b, L, r, in] and B [b, L, out, r].
+
+    Layer l's adapter is read from layer l's memory only: per module type, 2r slots are learned
+    mixtures of the M memory tokens; the first r slots become A's rows, the last r B's columns."""
+
+    def __init__(self, cfg: ShineConfig, targets: list[LoraTarget]) -> None:
+        super().__init__()
+        self.rank = cfg.rank
+        self.shapes = _module_shapes(targets)
+        d, r, m = cfg.mapper_dim, cfg.rank, cfg.memory_tokens
+        self.slot_mix = nn.ParameterDict(
+            {mt: nn.Parameter(torch.randn(2 * r, m) / math.sqrt(m)) for mt in self.shapes}
+        )
+        self.slot_emb = nn.ParameterDict(
+            {mt: nn.Parameter(torch.randn(2 * r, d) * 0.02) for mt in self.shapes}
+        )
+
+        def mlp(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, out))
+
+        self.to_a = nn.ModuleDict({mt: mlp(fi) for mt, (fi, _) in self.shapes.items()})
+        self.to_b = nn.ModuleDict({mt: mlp(fo) for mt, (_, fo) in self.shapes.items()})
+        self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
+
+    def forward(self, mem: torch.Tensor) -> BatchedLora:
+        r = self.rank
+        out: BatchedLora = {}
+        for mt, (fi, _) in self.shapes.items():
+            slots = torch.einsum("sm,blmd->blsd", self.slot_mix[mt], mem) + self.slot_emb[mt]
+            a = torch.tanh(self.to_a[mt](slots[:, :, :r])) / math.sqrt(fi)  # [b, L, r, in]
+            bb = torch.tanh(self.to_b[mt](slots[:, :, r:])) * self.log_b_bound.exp()
+            out[mt] = (a, bb.transpose(-1, -2))  # B [b, L, out, r]
+        return out
+
+
+class ShineGenerator(nn.Module):
+    """Repository context (token ids) -> LoRA, reading it with the frozen base model."""
+
+    generator_name = "shine"
+
+    def __init__(self, cfg: ShineConfig, targets: list[LoraTarget]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.targets = targets
+        self.num_layers = max(t.layer for t in targets) + 1
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            # about unit norm per token, the scale of a typical input embedding
+            self.memory = nn.Parameter(
+                torch.randn(cfg.memory_tokens, cfg.input_dim) / math.sqrt(cfg.input_dim)
+            )
+            self.meta_lora = MetaLora(cfg, targets, self.num_layers)
+            self.mapper = MemoryMapper(cfg, self.num_layers)
+            self.readout = LayerReadout(cfg, targets)
+
+    @property
+    def scaling(self) -> float:
+        return self.cfg.alpha / self.cfg.rank
+
+    def read_memory(self, base_model: Any, contexts: list[list[int]]) -> torch.Tensor:
+        """Run the base model (meta-LoRA active) over each context followed by the memory
+        tokens; their hidden states after every layer [b, L, M, H]."""
+        b, m = len(contexts), self.cfg.memory_tokens
+        emb = base_model.get_input_embeddings()
+        device = emb.weight.device
+        lengths = torch.tensor([len(c) for c in contexts], device=device)
+        width = int(lengths.max()) + m
+        ids = torch.zeros(b, width, dtype=torch.long, device=device)
+        for i, c in enumerate(contexts):
+            ids[i, : len(c)] = torch.tensor(c, dtype=torch.long)
+        pos = lengths[:, None] + torch.arange(m, device=device)  # [b, M]: right after the context
+        x = emb(ids)  # [b, T, H]
+        mem = self.memory.to(x.dtype)[None].expand(b, -1, -1)
+        x = x.scatter(1, pos[:, :, None].expand(-1, -1, x.shape[-1]), mem)
+        mask = (torch.arange(width, device=device)[None] < (lengths[:, None] + m)).long()
+        decoder = base_model.get_decoder() if hasattr(base_model, "get_decoder") else base_model
+        with functional_lora(
+            base_model, self.targets, self.meta_lora.batched(b), self.meta_lora.scaling
+        ):
+            hidden = decoder(inputs_embeds=x, attention_mask=mask, output_hidden_states=True)
+        layers = torch.stack(hidden.hidden_states[1 : self.num_layers + 1], dim=1)  # [b, L, T, H]
+        idx = pos[:, None, :, None].expand(-1, layers.shape[1], -1, layers.shape[-1])
+        return torch.gather(layers, 2, idx).float()  # [b, L, M, H]
+
+    def forward(self, base_model: Any, contexts: list[list[int]]) -> BatchedLora:
+        return self.readout(self.mapper(self.read_memory(base_model, contexts)))
+
+    def generate(self, base_model: Any, context: list[int]) -> LoraWeights:
+        """One repository's adapter from its packed context (`pack_context`)."""
+        return batched_to_weights(
+            self(base_model, [context]), self.targets, self.cfg.rank, self.cfg.alpha
+        )

@@ -1,0 +1,360 @@
+"""Trains the SHINE-style generator end to end on the LM loss of target tokens: the frozen base
+model reads each repository's chunk texts (memory tokens appended, meta-LoRA active), the
+generated LoRA is applied functionally to the same frozen model for that repository's examples,
+and gradients reach only the generator. Also: the held-out evaluation shared with DnD, and the
+function that turns one repository into a SHINE adapter (for the CLI and the benchmark).
+
+Like the code2lora trainer, it runs as one CPU process by default and unchanged under
+`accelerate launch` (each process takes its share of a step's examples); the schedule, and the
+context each repository shows at each step, are pure functions of (seed, step), so a resumed
+run repeats what an uninterrupted one would have done."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from repo2lora.adapters.functional import BatchedLora, functional_lora
+from repo2lora.adapters.peft_dir import save_peft_adapter
+from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, save_hypernet
+from repo2lora.hypernet.shine import ShineConfig, ShineGenerator, chunk_token_ids, pack_context
+from repo2lora.models.loading import LoadedModel
+from repo2lora.snapshot import SnapshotConfig
+from repo2lora.training.checkpoint import (
+    latest_checkpoint,
+    read_optimizer,
+    read_trainer_state,
+    write_checkpoint,
+)
+from repo2lora.training.data import TaskExample, per_example_nll
+from repo2lora.training.hypernet_trainer import (
+    StepLog,
+    TrainConfig,
+    TrainResult,
+    _accelerator,
+    _tokens,
+    static_schedule,
+)
+from repo_encoder.chunker import chunk_files
+from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
+
+# --- repository input ------------------------------------------------------------------------
+
+
+def repo_chunk_texts(
+    path: str | Path, rev: str = "HEAD", config: SnapshotConfig | None = None
+) -> list[str]:
+    """The chunks the encoder may see at `rev` (the snapshot's exclusion and chunker), each
+    headed by its file path so the reader knows which module defines what."""
+    cfg = config or SnapshotConfig()
+    repo = open_repository(path)
+    snap = read_snapshot(repo, resolve_commit(repo, rev), cfg.exclusion, cfg.chunker.max_file_bytes)
+    return [f"# {c.path}\n{c.text}" for c in chunk_files(snap.files, cfg.chunker).chunks]
+
+
+def context_seed(seed: int, step: int, repo: str) -> int:
+    """Which chunks a repository shows at a training step (stable across processes and runs,
+    unlike Python's salted `hash`)."""
+    return int(hashlib.sha256(f"{seed}:{step}:{repo}".encode()).hexdigest()[:8], 16)
+
+
+def default_shine_config(base: LoadedModel, cfg: TrainConfig) -> ShineConfig:
+    return ShineConfig(
+        input_dim=int(base.info.config.hidden_size),
+        rank=cfg.rank,
+        alpha=2 * cfg.rank,
+        target_modules=cfg.target_modules,
+        b_init_bound=cfg.b_init_bound,
+        seed=cfg.seed,
+    )
+
+
+# --- loss and evaluation ---------------------------------------------------------------------
+
+
+class ShineLoss(nn.Module):
+    """The generator (registered: trained, synchronised by DDP) and the frozen base model
+    (deliberately not registered: never trained, never synchronised)."""
+
+    _base: Any
+
+    def __init__(self, net: ShineGenerator, base_model: Any) -> None:
+        super().__init__()
+        self.net = net
+        object.__setattr__(self, "_base", base_model)
+
+    def forward(
+        self, contexts: list[list[int]], owner: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """Summed target-token NLL; example i uses the adapter of context `owner[i]`."""
+        per_context = self.net(self._base, contexts)  # one adapter per repository
+        owner = owner.to(next(iter(per_context.values()))[0].device)
+        per_example = {mt: (a[owner], b[owner]) for mt, (a, b) in per_context.items()}
+        return lm_loss_sum(self._base, self.net.targets, self.net.scaling, per_example, batch)
+
+
+def lm_loss_sum(
+    base_model: Any,
+    targets: list[LoraTarget],
+    scaling: float,
+    batched: BatchedLora,
+    batch: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    """Summed target-token NLL of each example under its own adapter (row of `batched`)."""
+    device = base_model.get_input_embeddings().weight.device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    batched = {mt: (a.to(device), b.to(device)) for mt, (a, b) in batched.items()}
+    with functional_lora(base_model, targets, batched, scaling):
+        logits = base_model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+    return (per_example_nll(logits, batch["labels"]) * batch["n_target"]).sum()
+
+
+@torch.no_grad()
+def evaluate_adapters(
+    base_model: Any,
+    tokenizer: Any,
+    targets: list[LoraTarget],
+    scaling: float,
+    adapters: dict[str, BatchedLora],
+    examples: list[TaskExample],
+    cfg: TrainConfig,
+) -> dict[str, float]:
+    """Mean per-token target NLL with each example's repository adapter (batch size 1 each)
+    and with the base model: the numbers `hypernet_trainer.evaluate` reports, computed the
+    same way (same tokenization, same batches of 16)."""
+    if not examples:
+        return {}
+    gen_sum = base_sum = n_sum = 0.0
+    for i in range(0, len(examples), 16):
+        part = examples[i : i + 16]
+        tok = _tokens(tokenizer, part, cfg)
+        batched = {
+            mt: (
+                torch.cat([adapters[e.repo][mt][0] for e in part]),
+                torch.cat([adapters[e.repo][mt][1] for e in part]),
+            )
+            for mt in adapters[part[0].repo]
+        }
+        gen_sum += float(lm_loss_sum(base_model, targets, scaling, batched, tok))
+        device = base_model.get_input_embeddings().weight.device
+        logits = base_model(
+            input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device)
+        ).logits.cpu()
+        base_sum += float((per_example_nll(logits, tok["labels"]) * tok["n_target"]).sum())
+        n_sum += float(tok["n_target"].sum())
+    return {"nll_generated": gen_sum / n_sum, "nll_base": base_sum / n_sum, "target_tokens": n_sum}
+
+
+@torch.no_grad()
+def shine_adapters(
+    net: ShineGenerator, base_model: Any, chunk_ids: dict[str, list[list[int]]]
+) -> dict[str, BatchedLora]:
+    """Each repository's adapter from its generation-time context (seed 0)."""
+    return {
+        repo: net(base_model, [pack_context(ids, net.cfg.context_tokens)])
+        for repo, ids in chunk_ids.items()
+    }
+
+
+# --- training --------------------------------------------------------------------------------
+
+
+def train_shine(
+    base: LoadedModel,
+    chunk_texts: dict[str, list[str]],
+    examples: list[TaskExample],
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    arch: ShineConfig | None = None,
+    eval_examples: list[TaskExample] | None = None,
+    resume: bool = True,
+    on_step: Callable[[StepLog], None] | None = None,
+    stop_after: int | None = None,
+    card: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train a SHINE generator on `examples` (each tied to a repository in `chunk_texts`);
+    write checkpoints and the final generator to `out_dir`."""
+    missing = sorted({e.repo for e in examples + (eval_examples or [])} - set(chunk_texts))
+    if missing:
+        raise ValueError(f"no chunk texts for repositories {missing}")
+    out = Path(out_dir)
+    acc = _accelerator()
+    net = build_hypernet(arch or default_shine_config(base, cfg), base.info)
+    net.train()
+    base.model.requires_grad_(False)
+    base.model.to(acc.device)
+    if acc.mixed_precision == "bf16":
+        base.model.to(torch.bfloat16)
+    loss_module = ShineLoss(net, base.model)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    chunk_ids = {
+        r: chunk_token_ids(base.tokenizer, texts, net.cfg.chunk_tokens)
+        for r, texts in chunk_texts.items()
+    }
+    step = tokens_seen = 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        net.load_state_dict(load_generator(str(ckpt), base.info).net.state_dict())
+        opt.load_state_dict(read_optimizer(ckpt))
+        st = read_trainer_state(ckpt)
+        step, tokens_seen = int(st["step"]), int(st["tokens"])
+    model, opt = acc.prepare(loss_module, opt)
+    rank, world = acc.process_index, acc.num_processes
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.jsonl"
+    arch_card = {"architecture": net.cfg.to_json(), **(card or {})}
+
+    def log(event: dict[str, Any]) -> None:
+        if acc.is_main_process:
+            with log_path.open("a") as fh:
+                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+    def evaluate_now() -> dict[str, float]:
+        unwrapped: ShineGenerator = acc.unwrap_model(model).net
+        unwrapped.eval()
+        adapters = shine_adapters(unwrapped, base.model, chunk_ids)
+        unwrapped.train()
+        return evaluate_adapters(
+            base.model,
+            base.tokenizer,
+            unwrapped.targets,
+            unwrapped.scaling,
+            adapters,
+            eval_examples or [],
+            cfg,
+        )
+
+    def save(at: int, loss: float) -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(model).net
+            state = {"step": at, "tokens": tokens_seen, "loss": loss, "config": asdict(cfg)}
+            write_checkpoint(
+                out,
+                at,
+                lambda d: save_hypernet(unwrapped, base.info, d, training=state, **arch_card),
+                opt.optimizer if hasattr(opt, "optimizer") else opt,
+                state,
+            )
+            log({"event": "checkpoint", "step": at, "tokens": tokens_seen})
+        acc.wait_for_everyone()
+
+    t0 = time.perf_counter()
+    last_loss = float("nan")
+    eval_result: dict[str, float] = {}
+    while step < cfg.steps:
+        t = time.perf_counter()
+        idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
+        global_tokens = float(
+            _tokens(base.tokenizer, [examples[i] for i in idx], cfg)["n_target"].sum()
+        )
+        mine = [examples[i] for i in idx[rank::world]]
+        repos = sorted({e.repo for e in mine})
+        contexts = [
+            pack_context(chunk_ids[r], net.cfg.context_tokens, context_seed(cfg.seed, step, r))
+            for r in repos
+        ]
+        owner = torch.tensor([repos.index(e.repo) for e in mine])
+        tok = _tokens(base.tokenizer, mine, cfg)
+        loss_sum = model(contexts, owner, tok)
+        n_tok = float(tok["n_target"].sum())
+        # DDP averages gradients over processes: scale so the result is the global mean
+        acc.backward(loss_sum * world / max(1.0, global_tokens))
+        if cfg.grad_clip:
+            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad()
+        step += 1
+        tokens_seen += int(n_tok * world)
+        last_loss = float(loss_sum.detach()) / max(1.0, n_tok)
+        dt = time.perf_counter() - t
+        entry = StepLog(step, last_loss, int(n_tok * world), n_tok * world / max(dt, 1e-9))
+        if on_step is not None and acc.is_main_process:
+            on_step(entry)
+        log({"event": "step", **asdict(entry)})
+        if eval_examples and (step % cfg.eval_every == 0 or step == cfg.steps):
+            eval_result = evaluate_now()
+            log({"event": "eval", "step": step, **eval_result})
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save(step, last_loss)
+        if stop_after is not None and step >= stop_after:
+            break
+    if acc.is_main_process and step >= cfg.steps:
+        unwrapped = acc.unwrap_model(model).net
+        state = {"step": step, "tokens": tokens_seen, "loss": last_loss, "config": asdict(cfg)}
+        save_hypernet(unwrapped, base.info, out, training=state, eval=eval_result, **arch_card)
+    acc.wait_for_everyone()
+    net.eval()
+    return TrainResult(
+        str(out), step, tokens_seen, time.perf_counter() - t0, last_loss, eval_result
+    )
+
+
+# --- one repository -> one adapter -----------------------------------------------------------
+
+
+@dataclass
+class RepoAdapter:
+    """A generated adapter for one repository commit, and what it cost."""
+
+    commit: str
+    generator: str
+    weights: LoraWeights
+    adapter_dir: str | None
+    seconds: dict[str, float]  # "read" (git + chunking or vectors), "generate" (the generator)
+    inputs: int  # chunks read (SHINE: those that fit the context budget are fewer)
+
+
+def write_repo_adapter(
+    weights: LoraWeights, out_dir: str | Path, base: LoadedModel, provenance: dict[str, object]
+) -> str:
+    info = base.info
+    save_peft_adapter(
+        weights,
+        out_dir,
+        str(info.model_dir) if info.model_dir else info.spec,
+        provenance={
+            **provenance,
+            "base_model": info.spec,
+            "base_model_identity": info.identity,
+            "model_key": info.model_key,
+        },
+    )
+    return str(out_dir)
+
+
+def shine_repo_adapter(
+    path: str | Path,
+    base: LoadedModel,
+    net: ShineGenerator,
+    out_dir: str | Path | None = None,
+    rev: str = "HEAD",
+    config: SnapshotConfig | None = None,
+) -> RepoAdapter:
+    """The SHINE adapter of `rev` of the repository at `path` (written as a PEFT directory when
+    `out_dir` is given). The encoder sees what a snapshot sees (the same exclusion)."""
+    t = time.perf_counter()
+    commit = resolve_commit(open_repository(path), rev).hexsha
+    texts = repo_chunk_texts(path, rev, config)
+    ids = chunk_token_ids(base.tokenizer, texts, net.cfg.chunk_tokens)
+    read = time.perf_counter() - t
+    t = time.perf_counter()
+    with torch.no_grad():
+        weights = net.generate(base.model, pack_context(ids, net.cfg.context_tokens)).detached()
+    seconds = {"read": read, "generate": time.perf_counter() - t}
+    written = None
+    if out_dir is not None:
+        prov: dict[str, object] = {"commit": commit, "kind": "static", "generator": "shine"}
+        written = write_repo_adapter(weights, out_dir, base, prov)
+    return RepoAdapter(commit, "shine", weights, written, seconds, len(texts))
