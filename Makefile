@@ -3,7 +3,12 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint typecheck unit bench
+EXT := vscode-extension
+# REPO2LORA_VSCODE_E2E=1 turns on the real VS Code test (code-server + Chromium): `make setup`
+# installs them and `make test` runs it. Off, `make test` says it did not run it.
+REPO2LORA_VSCODE_E2E ?=
+
+.PHONY: setup test lint typecheck unit bench extension-test extension-e2e
 
 # Creates the virtual environment and installs everything. torch goes first, pinned, so the
 # local CPU build is taken and no CUDA package is ever pulled.
@@ -13,6 +18,7 @@ setup:
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@if [ -f vscode-extension/package-lock.json ]; then cd vscode-extension && npm ci --no-audit --no-fund; fi
+	@if [ "$(REPO2LORA_VSCODE_E2E)" = 1 ]; then $(EXT)/scripts/install-code-server.sh; fi
 	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
 
 lint:
@@ -26,7 +32,19 @@ typecheck:
 unit:
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
-test: lint typecheck unit
+# The VS Code extension: type-check and compile, unit tests, the protocol test against the real
+# server, the .vsix; then the real VS Code test when REPO2LORA_VSCODE_E2E=1.
+extension-test:
+	cd $(EXT) && npm run compile && npm run test:unit
+	cd $(EXT) && REPO2LORA_SERVER=$(abspath $(BIN)/repo2lora) npm run test:protocol
+	cd $(EXT) && npm run package
+	@if [ "$(REPO2LORA_VSCODE_E2E)" = 1 ]; then $(MAKE) --no-print-directory extension-e2e; \
+	else echo "extension: the real VS Code test did not run (REPO2LORA_VSCODE_E2E=1 runs it)"; fi
+
+extension-e2e:
+	cd $(EXT) && REPO2LORA_SERVER=$(abspath $(BIN)/repo2lora) npm run test:vscode
+
+test: lint typecheck unit extension-test
 
 bench:
 	$(BIN)/python -m benchmark.snapshot_speed

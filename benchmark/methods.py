@@ -1,0 +1,184 @@
+"""How each benchmarked method turns a task into a completion and a target NLL: the methods
+differ only in the model they run (the base model, a peft LoRA, or the base model with a
+generated adapter hot-swapped in) and the prompt they give it (the task's prefix, or retrieved
+chunks + the prefix). Completions come from the same `generate_completion` users get."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from benchmark.metrics import score_completion, target_nll
+from repo2lora.adapters.apply import attach_lora, swap_lora_weights
+from repo2lora.adapters.weights import LoraWeights
+from repo2lora.generation import GenerationConfig, generate_completion
+from repo2lora.hypernet.static import StaticHypernet
+from repo2lora.models.loading import LoadedModel
+
+CONSTANT = "constant"
+BASE = "base"
+RAG = "rag"
+SHARED_LORA = "shared-lora"
+PER_REPO_LORA = "per-repo-lora"
+STATIC = "code2lora-static"
+EVO = "code2lora-evo"
+ALL_METHODS: tuple[str, ...] = (CONSTANT, BASE, RAG, SHARED_LORA, PER_REPO_LORA, STATIC, EVO)
+
+# Rows the evolution track adds for the per-commit-distance comparison: the static hypernetwork
+# on a fresh snapshot of every commit, and the evolving hypernetwork's state at the walk start.
+STATIC_AT_COMMIT = "code2lora-static@commit"
+EVO_AT_START = "code2lora-evo@start"
+METHOD_NOTES = {
+    CONSTANT: "the most frequent training target, for every task",
+    BASE: "the base model on the task's prompt",
+    RAG: "BM25 top-k source chunks before the prompt, same total token budget",
+    SHARED_LORA: "one peft LoRA trained on every training repository's tasks",
+    PER_REPO_LORA: "one peft LoRA per repository: its source + its in-repo training tasks",
+    STATIC: "generated from a snapshot (evolution track: the snapshot at the walk start)",
+    STATIC_AT_COMMIT: "generated from a fresh snapshot of each commit",
+    EVO: "generated from the evolving state after the task's commit",
+    EVO_AT_START: "generated from the evolving state at the walk start (no steps)",
+}
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The budgets every method shares: prompt tokens (cut from the front), target tokens
+    scored by the NLL, and new tokens generated."""
+
+    prompt_tokens: int = 256
+    target_tokens: int = 64
+    max_new_tokens: int = 48
+    nll_batch: int = 16
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            single_line=True,
+            max_prompt_tokens=self.prompt_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One task under one method. `nll` is None for the constant baseline (not a model);
+    `seconds` is the wall time of producing the completion (retrieval included)."""
+
+    completion: str
+    prediction: str
+    strict_em: bool
+    reference_cut_em: bool
+    edit_similarity: float
+    nll: float | None
+    prompt_tokens: int
+    retrieved_tokens: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prompt_token_count(tokenizer: Any, prompt: str, budget: int) -> int:
+    """Tokens of `prompt` the model actually sees (the front is cut to `budget`)."""
+    return min(len(tokenizer(prompt, add_special_tokens=False)["input_ids"]), budget)
+
+
+def run_model(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    targets: Sequence[str],
+    cfg: EvalConfig,
+    *,
+    extra_seconds: Sequence[float] | None = None,
+    retrieved_tokens: Sequence[int] | None = None,
+    on_task: Callable[[], None] | None = None,
+) -> list[MethodResult]:
+    """Greedy single-line completions (timed one by one) and teacher-forced target NLLs
+    (batched) of `model` on the prompts."""
+    gen = cfg.generation()
+    completions: list[str] = []
+    seconds: list[float] = []
+    for i, prompt in enumerate(prompts):
+        t = time.perf_counter()
+        completions.append(generate_completion(model, tokenizer, prompt, gen))
+        seconds.append(time.perf_counter() - t + (extra_seconds[i] if extra_seconds else 0.0))
+        if on_task is not None:
+            on_task()
+    nlls = target_nll(
+        model, tokenizer, prompts, targets, cfg.prompt_tokens, cfg.target_tokens, cfg.nll_batch
+    )
+    out = []
+    for i, (completion, target) in enumerate(zip(completions, targets, strict=True)):
+        s = score_completion(completion, target)
+        out.append(
+            MethodResult(
+                completion=completion,
+                prediction=s.prediction,
+                strict_em=s.strict_em,
+                reference_cut_em=s.reference_cut_em,
+                edit_similarity=s.edit_similarity,
+                nll=nlls[i],
+                prompt_tokens=prompt_token_count(tokenizer, prompts[i], cfg.prompt_tokens),
+                retrieved_tokens=retrieved_tokens[i] if retrieved_tokens else 0,
+                seconds=seconds[i],
+            )
+        )
+    return out
+
+
+def most_frequent(targets: Sequence[str]) -> str:
+    """The most frequent string (ties: the smallest), "" for none."""
+    if not targets:
+        return ""
+    counts = collections.Counter(targets)
+    return min(counts, key=lambda t: (-counts[t], t))
+
+
+def constant_results(constant: str, targets: Sequence[str]) -> list[MethodResult]:
+    """The constant baseline: the same prediction for every task, no model, no prompt."""
+    out = []
+    for target in targets:
+        s = score_completion(constant, target)
+        out.append(
+            MethodResult(
+                completion=constant,
+                prediction=s.prediction,
+                strict_em=s.strict_em,
+                reference_cut_em=s.reference_cut_em,
+                edit_similarity=s.edit_similarity,
+                nll=None,
+                prompt_tokens=0,
+                retrieved_tokens=0,
+                seconds=0.0,
+            )
+        )
+    return out
+
+
+class AdapterSlot:
+    """A private copy of the base model with one LoRA slot: generated adapters are attached
+    once and then hot-swapped in place, one repository (or commit) after another."""
+
+    def __init__(self, base: LoadedModel) -> None:
+        self._base = base
+        self.model: Any = None
+
+    def load(self, weights: LoraWeights) -> Any:
+        if self.model is None:
+            self.model = attach_lora(copy.deepcopy(self._base.model), weights)
+        else:
+            swap_lora_weights(self.model, weights)
+        return self.model
+
+
+@torch.no_grad()
+def generate_adapter(net: StaticHypernet, state: torch.Tensor) -> LoraWeights:
+    """One adapter from a hypernetwork state [state_dim]."""
+    return net.generate(state).detached()

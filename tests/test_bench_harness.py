@@ -1,0 +1,118 @@
+"""The benchmark harness over real git repositories: bad input becomes one clear skip line and
+the run goes on, splits are deterministic, a finished run resumes from its cache, and a cache
+made with other settings is refused. Runs the untrained methods only (no training: fast)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmark.harness import bench_config, run_bench, split_repos
+from benchmark.synthetic import generate_suite
+from repo_encoder.errors import UserError
+from tests.gitrepo import GitRepo
+
+SOURCE = "def area(w: int, h: int) -> int:\n    return w * h\n"
+TESTS = "from shapes import area\n\n\ndef test_area():\n    assert area(2, 3) == 6\n"
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bench-inputs")
+    good = generate_suite(root / "suite", n_repos=2, n_commits=4, seed=5)
+    out = {f"good{i}": r.path for i, r in enumerate(good)}
+    plain = root / "plain-dir"
+    plain.mkdir()
+    (plain / "x.py").write_text(SOURCE)
+    out["not-git"] = plain
+    out["no-commits"] = GitRepo(root / "no-commits").root
+    docs = GitRepo(root / "docs-only")
+    docs.commit({"README.md": "# docs\n"})
+    out["no-python"] = docs.root
+    lib = GitRepo(root / "no-tests")
+    lib.commit({"shapes.py": SOURCE})
+    lib.commit({"shapes.py": SOURCE + "\nSIDES = 4\n"})
+    out["no-tests"] = lib.root
+    broken = GitRepo(root / "broken-tests")
+    broken.commit({"shapes.py": SOURCE, "tests/test_shapes.py": "def test_area(:\n    assert\n"})
+    broken.commit({"shapes.py": "def area(w, h:\n"})  # source does not parse either
+    out["broken"] = broken.root
+    single = GitRepo(root / "one-commit")
+    single.commit({"shapes.py": SOURCE, "tests/test_shapes.py": TESTS})
+    out["one-commit"] = single.root
+    return out
+
+
+def _run(paths: list[Path], out: Path, **overrides: Any) -> dict[str, Any]:
+    cfg = bench_config(
+        tuple(str(p) for p in paths),
+        model="tiny-random",
+        methods=("constant", "base"),
+        max_commits=2,
+        **overrides,
+    )
+    return run_bench(cfg, out)
+
+
+def test_bad_input_is_skipped_with_a_reason_and_the_run_goes_on(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    cfg = bench_config(
+        tuple(str(p) for p in repos.values()),
+        model="tiny-random",
+        methods=("constant", "base"),
+        max_commits=2,
+    )
+    report = run_bench(cfg, tmp_path / "out", log=lines.append)
+    reasons = {(s["repo"], s["track"]): s["reason"] for s in report["skipped"]}
+    assert "not inside a git repository" in reasons[("plain-dir", "all")]
+    assert "no commits" in reasons[("no-commits", "all")]
+    assert reasons[("docs-only", "all")] == "no Python files at HEAD"
+    assert reasons[("no-tests", "all")].startswith("no test files")
+    assert "do not parse" in reasons[("broken-tests", "all")]
+    assert reasons[("one-commit", "evo")] == "one commit: no history to walk"
+    assert ("one-commit", "static") not in reasons
+    # every skip is said once, as it happens, and again in the Markdown report
+    md = (tmp_path / "out" / "bench.md").read_text()
+    for (repo, track), reason in reasons.items():
+        assert f"skipped {repo} ({track}): {reason}" in lines
+        assert f"skipped `{repo}` ({track}): {reason}" in md
+    assert any("history of 4 commits: the walk covers the last 2" in line for line in lines)
+
+    used = {r["repo"]: r for r in report["repos"]}
+    assert set(used) == {p.name for k, p in repos.items() if k.startswith("good")} | {"one-commit"}
+    tracks = {(rec["repo"], rec["track"]) for rec in report["records"]}
+    assert any(t == "evo" for _, t in tracks) and any(t == "static" for _, t in tracks)
+    evo = [rec for rec in report["records"] if rec["track"] == "evo"]
+    assert all(1 <= rec["step"] <= 2 for rec in evo)
+    assert all(rec["after_rename"] is not None for rec in evo)  # the manifests were found
+    assert {"base", "constant"} == set(evo[0]["methods"])
+
+
+def test_resume_reuses_finished_repositories_and_refuses_other_settings(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    paths = [repos["good0"], repos["good1"]]
+    out = tmp_path / "out"
+    first = _run(paths, out)
+    caches = sorted((out / "results").rglob("*.json"))
+    assert len(caches) == 4  # two repositories x two tracks
+    stamps = [p.stat().st_mtime_ns for p in caches]
+    second = _run(paths, out)
+    assert [p.stat().st_mtime_ns for p in sorted((out / "results").rglob("*.json"))] == stamps
+    assert second["records"] == first["records"]
+    with pytest.raises(UserError, match="other settings"):
+        _run(paths, out, seed=1)
+
+
+def test_cross_repo_split_is_seeded_and_never_empty() -> None:
+    labels = [f"repo{i}" for i in range(8)]
+    split = split_repos(labels, 0.25, seed=0)
+    assert split == split_repos(list(reversed(labels)), 0.25, seed=0)
+    assert sum(v == "test" for v in split.values()) == 2
+    assert split != split_repos(labels, 0.25, seed=1)
+    assert set(split_repos(["a", "b"], 0.01, 0).values()) == {"train", "test"}
+    assert split_repos(["only"], 0.5, 0) == {"only": "train"}

@@ -1,0 +1,136 @@
+"""The benchmark report: aggregate rows, overlap statistics, per-commit decay, and the JSON,
+Markdown and PNG files written from per-task records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmark.report import aggregate, decay, find_row, overlap, render_markdown, write_report
+
+
+def _result(em: bool, nll: float | None, tokens: int = 10) -> dict[str, Any]:
+    return {
+        "completion": "x",
+        "prediction": "x",
+        "strict_em": em,
+        "reference_cut_em": em,
+        "edit_similarity": 1.0 if em else 0.5,
+        "nll": nll,
+        "prompt_tokens": tokens,
+        "retrieved_tokens": 0,
+        "seconds": 0.01,
+    }
+
+
+def _record(
+    track: str, split: str, step: int, in_prompt: bool, in_train: bool, **scores: Any
+) -> dict[str, Any]:
+    """A per-task record; `scores` maps a method to (strict EM, NLL)."""
+    return {
+        "task_id": f"{track}-{split}-{step}-{in_prompt}-{in_train}",
+        "repo": "r",
+        "track": track,
+        "split": split,
+        "step": step,
+        "target": "42",
+        "target_kind": "literal",
+        "target_in_prompt": in_prompt,
+        "target_in_training": in_train,
+        "after_rename": step >= 2 if track == "evo" else None,
+        "renamed_target": False if track == "evo" else None,
+        "methods": {name.replace("_", "-"): _result(*score) for name, score in scores.items()},
+    }
+
+
+RECORDS = [
+    _record("static", "in-repo", -1, True, True, constant=(True, None), base=(True, 2.0)),
+    _record("static", "in-repo", -1, False, True, constant=(False, None), base=(False, 4.0)),
+    _record("static", "cross-repo", -1, False, False, constant=(False, None), base=(False, 6.0)),
+    _record("static", "cross-repo", -1, False, False, constant=(False, None), base=(True, 2.0)),
+    _record("evo", "in-repo", 1, True, False, base=(False, 5.0), code2lora_evo=(True, 1.0)),
+    _record("evo", "cross-repo", 2, False, False, base=(False, 3.0), code2lora_evo=(False, 2.0)),
+    _record("evo", "cross-repo", 3, False, True, base=(True, 3.0), code2lora_evo=(False, 4.0)),
+]
+
+
+def test_aggregate_means_per_split_and_subset() -> None:
+    rows = aggregate(RECORDS)
+    base_in = find_row(rows, "static", "in-repo", "base")
+    assert base_in is not None and base_in["n"] == 2
+    assert base_in["strict_em"] == 0.5 and base_in["nll"] == 3.0
+    assert find_row(rows, "static", "all", "base")["nll"] == pytest.approx(3.5)  # type: ignore[index]
+    constant = find_row(rows, "static", "cross-repo", "constant")
+    assert constant is not None and constant["nll"] is None and constant["strict_em"] == 0.0
+    after = find_row(rows, "evo", "all", "code2lora-evo", "after-rename")
+    assert after is not None and after["n"] == 2 and after["nll"] == 3.0
+    assert find_row(rows, "evo", "all", "code2lora-evo", "renamed-target") is None  # no tasks
+    assert [r["method"] for r in rows if r["track"] == "static" and r["split"] == "in-repo"] == [
+        "constant",
+        "base",
+    ]
+
+
+def test_overlap_shares() -> None:
+    by = {(o["track"], o["split"]): o for o in overlap(RECORDS)}
+    assert by[("static", "in-repo")]["target_in_prompt"] == 0.5
+    assert by[("static", "in-repo")]["target_in_training"] == 1.0
+    assert by[("static", "cross-repo")]["target_in_training"] == 0.0
+    assert by[("evo", "all")]["target_in_prompt"] == pytest.approx(1 / 3)
+    assert by[("evo", "all")]["target_in_training"] == pytest.approx(1 / 3)
+
+
+def test_decay_by_commits_since_the_snapshot() -> None:
+    dec = decay(RECORDS)
+    assert set(dec) == {"base", "code2lora-evo"}
+    assert dec["code2lora-evo"][1] == {"n": 1, "strict_em": 1.0, "nll": 1.0}
+    assert dec["base"][3]["nll"] == 3.0
+
+
+def _report() -> dict[str, Any]:
+    return {
+        "config": {"suite": ["ci"], "seed": 0},
+        "source": {"sha": "0123456789abcdef", "dirty": True},
+        "base_model": {"description": "tiny test model"},
+        "wall_seconds": 12.5,
+        "timings": {"prepare": 1.0},
+        "adapter_spread": {
+            "code2lora-evo": {"repos": 2, "state_cosine": 0.9, "adapter_cosine": 0.8}
+        },
+        "repos": [{"repo": "r", "split": "train", "notes": ["history of 99 commits"]}],
+        "skipped": [{"repo": "empty", "track": "all", "reason": "no Python files at HEAD"}],
+        "notes": [],
+        "training": {"code2lora-evo": {"steps": 3, "seconds": 1.5}},
+        "adapter_costs": {"evo": {"code2lora-evo": {"adapter_seconds_mean": 0.002, "repos": 2}}},
+        "summary": aggregate(RECORDS),
+        "overlap": overlap(RECORDS),
+        "decay": decay(RECORDS),
+        "target_kinds": {"static": {"literal": 4}},
+        "records": RECORDS,
+    }
+
+
+def test_markdown_has_the_tables_labels_overlap_and_skips() -> None:
+    md = render_markdown(_report())
+    assert "## Static track" in md and "## Evolution track" in md
+    assert "| `base` |" in md and "| `code2lora-evo` |" in md
+    assert "EM ref-cut†" in md and "never by the reference" in md
+    assert "Overlap — in-repo: 50.0% of targets appear verbatim in the prompt" in md
+    assert "skipped `empty` (all): no Python files at HEAD" in md
+    assert "history of 99 commits" in md
+    assert "cosine similarity 0.8000" in md
+    assert "Per-commit-distance decay" in md and "| +1 | +2 | +3 |" in md
+
+
+def test_write_report_writes_json_markdown_and_png(tmp_path: Path) -> None:
+    paths = write_report(_report(), tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["records"] == RECORDS and data["source"]["sha"] == "0123456789abcdef"
+    assert paths["markdown"].read_text().startswith("# repo2lora bench")
+    for name in ("em_by_method", "evo_decay"):
+        png = tmp_path / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 5000
