@@ -159,6 +159,14 @@ def _head(repo_root: Path | None) -> str | None:
         return None
 
 
+def _failure(ready: Future[None]) -> str | None:
+    """Why loading the models failed, in one line; None while loading or after it worked."""
+    if not ready.done():
+        return None
+    exc = ready.exception()
+    return None if exc is None else f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
 class Session:
     """Serves one workspace. Threads: `repo2lora-load` (models, then the first update), the
     follower's `repo2lora-update` (every update run), watchdog's observer, and the caller's
@@ -466,6 +474,7 @@ class Session:
             },
             "model": {
                 "ready": self.ready.done() and self.ready.exception() is None,
+                "error": _failure(self.ready),
                 "spec": info.spec,
                 "description": info.description,
                 "untrained": info.untrained,

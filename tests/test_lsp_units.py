@@ -403,3 +403,26 @@ def test_a_workspace_without_history_is_served_by_the_base_model(tmp_path: Path)
         assert st["adapter"]["commit"] == head and st["update"]["last_error"] is None
     finally:
         session.close()
+
+
+def test_a_model_that_fails_to_load_is_reported_in_the_status(tmp_path: Path) -> None:
+    loaded = load_base_model(describe_base_model("tiny-random"))
+    model_dir = tmp_path / "model"
+    loaded.model.save_pretrained(str(model_dir))
+    loaded.tokenizer.save_pretrained(str(model_dir))
+    models = resolve_models(str(model_dir), None)  # the config reads fine: serving starts
+    (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+    repo = GitRepo(tmp_path / "repo")
+    repo.commit(SAMPLE_V1, "v1")
+    events = QuietEvents()
+    session = Session([repo.root], ServerConfig(watch=False), models, events)
+    session.start()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises
+            session.ready.result(timeout=60)
+        model = session.status()["model"]
+        assert not model["ready"]
+        assert model["error"] and "\n" not in model["error"]
+        assert any("loading the model failed" in m for _, _, m in events.messages)
+    finally:
+        session.close()
