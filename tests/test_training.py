@@ -250,3 +250,17 @@ def test_lora_baselines_train_save_and_load(suite: list[Path], tmp_path: Path) -
     assert lora < plain - 0.5
     # the caller's base model was not wrapped or changed by peft
     assert not any("lora" in n for n, _ in base.model.named_parameters())
+
+
+def test_window_examples_are_a_seeded_sample_not_the_earliest() -> None:
+    from repo2lora.training.hypernet_trainer import sample_in_order
+
+    items = list(range(100))
+    picked = sample_in_order(items, 10, (0, 3, 1))
+    assert picked == sorted(picked) and len(set(picked)) == 10
+    assert max(picked) >= 20  # not the window's first ten (P(max < 20) is about 1e-9)
+    assert picked == sample_in_order(items, 10, (0, 3, 1))  # reproducible: resume sees the same
+    assert picked != sample_in_order(items, 10, (0, 4, 1))  # another step draws another sample
+    assert sample_in_order(items[:5], 10, (0, 0, 0)) == items[:5]
+    seen = {i for step in range(50) for i in sample_in_order(items, 10, (0, step, 0))}
+    assert len(seen) > 90  # over steps, every commit's examples get trained on

@@ -155,6 +155,16 @@ def static_schedule(n: int, step: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
+def sample_in_order(items: list[Any], k: int, key: tuple[int, ...]) -> list[Any]:
+    """At most `k` of `items`, drawn uniformly by a generator seeded from `key` (the run's seed,
+    the step, the window), kept in their original order. A window's later commits are as likely
+    to be picked as its first ones."""
+    if len(items) <= k:
+        return items
+    rng = random.Random(":".join(map(str, key)))  # str seeds are hashed stably (sha512)
+    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]
+
+
 def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
     """(repo, start, end) windows covering each repository's walk, in order."""
     out = []
@@ -313,7 +323,7 @@ def train_hypernet(
                     for s in range(s0 if s0 == 0 else s0 + 1, s1 + 1)
                     for e in by_step.get((repo, s), [])
                 ]
-                exs = exs[: 4 * cfg.batch_size]
+                exs = sample_in_order(exs, 4 * cfg.batch_size, (cfg.seed, step, wi))
                 batch: dict[str, Any] = {"repo": encodings[repo], "start": s0, "end": s1}
                 batch["steps"] = [e.step for e in exs]
                 if exs:
