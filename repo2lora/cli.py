@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from repo_encoder.errors import UserError
@@ -70,6 +71,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from repo_encoder.exclusion import ExclusionConfig
 
     cfg = SnapshotConfig(exclusion=ExclusionConfig(mode=args.exclusion))
+    if args.generator in OTHER_GENERATORS or (
+        args.hypernet and _card_generator(args.hypernet) in OTHER_GENERATORS
+    ):
+        return _snapshot_other_generator(args, cfg)
+    if args.generator is not None and args.hypernet:
+        _check_generator(args.hypernet, args.generator)
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = snapshot_repository(
             args.path, args.rev, model=args.model, hypernet=args.hypernet, config=cfg, progress=bar
@@ -92,6 +99,101 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     print(f"  hypernet   {res.hypernet}")
     print(f"  seconds    {res.seconds['total']:.2f}")
     print(f"  adapter    {res.adapter_path}")
+    return 0
+
+
+OTHER_GENERATORS = ("shine", "dnd")  # generators whose input is not a chunk-vector state
+
+
+def _card_generator(spec: str) -> str | None:
+    """The generator a checkpoint's card names (None when there is no readable card: the
+    loader then says what is wrong)."""
+    try:
+        meta = json.loads((Path(spec).expanduser() / "hypernet.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return str(meta.get("generator")) if isinstance(meta, dict) else None
+
+
+def _check_generator(spec: str, wanted: str) -> None:
+    found = _card_generator(spec)
+    same_family = {found, wanted} <= {"code2lora-static", "code2lora-evo"}
+    if found is not None and found != wanted and not same_family:
+        raise UserError(
+            f"{spec} holds a {found} generator, not {wanted}; drop --generator or pass a "
+            f"{wanted} checkpoint"
+        )
+
+
+def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
+    """`snapshot` with a SHINE or DnD generator: one adapter from the commit's chunk texts
+    (SHINE) or chunk vectors (DnD), written where the Code2LoRA adapters go. These generators
+    have no evolving state, so nothing is added to the state history."""
+    from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
+    from repo2lora.hypernet.dnd import DndGenerator
+    from repo2lora.hypernet.shine import ShineGenerator
+    from repo2lora.models.loading import describe_base_model, load_base_model
+    from repo2lora.snapshot import STATIC_KIND, adapter_dir
+    from repo2lora.training.dnd_trainer import default_dnd_config, dnd_repo_adapter
+    from repo2lora.training.hypernet_trainer import TrainConfig
+    from repo2lora.training.shine_trainer import default_shine_config, shine_repo_adapter
+    from repo_encoder.snapshot import open_repository, resolve_commit
+
+    repo = open_repository(args.path)
+    commit = resolve_commit(repo, args.rev).hexsha
+    info = describe_base_model(args.model)
+    if args.hypernet:
+        if args.generator is not None:
+            _check_generator(args.hypernet, args.generator)
+        loaded = load_generator(args.hypernet, info)
+        net, key, description, untrained = (
+            loaded.net,
+            loaded.key,
+            loaded.description,
+            loaded.untrained,
+        )
+        base = load_base_model(info)
+    else:
+        base = load_base_model(info)
+        arch = (default_shine_config if args.generator == "shine" else default_dnd_config)(
+            base, TrainConfig(generator=args.generator)
+        )
+        net = build_hypernet(arch, info)
+        key = f"untrained-{args.generator}-{arch.digest()[:12]}"
+        description = f"UNTRAINED {args.generator} generator (seeded init)"
+        untrained = True
+    net.eval()
+    out = adapter_dir(str(repo.working_tree_dir), commit, key, STATIC_KIND)
+    if isinstance(net, ShineGenerator):
+        res = shine_repo_adapter(args.path, base, net, out_dir=out, rev=commit, config=cfg)
+    elif isinstance(net, DndGenerator):
+        res = dnd_repo_adapter(args.path, base, net, out_dir=out, rev=commit, config=cfg)
+    else:  # a checkpoint whose card said shine/dnd but whose config built something else
+        raise UserError(f"{args.hypernet} is not a shine or dnd checkpoint")
+    summary = {
+        "repo_root": str(repo.working_tree_dir),
+        "commit": res.commit,
+        "generator": res.generator,
+        "inputs": res.inputs,
+        "seconds": {k: round(v, 4) for k, v in res.seconds.items()},
+        "base_model": info.description,
+        "base_model_untrained": info.untrained,
+        "hypernet": description,
+        "hypernet_key": key,
+        "hypernet_untrained": untrained,
+        "adapter_path": res.adapter_dir,
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    if untrained:
+        _note(f"{description}; pass --hypernet with a trained checkpoint")
+    print(f"snapshot of {repo.working_tree_dir} at {res.commit[:12]} ({res.generator})")
+    print(f"  inputs     {res.inputs} chunks")
+    print(f"  base model {info.description}")
+    print(f"  hypernet   {description}")
+    print(f"  seconds    {sum(res.seconds.values()):.2f}")
+    print(f"  adapter    {res.adapter_dir}")
     return 0
 
 
@@ -425,6 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["source-only", "with-tests"],
         default="source-only",
         help="what the encoder sees: source only (default) or test files too",
+    )
+    s.add_argument(
+        "--generator",
+        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
+        default=None,
+        help="which design makes the adapter (default: the --hypernet checkpoint's; without "
+        "one, Code2LoRA). shine: the base model reads the chunks' text; dnd: chunk vectors "
+        "as prompts to a hyper-convolutional decoder",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(s)

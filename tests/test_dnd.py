@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from peft import PeftModel
 from benchmark.synthetic import generate_suite
 from benchmark.training_data import TrainingData, build_training_data
 from repo2lora.adapters.functional import functional_lora
+from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.adapters.weights import LoraWeights, find_lora_targets
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, LoraTokenizer, select_prompts
@@ -34,7 +36,7 @@ from repo2lora.training.dnd_trainer import (
 )
 from repo2lora.training.hypernet_trainer import TrainConfig, TrainResult
 from repo_encoder.errors import UserError
-from tests.cli import run_json
+from tests.cli import run_cli, run_json
 
 INFO = describe_base_model("tiny-random")
 COLLECT = CollectConfig(lora=LoraTrainConfig(steps=60), save_every=5, keep=4)
@@ -192,3 +194,25 @@ def test_cli_trains_a_dnd_generator(suite: list[Path], tmp_path: Path) -> None:
     assert res["steps"] == 2 and res["eval"]["nll_base"] > 0
     assert json.loads((out / "hypernet.json").read_text())["generator"] == "dnd"
     assert (out / "lora-collection" / "collection.json").is_file()
+
+
+def test_cli_snapshot_with_a_dnd_checkpoint_writes_its_adapter(
+    trained: Any, suite: list[Path]
+) -> None:
+    base, res = trained[0], trained[-1]
+    out = run_json(
+        "snapshot", str(suite[0]), "--model", "tiny-random", "--hypernet", res.out_dir, "--json"
+    )
+    assert out["generator"] == "dnd" and not out["hypernet_untrained"] and out["inputs"] > 0
+    net = load_generator(res.out_dir, INFO).net
+    expected = dnd_repo_adapter(suite[0], base, net).weights
+    got = load_peft_adapter(out["adapter_path"])
+    for path, (a, b) in expected.tensors.items():
+        torch.testing.assert_close(got.tensors[path][0], a)
+        torch.testing.assert_close(got.tensors[path][1], b)
+    wrong = run_cli(
+        "snapshot", str(suite[0]), "--model", "tiny-random", "--hypernet", res.out_dir,
+        "--generator", "code2lora-evo",
+    )  # fmt: skip
+    assert wrong.returncode != 0 and "holds a dnd generator" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

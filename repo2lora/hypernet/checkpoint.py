@@ -136,9 +136,8 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
     if not isinstance(loaded.net, StaticHypernet):
         name = loaded.net.generator_name
         raise UserError(
-            f"{spec} is a {name} generator, which snapshot, update and serve cannot drive yet "
-            f"(they feed a chunk-vector state); generate its adapters with "
-            f"repo2lora.training.{name}_trainer.{name}_repo_adapter"
+            f"{spec} is a {name} generator, which has no evolving state to follow history "
+            f"with; make its adapters with `repo2lora snapshot --hypernet {spec}`"
         )
     return LoadedHypernet(loaded.net, loaded.key, loaded.description, loaded.untrained)
 

@@ -218,3 +218,9 @@ class DndGenerator(nn.Module):
         return batched_to_weights(
             self(condition[None]), self.targets, self.cfg.rank, self.cfg.alpha
         )
+
+    @torch.no_grad()
+    def generate_from_vectors(self, vectors: torch.Tensor) -> LoraWeights:
+        """One repository's adapter from its chunk vectors [k, d]: what the CLI, the benchmark
+        and evaluation all call."""
+        return self.generate(self.encode(vectors).to(self.token_mean.device)).detached()

@@ -20,6 +20,7 @@ from torch import nn
 
 from repo2lora.adapters.functional import BatchedLora, functional_lora
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo_encoder.chunk import Chunk
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,12 @@ class ShineConfig:
 
 
 # --- the repository context ------------------------------------------------------------------
+
+
+def chunk_texts(chunks: list[Chunk]) -> list[str]:
+    """What the reader sees of each chunk: its text headed by its file path, so the model
+    knows which module defines what."""
+    return [f"# {c.path}\n{c.text}" for c in chunks]
 
 
 def chunk_token_ids(tokenizer: Any, texts: list[str], chunk_tokens: int) -> list[list[int]]:
@@ -266,3 +273,10 @@ class ShineGenerator(nn.Module):
         return batched_to_weights(
             self(base_model, [context]), self.targets, self.cfg.rank, self.cfg.alpha
         )
+
+    @torch.no_grad()
+    def generate_from_texts(self, base_model: Any, tokenizer: Any, texts: list[str]) -> LoraWeights:
+        """One repository's adapter from its chunk texts (`chunk_texts`): what the CLI, the
+        benchmark and evaluation all call."""
+        ids = chunk_token_ids(tokenizer, texts, self.cfg.chunk_tokens)
+        return self.generate(base_model, pack_context(ids, self.cfg.context_tokens)).detached()

@@ -418,8 +418,7 @@ def dnd_repo_adapter(
         vectors = encode_snapshot(ctx, store, commit).encoded.vectors
     read = time.perf_counter() - t
     t = time.perf_counter()
-    with torch.no_grad():
-        weights = net.generate(net.encode(vectors).to(net.token_mean.device)).detached()
+    weights = net.generate_from_vectors(vectors)
     seconds = {"read": read, "generate": time.perf_counter() - t}
     written = None
     if out_dir is not None:

@@ -26,7 +26,13 @@ from repo2lora.adapters.functional import BatchedLora, functional_lora
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, save_hypernet
-from repo2lora.hypernet.shine import ShineConfig, ShineGenerator, chunk_token_ids, pack_context
+from repo2lora.hypernet.shine import (
+    ShineConfig,
+    ShineGenerator,
+    chunk_texts,
+    chunk_token_ids,
+    pack_context,
+)
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig
 from repo2lora.training.checkpoint import (
@@ -58,7 +64,7 @@ def repo_chunk_texts(
     cfg = config or SnapshotConfig()
     repo = open_repository(path)
     snap = read_snapshot(repo, resolve_commit(repo, rev), cfg.exclusion, cfg.chunker.max_file_bytes)
-    return [f"# {c.path}\n{c.text}" for c in chunk_files(snap.files, cfg.chunker).chunks]
+    return chunk_texts(chunk_files(snap.files, cfg.chunker).chunks)
 
 
 def context_seed(seed: int, step: int, repo: str) -> int:
@@ -347,11 +353,9 @@ def shine_repo_adapter(
     t = time.perf_counter()
     commit = resolve_commit(open_repository(path), rev).hexsha
     texts = repo_chunk_texts(path, rev, config)
-    ids = chunk_token_ids(base.tokenizer, texts, net.cfg.chunk_tokens)
     read = time.perf_counter() - t
     t = time.perf_counter()
-    with torch.no_grad():
-        weights = net.generate(base.model, pack_context(ids, net.cfg.context_tokens)).detached()
+    weights = net.generate_from_texts(base.model, base.tokenizer, texts)
     seconds = {"read": read, "generate": time.perf_counter() - t}
     written = None
     if out_dir is not None:
