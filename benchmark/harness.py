@@ -45,8 +45,11 @@ from benchmark.miner import AssertionTask, MinerConfig, mine, mine_tasks
 from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from evo_state.store import open_store
-from repo2lora.hypernet.checkpoint import load_hypernet
+from repo2lora.adapters.weights import LoraWeights
+from repo2lora.hypernet.checkpoint import Generator, load_generator, load_hypernet
+from repo2lora.hypernet.dnd import DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
@@ -58,7 +61,9 @@ from repo2lora.training.baselines import (
     train_lora_baseline,
 )
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import StepLog, TrainConfig, train_hypernet
+from repo2lora.training.dnd_trainer import CollectConfig, train_dnd
+from repo2lora.training.hypernet_trainer import StepLog, TrainConfig, TrainResult, train_hypernet
+from repo2lora.training.shine_trainer import train_shine
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
 from repo_encoder.snapshot import resolve_commit
@@ -88,6 +93,9 @@ class BenchConfig:
     max_eval_tasks: int | None = None  # per repository and track (a seeded subset)
     hypernet_steps: int = 300
     evo_steps: int = 300
+    shine_steps: int = 150
+    dnd_steps: int = 300
+    dnd_collect_steps: int = 60  # per training repository: the LoRA checkpoints DnD imitates
     hypernet_batch: int = 8
     hypernet_lr: float = 3e-3
     rank: int = 8
@@ -201,6 +209,7 @@ class Trained:
 
     static_net: StaticHypernet | None = None
     evo_net: EvoHypernet | None = None
+    snapshot_nets: dict[str, ShineGenerator | DndGenerator] = field(default_factory=dict)
     shared: dict[str, Path] = field(default_factory=dict)  # track -> adapter dir
     constant: dict[str, str] = field(default_factory=dict)  # track -> most frequent target
     train_targets: dict[str, set[str]] = field(default_factory=dict)
@@ -337,14 +346,16 @@ def _as_json(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _train_hypernet(
+def _train_generator(
     base: LoadedModel,
-    encodings: dict[str, RepoEncoding],
     examples: list[TaskExample],
     out_dir: Path,
     tcfg: TrainConfig,
     progress: ProgressFn,
-) -> tuple[StaticHypernet, dict[str, Any]]:
+    train: Callable[[Callable[[StepLog], None]], TrainResult],
+) -> tuple[Generator, dict[str, Any]]:
+    """Run `train` (one of the library's trainers, given a step callback) unless `out_dir`
+    already holds a finished run of the same config; load what it wrote."""
     stage = f"train {tcfg.generator}"
     card = out_dir / "hypernet.json"
     finished = False
@@ -361,13 +372,35 @@ def _train_hypernet(
         def on_step(s: StepLog) -> None:
             progress(stage, s.step, tcfg.steps)
 
-        res = train_hypernet(base, encodings, examples, out_dir, tcfg, on_step=on_step)
+        res = train(on_step)
         cost.update(seconds=res.seconds, final_loss=res.final_loss, tokens=res.tokens)
         (out_dir / "bench-train.json").write_text(json.dumps(cost, indent=2))
     if (out_dir / "bench-train.json").is_file():
         cost = {**json.loads((out_dir / "bench-train.json").read_text()), **cost}
     progress(stage, tcfg.steps, tcfg.steps)
-    return load_hypernet(str(out_dir), base.info).net, cost
+    net = load_generator(str(out_dir), base.info).net
+    net.eval()
+    return net, cost
+
+
+def _train_hypernet(
+    base: LoadedModel,
+    encodings: dict[str, RepoEncoding],
+    examples: list[TaskExample],
+    out_dir: Path,
+    tcfg: TrainConfig,
+    progress: ProgressFn,
+) -> tuple[StaticHypernet, dict[str, Any]]:
+    net, cost = _train_generator(
+        base,
+        examples,
+        out_dir,
+        tcfg,
+        progress,
+        lambda on_step: train_hypernet(base, encodings, examples, out_dir, tcfg, on_step=on_step),
+    )
+    assert isinstance(net, StaticHypernet)
+    return net, cost
 
 
 def _train_lora(
@@ -406,8 +439,8 @@ def _hypernet_config(cfg: BenchConfig, generator: str, steps: int) -> TrainConfi
         lr=cfg.hypernet_lr,
         max_prompt_tokens=cfg.eval.prompt_tokens,
         max_target_tokens=cfg.eval.target_tokens,
-        # one commit per window: the trainer keeps only the first 4 * batch_size examples of
-        # a window, so longer windows would silently drop the later commits' tasks
+        # one commit per window: a training step costs one GRU step with gradient (the CI
+        # budget); `repo2lora train` defaults to 16
         tbptt_window=1,
         checkpoint_every=max(1, steps // 4),
         eval_every=steps + 1,
@@ -498,6 +531,21 @@ def train_models(
             trained.evo_net, trained.costs[m.EVO] = net, cost
         else:
             notes.append(f"{m.EVO}: no training tasks in the training repositories' histories")
+    static_enc = {
+        r.label: RepoEncoding(r.label, r.static.vectors, commits=[r.static.commit])
+        for r in train_repos
+        if r.static is not None
+    }
+    for name in (m.SHINE, m.DND):
+        if name not in wants or "static" not in cfg.tracks:
+            continue
+        if not static_ex:
+            notes.append(f"{name}: no training tasks, not trained")
+            continue
+        gen, trained.costs[name] = _train_snapshot_generator(
+            name, base, train_repos, static_enc, static_ex, cfg, out, progress
+        )
+        trained.snapshot_nets[name] = gen
     if m.SHARED_LORA in wants:
         for track, examples in (("static", static_ex), ("evo", evo_ex)):
             if track not in cfg.tracks:
@@ -514,6 +562,40 @@ def train_models(
             trained.shared[track] = d
             progress(stage, 1, 1)
     return trained, notes
+
+
+def _train_snapshot_generator(
+    name: str,
+    base: LoadedModel,
+    train_repos: list[PreparedRepo],
+    encodings: dict[str, RepoEncoding],
+    examples: list[TaskExample],
+    cfg: BenchConfig,
+    out: Path,
+    progress: ProgressFn,
+) -> tuple[ShineGenerator | DndGenerator, dict[str, Any]]:
+    """SHINE (on the training repositories' chunk texts) or DnD (on their chunk vectors, after
+    collecting per-repository LoRA checkpoints), with the library's trainers."""
+    d = out / "models" / "static" / name
+    steps = cfg.shine_steps if name == m.SHINE else cfg.dnd_steps
+    tcfg = _hypernet_config(cfg, name, steps)
+    run: Callable[..., TrainResult]
+    if name == m.SHINE:
+        texts = {r.label: chunk_texts(r.static.chunks) for r in train_repos if r.static}
+        run = functools.partial(train_shine, base, texts, examples, d, tcfg)
+    else:
+        keep = CollectConfig().keep
+        collect = CollectConfig(
+            lora=_lora_config(cfg, cfg.dnd_collect_steps),
+            save_every=max(1, cfg.dnd_collect_steps // keep),
+            keep=keep,
+        )
+        run = functools.partial(train_dnd, base, encodings, examples, d, tcfg, collect=collect)
+    gen, cost = _train_generator(
+        base, examples, d, tcfg, progress, lambda on_step: run(on_step=on_step)
+    )
+    assert isinstance(gen, ShineGenerator | DndGenerator)
+    return gen, cost
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -540,6 +622,7 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
             out.append(m.PER_REPO_LORA)
         if m.STATIC in wants and trained.static_net is not None:
             out.append(m.STATIC)
+        out += [x for x in (m.SHINE, m.DND) if x in wants and x in trained.snapshot_nets]
         return out
     if m.STATIC in wants and trained.static_net is not None:
         out += [m.STATIC, m.STATIC_AT_COMMIT]
@@ -699,6 +782,13 @@ class Evaluator:
                 model, seconds = self._adapted(net, state)
                 extra[m.STATIC] = {"adapter_seconds": seconds}
                 self._fill(records, name, self._run(model, prompts, targets))
+            elif name in (m.SHINE, m.DND):
+                gen = self.trained.snapshot_nets[name]
+                t = time.perf_counter()
+                weights = m.snapshot_adapter(gen, self.base, r.static.chunks, r.static.vectors)
+                model = self.slot.load(weights)
+                extra[name] = {"adapter_seconds": time.perf_counter() - t}
+                self._fill(records, name, self._run(model, prompts, targets))
         return {"records": records, "adapters": extra}
 
     def _per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:
@@ -819,32 +909,36 @@ def eval_tasks(r: PreparedRepo, track: str, split: str, cfg: BenchConfig) -> lis
 
 
 @torch.no_grad()
-def adapter_spread(trained: Trained, repos: list[PreparedRepo]) -> dict[str, Any]:
+def adapter_spread(
+    trained: Trained, repos: list[PreparedRepo], base: LoadedModel
+) -> dict[str, Any]:
     """How different the generated adapters of different repositories are: the mean pairwise
     cosine similarity of their states and of their flattened LoRA weights (static: the HEAD
     snapshot; evo: the state at the end of the walk). Near 1.0 means the hypernetwork makes
     one adapter for every repository, whatever it reads."""
 
-    def spread(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-        if len(pairs) < 2:
-            return {"repos": len(pairs)}
-        out: dict[str, Any] = {"repos": len(pairs)}
-        for k, key in enumerate(("state_cosine", "adapter_cosine")):
-            x = torch.nn.functional.normalize(torch.stack([p[k] for p in pairs]), dim=1)
-            sim = x @ x.T  # [n, n]
-            n = sim.shape[0]
-            out[key] = float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+    def mean_cosine(rows: list[torch.Tensor]) -> float:
+        x = torch.nn.functional.normalize(torch.stack(rows), dim=1)
+        sim = x @ x.T  # [n, n]
+        n = sim.shape[0]
+        return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
+
+    def spread(states: list[torch.Tensor] | None, adapters: list[LoraWeights]) -> dict[str, Any]:
+        out: dict[str, Any] = {"repos": len(adapters)}
+        if len(adapters) < 2:
+            return out
+        if states is not None:  # SHINE and DnD have no vector state
+            out["state_cosine"] = mean_cosine(states)
+        flat = [torch.cat([t.flatten() for ab in w.tensors.values() for t in ab]) for w in adapters]
+        out["adapter_cosine"] = mean_cosine(flat)
         return out
 
-    def flat(net: StaticHypernet, state: torch.Tensor) -> torch.Tensor:
-        w = m.generate_adapter(net, state)
-        return torch.cat([t.flatten() for ab in w.tensors.values() for t in ab])
-
     result: dict[str, Any] = {}
+    snaps = [r.static for r in repos if r.static is not None]
     if trained.static_net is not None:
         net = trained.static_net
-        states = [net.encode(r.static.vectors) for r in repos if r.static is not None]
-        result[m.STATIC] = spread([(h, flat(net, h)) for h in states])
+        states = [net.encode(v.vectors) for v in snaps]
+        result[m.STATIC] = spread(states, [m.generate_adapter(net, h) for h in states])
     if trained.evo_net is not None:
         evo = trained.evo_net
         finals = []
@@ -856,7 +950,10 @@ def adapter_spread(trained: Trained, repos: list[PreparedRepo]) -> dict[str, Any
             for diff in enc.diffs:
                 h = evo.step(h, *diff)
             finals.append(h)
-        result[m.EVO] = spread([(h, flat(evo, h)) for h in finals])
+        result[m.EVO] = spread(finals, [m.generate_adapter(evo, h) for h in finals])
+    for name, gen in trained.snapshot_nets.items():
+        made = [m.snapshot_adapter(gen, base, v.chunks, v.vectors) for v in snaps]
+        result[name] = spread(None, made)
     return result
 
 
@@ -1038,7 +1135,7 @@ def run_bench(
         source=_source_revision(),
         wall_seconds=time.perf_counter() - t_start,
         timings=timings,
-        spread=adapter_spread(trained, prepared),
+        spread=adapter_spread(trained, prepared, base),
     )
     write_report(report, out)
     return report

@@ -424,8 +424,9 @@ def _spread_lines(report: dict[str, Any]) -> list[str]:
         if "adapter_cosine" in sp:
             lines.append(
                 f"- `{name}`: generated adapters of {sp['repos']} repositories have mean "
-                f"pairwise cosine similarity {sp['adapter_cosine']:.4f} (states "
-                f"{sp['state_cosine']:.4f}); 1.0 would be one adapter for every repository"
+                f"pairwise cosine similarity {sp['adapter_cosine']:.4f}"
+                + (f" (states {sp['state_cosine']:.4f})" if "state_cosine" in sp else "")
+                + "; 1.0 would be one adapter for every repository"
             )
     return ["## Adapter spread", "", *lines, ""] if lines else []
 
