@@ -327,6 +327,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         tbptt_window=args.tbptt_window,
+        standardize=args.standardize,
     )
     show = not args.json and sys.stderr.isatty()
 
@@ -604,6 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=3e-3)
     t.add_argument("--rank", type=int, default=8)
     t.add_argument("--tbptt-window", type=int, default=16)
+    t.add_argument(
+        "--standardize",
+        action="store_true",
+        help="centre and scale chunk vectors by the training corpus' statistics (stored in the "
+        "checkpoint); spreads adapters across repositories, overfits small training sets",
+    )
     t.add_argument("--checkpoint-every", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=50)
     t.add_argument("--seed", type=int, default=0)

@@ -86,3 +86,21 @@ def test_untrained_default_is_deterministic() -> None:
     v = _vecs(3)
     with torch.no_grad():
         torch.testing.assert_close(a.net.encode(v), b.net.encode(v), rtol=0, atol=0)
+
+
+def test_standardization_is_fitted_saved_and_removes_the_shared_direction(tmp_path: Path) -> None:
+    cfg = dataclasses.replace(default_hypernet_config(INFO), standardize=True)
+    net = build_hypernet(cfg, INFO)
+    shared = torch.randn(INFO.config.hidden_size) * 50  # every vector's dominant direction
+    corpus = _vecs(64) + shared
+    net.encoder.fit_standardization(corpus)
+    z = net.encoder.standardized(corpus)
+    assert z.mean(0).abs().max() < 1e-4 and (z.std(0) - 1).abs().max() < 1e-4
+    save_hypernet(net, INFO, tmp_path / "hn")
+    loaded = load_hypernet(str(tmp_path / "hn"), INFO).net
+    torch.testing.assert_close(loaded.encoder.input_mean, net.encoder.input_mean)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode(corpus[:5]), net.encode(corpus[:5]))
+        # two repositories that differ only off the shared direction get different states
+        a, b = loaded.encode(_vecs(8, 1) + shared), loaded.encode(_vecs(8, 2) + shared)
+    assert torch.nn.functional.cosine_similarity(a, b, dim=0) < 0.99

@@ -30,5 +30,6 @@ class EvoHypernet(StaticHypernet):
         counts: tuple[int, int, int],
     ) -> torch.Tensor:
         """One commit: state [state_dim], chunk vectors [n_in, d] / [n_out, d] -> new state."""
-        diff = diff_features(brought_in, taken_out, *counts)
+        std = self.encoder.standardized
+        diff = diff_features(std(brought_in), std(taken_out), *counts)
         return self.updater(h[None], diff[None])[0]
