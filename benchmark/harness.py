@@ -87,6 +87,9 @@ class BenchConfig:
     n_repos: int = 8  # synthetic suites only
     n_commits: int = 8
     test_repo_share: float = 0.25  # repositories held out entirely (cross-repo)
+    # paths held out entirely (cross-repo), instead of a seeded `test_repo_share` of the suite:
+    # the rest are the training repositories
+    test_repos: tuple[str, ...] = ()
     in_repo_test_share: float = 0.5  # test functions held out inside training repositories
     eval: m.EvalConfig = field(default_factory=m.EvalConfig)
     max_commits: int = 30  # the evolution walk covers at most this many last commits
@@ -233,7 +236,7 @@ def resolve_sources(cfg: BenchConfig, out: Path) -> list[RepoSource]:
         return [RepoSource(r.name, r.path, r) for r in repos]
     sources: list[RepoSource] = []
     seen: set[str] = set()
-    for spec in cfg.suite:
+    for spec in cfg.suite + tuple(t for t in cfg.test_repos if t not in cfg.suite):
         path = Path(spec).expanduser().resolve()
         label = path.name or "repo"
         while label in seen:
@@ -1102,7 +1105,14 @@ def run_bench(
 
     timings["prepare"] = time.perf_counter() - t_stage
     t_stage = time.perf_counter()
-    split_of = split_repos([p.label for p in prepared], cfg.test_repo_share, cfg.seed)
+    if cfg.test_repos:
+        held_out = {str(Path(t).expanduser().resolve()) for t in cfg.test_repos}
+        split_of = {
+            p.label: "test" if str(p.source.path.resolve()) in held_out else "train"
+            for p in prepared
+        }
+    else:
+        split_of = split_repos([p.label for p in prepared], cfg.test_repo_share, cfg.seed)
     train_repos = [p for p in prepared if split_of[p.label] == "train"]
     notes: list[str] = []
     if not any(v == "test" for v in split_of.values()):

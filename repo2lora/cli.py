@@ -476,6 +476,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_commits=args.max_commits,
         max_eval_tasks=args.max_tasks,
         threads=args.threads,
+        test_repos=tuple(args.test_repos) if args.test_repos else None,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -705,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="all",
         help="comma-separated: constant,base,rag,shared-lora,per-repo-lora,code2lora-static,"
-        "code2lora-evo (default: all)",
+        "code2lora-evo,shine,dnd (default: all)",
     )
     b.add_argument("--out", required=True, help="output directory (cache, models, report)")
     b.add_argument(
@@ -720,6 +721,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repos", type=int, help="synthetic suites: number of repositories")
     b.add_argument("--commits", type=int, help="synthetic suites: commits per repository")
     b.add_argument("--max-commits", type=int, help="evolution walk: at most this many commits")
+    b.add_argument(
+        "--test-repos",
+        nargs="+",
+        metavar="PATH",
+        help="repositories held out entirely (cross-repo); the --suite paths train (default: "
+        "a seeded quarter of the suite)",
+    )
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
     b.add_argument("--threads", type=int, help="torch CPU threads (default 1)")

@@ -116,3 +116,14 @@ def test_cross_repo_split_is_seeded_and_never_empty() -> None:
     assert split != split_repos(labels, 0.25, seed=1)
     assert set(split_repos(["a", "b"], 0.01, 0).values()) == {"train", "test"}
     assert split_repos(["only"], 0.5, 0) == {"only": "train"}
+
+
+def test_named_test_repositories_are_the_cross_repo_split(
+    repos: dict[str, Path], tmp_path: Path
+) -> None:
+    held_out = repos["one-commit"]
+    report = _run([repos["good0"], repos["good1"]], tmp_path / "out", test_repos=(str(held_out),))
+    splits = {(rec["repo"], rec["split"]) for rec in report["records"] if rec["track"] == "static"}
+    assert {s for r, s in splits if r == "one-commit"} == {"cross-repo"}
+    assert all(s == "in-repo" for r, s in splits if r != "one-commit")
+    assert {r["repo"] for r in report["repos"]} >= {"one-commit", repos["good0"].name}
