@@ -216,6 +216,7 @@ def build_report(
                 "repo": p.label,
                 "path": str(p.source.path),
                 "split": split_of[p.label],
+                "commit": p.static.commit if p.static else None,  # HEAD: the data's version
                 "static_tasks": len(p.static.tasks) if p.static else 0,
                 "evo_tasks": len(p.evo.data.evo_tasks) if p.evo else 0,
                 "commits_walked": len(p.evo.data.encoding.diffs) if p.evo else 0,

@@ -77,6 +77,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return _snapshot_other_generator(args, cfg)
     if args.generator is not None and args.hypernet:
         _check_generator(args.hypernet, args.generator)
+    if args.generator == "code2lora-static" and not args.hypernet:
+        from repo2lora.hypernet.checkpoint import shipped_hypernet_dir
+        from repo2lora.models.loading import describe_base_model
+
+        shipped = shipped_hypernet_dir(describe_base_model(args.model), "code2lora-static")
+        args.hypernet = str(shipped) if shipped is not None else None
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = snapshot_repository(
             args.path, args.rev, model=args.model, hypernet=args.hypernet, config=cfg, progress=bar
@@ -253,6 +259,44 @@ def cmd_update(args: argparse.Namespace) -> int:
         print(f"  work tree     +{w.added} -{w.removed} ~{w.modified} chunks (not stored)")
     print(f"adapter {res.adapter_path}")
     return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from repo2lora.models import embedded
+    from repo2lora.models.presets import PRESETS
+
+    default = embedded.describe_installed()
+    presets = [
+        {"name": name, "description": p.description, "untrained": True}
+        for name, p in PRESETS.items()
+    ]
+    if args.json:
+        _print_json({"default": default, "presets": presets})
+        return 0 if default.get("verified", True) else 1
+    if not default["installed"]:
+        print("default   not installed: commands without --model use the random placeholder")
+    else:
+        model = default["model"]
+        state = "verified (sha256)" if default["verified"] else f"DAMAGED: {default['error']}"
+        mb = (default.get("total_bytes") or 0) / 1e6
+        print(f"default   {default['path']}  ({mb:.1f} MB, {state})")
+        print(
+            f"  model     {model.get('architecture', '?')}, {model.get('params', 0) / 1e6:.1f}M "
+            f"parameters, vocabulary {model.get('vocab_size', '?')}, "
+            f"{model.get('tokens_seen', 0) / 1e6:.1f}M tokens seen, held-out loss "
+            f"{model.get('held_out_loss', float('nan')):.3f} nats/token"
+        )
+        for name, h in sorted(default["hypernets"].items()):
+            print(
+                f"  {name:<9} {h.get('path', '?')}: {h.get('steps', '?')} steps on "
+                f"{h.get('train_examples', '?')} tasks of {h.get('repositories', '?')} "
+                "repositories"
+            )
+        print("  data      listed in the card's data manifest: " + str(default["path"]))
+    for p in presets:
+        print(f"{p['name']:<9} preset: {p['description']}")
+    print("any other --model: a local transformers directory or a hub id (safetensors only)")
+    return 0 if default.get("verified", True) else 1
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -575,6 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(u)
     u.set_defaults(func=cmd_update)
+
+    mo = sub.add_parser(
+        "models",
+        help="list the installed base models and hypernetworks and where they came from",
+        description="The embedded default (its card, checked against the sha256 of every "
+        "shipped file) and the built-in presets. Exits 1 when the default is damaged.",
+    )
+    mo.add_argument("--json", action="store_true", help="print JSON for scripts")
+    mo.set_defaults(func=cmd_models)
 
     lg = sub.add_parser("log", help="list the stored evolving states, newest first")
     lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")

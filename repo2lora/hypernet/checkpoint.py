@@ -19,6 +19,7 @@ from repo2lora.hypernet.dnd import DndConfig, DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
+from repo2lora.models import embedded
 from repo2lora.models.loading import BaseModelInfo
 from repo_encoder.errors import UserError
 
@@ -121,6 +122,12 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
     """The hypernetwork named by `--hypernet`: None is the untrained default for `base`
     (seeded, so the same every run); a directory is a checkpoint, refused if it was trained
     for another base model or holds a generator whose input is not a chunk-vector state."""
+    if spec is None and (shipped := shipped_hypernet_dir(base, "code2lora-evo")) is not None:
+        loaded = load_generator(str(shipped), base)
+        assert isinstance(loaded.net, StaticHypernet)
+        return LoadedHypernet(
+            loaded.net, loaded.key, "embedded default code2lora-evo hypernetwork", False
+        )
     if spec is None:
         cfg = default_hypernet_config(base)
         digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
@@ -140,6 +147,14 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
             f"with; make its adapters with `repo2lora snapshot --hypernet {spec}`"
         )
     return LoadedHypernet(loaded.net, loaded.key, loaded.description, loaded.untrained)
+
+
+def shipped_hypernet_dir(base: BaseModelInfo, generator: str) -> Path | None:
+    """The embedded default's checkpoint of `generator`, when `base` is the embedded default
+    base model (its files were verified when it was resolved)."""
+    if base.model_dir is None or base.model_dir.resolve() != embedded.DEFAULT_DIR.resolve():
+        return None
+    return embedded.default_hypernet_dir(generator)
 
 
 def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator:

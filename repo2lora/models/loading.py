@@ -13,10 +13,9 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig
 
+from repo2lora.models import embedded
 from repo2lora.models.presets import PRESETS, Preset, build_preset, preset_config
 from repo_encoder.errors import UserError
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 
 # The config fields that decide every weight's shape; their hash is the base model's identity,
 # which a hypernetwork checkpoint records so it is never paired with another architecture.
@@ -133,11 +132,21 @@ def _hub_dir(spec: str) -> Path:
         ) from None
 
 
+def _embedded_description(card: dict[str, Any]) -> str:
+    m = card.get("model", {})
+    params = m.get("params")
+    tokens = m.get("tokens_seen")
+    size = f"{params / 1e6:.1f}M parameters" if params else "size unknown"
+    seen = f", {tokens / 1e6:.1f}M training tokens" if tokens else ""
+    return f"embedded default model ({m.get('architecture', 'llama')}, {size}{seen})"
+
+
 def describe_base_model(spec: str | None) -> BaseModelInfo:
     """Resolve `spec` without loading weights. None or "default" is the embedded default."""
     if spec is None or spec == "default":
-        if (DEFAULT_MODEL_DIR / "config.json").is_file():
-            return _dir_info("default", DEFAULT_MODEL_DIR, "embedded default model")
+        if embedded.is_installed():
+            card = embedded.verify()
+            return _dir_info("default", embedded.DEFAULT_DIR, _embedded_description(card))
         return _preset_info(PRESETS["random-default"], "default")
     if spec in PRESETS:
         return _preset_info(PRESETS[spec], spec)

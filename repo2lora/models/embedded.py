@@ -1,0 +1,111 @@
+"""The embedded default: the base model and hypernetworks shipped inside the package, the card
+that lists every shipped file's sha256, the check of those hashes before anything is used, and
+the listing behind `repo2lora models`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from repo_encoder.errors import UserError
+
+DEFAULT_DIR = Path(__file__).parent / "default"  # the base model's files, and hypernets/
+CARD = "card.json"
+# the generator -> its shipped checkpoint, relative to DEFAULT_DIR
+HYPERNETS = {"code2lora-static": "hypernets/static", "code2lora-evo": "hypernets/evo"}
+
+_verified: dict[str, dict[str, Any]] = {}  # root -> card, once per process and file state
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shipped_files(root: Path) -> list[Path]:
+    """Every file of the default except its card, sorted."""
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != CARD)
+
+
+def write_card(root: Path, card: dict[str, Any]) -> dict[str, Any]:
+    """Write `card` to `root/card.json` with the sha256 and size of every shipped file."""
+    files: dict[str, dict[str, Any]] = {
+        str(p.relative_to(root)): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
+        for p in shipped_files(root)
+    }
+    total = sum(int(f["bytes"]) for f in files.values())
+    full = {**card, "files": files, "total_bytes": total}
+    (root / CARD).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+    _verified.pop(str(root), None)
+    return full
+
+
+def is_installed(root: Path | None = None) -> bool:
+    root = root or DEFAULT_DIR
+    return (root / CARD).is_file() and (root / "config.json").is_file()
+
+
+def verify(root: Path | None = None) -> dict[str, Any]:
+    """The default's card, after checking every file it lists against its sha256 (once per
+    process while the files are unchanged). A damaged or missing file is a UserError."""
+    root = root or DEFAULT_DIR
+    card_path = root / CARD
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the embedded default's card {card_path}: {exc}") from None
+    stamp = json.dumps(
+        [(p, (root / p).stat().st_mtime_ns) for p in card.get("files", {}) if (root / p).exists()]
+    )
+    key = str(root)
+    if key in _verified and _verified[key].get("_stamp") == stamp:
+        return card
+    for rel, meta in card.get("files", {}).items():
+        path = root / rel
+        if not path.is_file():
+            raise UserError(
+                f"the embedded default is incomplete: {path} is missing; reinstall repo2lora"
+            )
+        if file_sha256(path) != meta["sha256"]:
+            raise UserError(
+                f"the embedded default is damaged: {path} does not match the sha256 in "
+                f"{card_path}; reinstall repo2lora"
+            )
+    _verified[key] = {**card, "_stamp": stamp}
+    return card
+
+
+def default_hypernet_dir(generator: str, root: Path | None = None) -> Path | None:
+    """The shipped checkpoint of `generator` for the default base model, if there is one."""
+    root = root or DEFAULT_DIR
+    rel = HYPERNETS.get(generator)
+    if rel is None or not is_installed(root):
+        return None
+    d = root / rel
+    return d if (d / "hypernet.json").is_file() else None
+
+
+def describe_installed(root: Path | None = None) -> dict[str, Any]:
+    """What `repo2lora models` says of the embedded default: where it is, whether its files
+    verify, and the card's summary (model, hypernetworks, data, benchmark)."""
+    root = root or DEFAULT_DIR
+    out: dict[str, Any] = {"name": "default", "path": str(root), "installed": is_installed(root)}
+    if not out["installed"]:
+        return out
+    try:
+        card = verify(root)
+        out["verified"] = True
+    except UserError as exc:
+        card = json.loads((root / CARD).read_text())
+        out["verified"] = False
+        out["error"] = str(exc)
+    out["total_bytes"] = card.get("total_bytes")
+    out["model"] = card.get("model", {})
+    out["hypernets"] = card.get("hypernets", {})
+    out["benchmark"] = card.get("benchmark", {})
+    return out

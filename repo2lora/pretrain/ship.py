@@ -1,0 +1,195 @@
+"""Assembles the embedded default from a `repo2lora pretrain` run and a `repo2lora bench` run that
+trained the hypernetworks for that model: copies the files into the package, draws the held-out
+loss curve, and writes the card (data manifests, tokens seen, wall time, hardware, losses,
+benchmark numbers, the sha256 of every file).
+
+    python -m repo2lora.pretrain.ship --pretrain RUN --bench BENCH_OUT [--origin LABEL=URL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from repo2lora.models import embedded
+
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+HYPERNET_FILES = ("hypernet.json", "hypernet.safetensors")
+# where the benchmark run keeps each generator it trained
+BENCH_MODELS = {
+    "code2lora-static": "models/static/code2lora-static",
+    "code2lora-evo": "models/evo/code2lora-evo",
+}
+
+
+def loss_curve(log_path: Path) -> list[dict[str, float]]:
+    """The held-out evaluations of a pretraining log, in order."""
+    out = []
+    for line in log_path.read_text().splitlines():
+        event = json.loads(line)
+        if event.get("event") == "eval":
+            out.append({k: event[k] for k in ("step", "tokens", "val_loss")})
+    return out
+
+
+def plot_curve(curve: list[dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot([c["tokens"] / 1e6 for c in curve], [c["val_loss"] for c in curve], marker="o")
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_title("embedded default: held-out packages")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def benchmark_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary rows of a bench report (all tasks), rounded for the card."""
+    rows = []
+    for r in report["summary"]:
+        if r["subset"] != "all" or r["split"] == "all":
+            continue
+        rows.append(
+            {
+                "track": r["track"],
+                "split": r["split"],
+                "method": r["method"],
+                "n": r["n"],
+                "strict_em": round(r["strict_em"], 4),
+                "edit_similarity": round(r["edit_similarity"], 4),
+                "nll": None if r["nll"] is None else round(r["nll"], 4),
+            }
+        )
+    return rows
+
+
+def ship_default(
+    pretrain_dir: Path,
+    bench_dir: Path,
+    origins: dict[str, str],
+    dest: Path = embedded.DEFAULT_DIR,
+) -> dict[str, Any]:
+    """Replace `dest` with the default assembled from the two runs; returns its card."""
+    model_dir = pretrain_dir / "model"
+    model_card = json.loads((model_dir / "model_card.json").read_text())
+    report = json.loads((bench_dir / "bench.json").read_text())
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".default-", dir=dest.parent))
+    try:
+        for name in MODEL_FILES:
+            if (model_dir / name).is_file():
+                shutil.copy2(model_dir / name, tmp / name)
+        (tmp / "data").mkdir()
+        shutil.copy2(model_dir / "manifest.json", tmp / "data" / "pretrain-manifest.json")
+        curve = loss_curve(pretrain_dir / "pretrain_log.jsonl")
+        plot_curve(curve, tmp / "val_loss.png")
+        train_repos = [
+            {
+                "name": r["repo"],
+                "commit": r["commit"],
+                "source": origins.get(r["repo"], "synthetic suite (benchmark.synthetic)"),
+            }
+            for r in report["repos"]
+            if r["split"] == "train"
+        ]
+        held_out = [
+            {"name": r["repo"], "commit": r["commit"], "source": origins.get(r["repo"], "")}
+            for r in report["repos"]
+            if r["split"] == "test"
+        ]
+        (tmp / "data" / "hypernet-manifest.json").write_text(
+            json.dumps({"train": train_repos, "benchmark_held_out": held_out}, indent=2) + "\n"
+        )
+        hypernets = {}
+        for generator, rel in BENCH_MODELS.items():
+            src = bench_dir / rel
+            d = tmp / embedded.HYPERNETS[generator]
+            d.mkdir(parents=True)
+            for name in HYPERNET_FILES:
+                shutil.copy2(src / name, d / name)
+            meta = json.loads((src / "hypernet.json").read_text())
+            cost = json.loads((src / "bench-train.json").read_text())
+            hypernets[generator] = {
+                "path": embedded.HYPERNETS[generator],
+                "steps": meta.get("training", {}).get("step"),
+                "train_examples": cost.get("examples"),
+                "wall_seconds": round(cost.get("seconds", 0.0), 1),
+                "final_loss": cost.get("final_loss"),
+                "repositories": len(train_repos),
+            }
+        config = json.loads((model_dir / "config.json").read_text())
+        card = {
+            "kind": "repo2lora embedded default",
+            "model": {
+                "architecture": model_card.get("architecture"),
+                "params": model_card.get("params"),
+                "vocab_size": config.get("vocab_size"),
+                "tokens_seen": model_card.get("tokens_seen"),
+                "steps": model_card.get("steps"),
+                "wall_seconds": model_card.get("wall_seconds"),
+                "hardware": model_card.get("hardware"),
+                "held_out_loss": model_card.get("held_out_loss_nats_per_token"),
+                "held_out_loss_curve": curve,
+                "loss_plot": "val_loss.png",
+                "pretrain_config": model_card.get("config"),
+                "data": model_card.get("data"),
+                "data_manifest": "data/pretrain-manifest.json",
+            },
+            "hypernets": hypernets,
+            "hypernet_data_manifest": "data/hypernet-manifest.json",
+            "benchmark": {
+                "config": report["config"],
+                "source": report.get("source"),
+                "rows": benchmark_rows(report),
+            },
+        }
+        full = embedded.write_card(tmp, card)
+        old = None
+        if dest.exists():
+            old = dest.with_name(f".old-{dest.name}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return full
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m repo2lora.pretrain.ship", description=__doc__)
+    p.add_argument("--pretrain", required=True, type=Path, help="`repo2lora pretrain --out` dir")
+    p.add_argument("--bench", required=True, type=Path, help="`repo2lora bench --out` dir")
+    p.add_argument("--origin", action="append", default=[], help="LABEL=URL of a repository")
+    p.add_argument("--dest", type=Path, default=embedded.DEFAULT_DIR)
+    args = p.parse_args(argv)
+    origins = dict(o.split("=", 1) for o in args.origin)
+    card = ship_default(args.pretrain, args.bench, origins, args.dest)
+    print(f"shipped {len(card['files'])} files, {card['total_bytes'] / 1e6:.1f} MB to {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

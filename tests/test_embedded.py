@@ -1,0 +1,95 @@
+"""The embedded default: its card lists every file's sha256, the files are checked before use,
+a default present in the package is what every command gets without --model (with its shipped
+hypernetwork), and `repo2lora models` says what is installed. The default here is a tiny model
+written to a temporary directory in the same layout the package ships."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from repo2lora.cli import EXIT_USER_ERROR, main
+from repo2lora.hypernet.checkpoint import (
+    build_hypernet,
+    default_hypernet_config,
+    load_hypernet,
+    save_hypernet,
+)
+from repo2lora.models import embedded
+from repo2lora.models.loading import describe_base_model, load_base_model
+from repo_encoder.errors import UserError
+from tests.gitrepo import SAMPLE_V1, GitRepo
+
+
+@pytest.fixture
+def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A default in the package layout: model files, hypernets/{static,evo}, card.json."""
+    root = tmp_path / "default"
+    tiny = load_base_model(describe_base_model("tiny-random"))
+    tiny.model.save_pretrained(str(root))
+    tiny.tokenizer.save_pretrained(str(root))
+    for generator, rel in embedded.HYPERNETS.items():
+        cfg = default_hypernet_config(tiny.info)
+        cfg = type(cfg)(**{**cfg.__dict__, "generator": generator, "seed": 7})
+        net = build_hypernet(cfg, tiny.info)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.01)
+        save_hypernet(net, tiny.info, root / rel)
+    card = {
+        "model": {"architecture": "llama", "params": 1000, "tokens_seen": 5, "held_out_loss": 3.0},
+        "hypernets": {g: {"path": rel, "steps": 1} for g, rel in embedded.HYPERNETS.items()},
+    }
+    embedded.write_card(root, card)
+    monkeypatch.setattr(embedded, "DEFAULT_DIR", root)
+    return root
+
+
+def test_card_lists_every_file_and_a_changed_file_is_refused(shipped: Path) -> None:
+    card = json.loads((shipped / embedded.CARD).read_text())
+    listed = set(card["files"])
+    assert {"model.safetensors", "config.json", "hypernets/evo/hypernet.safetensors"} <= listed
+    assert card["total_bytes"] == sum(f["bytes"] for f in card["files"].values())
+    assert embedded.verify(shipped)["model"]["params"] == 1000
+    weights = shipped / "hypernets" / "evo" / "hypernet.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"damaged.*reinstall"):
+        embedded.verify(shipped)
+    weights.unlink()
+    with pytest.raises(UserError, match="missing"):
+        embedded.verify(shipped)
+
+
+def test_without_model_every_command_gets_the_default_and_its_hypernetwork(shipped: Path) -> None:
+    info = describe_base_model(None)
+    assert info.model_dir == shipped and not info.untrained
+    assert info.description.startswith("embedded default model")
+    hyper = load_hypernet(None, info)
+    assert not hyper.untrained and hyper.description.startswith("embedded default")
+    assert hyper.net.generator_name == "code2lora-evo"
+    # another base model does not get the default's hypernetwork
+    assert load_hypernet(None, describe_base_model("tiny-random")).untrained
+
+
+def test_models_lists_the_default_and_exits_1_when_it_is_damaged(
+    shipped: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["models", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["default"]["verified"] and out["default"]["path"] == str(shipped)
+    assert {p["name"] for p in out["presets"]} >= {"tiny-random"}
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "verified (sha256)" in text and "code2lora-evo" in text
+    (shipped / "config.json").write_text((shipped / "config.json").read_text() + " ")
+    assert main(["models"]) == 1
+    assert "DAMAGED" in capsys.readouterr().out
+    repo = GitRepo(shipped.parent / "repo")
+    repo.commit(SAMPLE_V1, "v1")
+    assert main(["snapshot", str(repo.root)]) == EXIT_USER_ERROR  # one clear line, no traceback
+    assert "embedded default is damaged" in capsys.readouterr().err
