@@ -352,7 +352,7 @@ class Session:
             changed = fp != now.fingerprint or res.target != now.commit
             if force or changed:
                 self.generation.install(
-                    load_peft_adapter(res.adapter_path),
+                    res.weights or load_peft_adapter(res.adapter_path),
                     commit=res.target,
                     worktree=wt_chunks > 0,
                     path=res.adapter_path,

@@ -294,7 +294,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
         print("  data      listed in the card's data manifest: " + str(default["path"]))
     for p in presets:
-        print(f"{p['name']:<9} preset: {p['description']}")
+        print(f"{p['name']:<15} preset: {p['description']}")
     print("any other --model: a local transformers directory or a hub id (safetensors only)")
     return 0 if default.get("verified", True) else 1
 

@@ -14,6 +14,7 @@ import torch
 from evo_state.diff import ChunkDiff, commit_chunk_diff, worktree_chunk_diff
 from evo_state.history import ancestors
 from evo_state.store import Store, open_store
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.models.loading import LoadedModel
@@ -68,9 +69,11 @@ class UpdateResult:
     base_model_untrained: bool
     hypernet_untrained: bool
     hypernet_key: str
+    # the adapter at adapter_path, when this run wrote it (None: an unchanged one was reused)
+    weights: LoraWeights | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, object]:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if k != "weights"}
         d["steps"] = [s.__dict__ for s in self.steps]
         d["worktree"] = self.worktree.__dict__ if self.worktree else None
         return d
@@ -202,15 +205,16 @@ def update_repository(
         assert h is not None
         out = adapter_dir(ctx.root, target.hexsha, ctx.hyper.key, EVO_KIND)
         existing = store.get_adapter(target.hexsha, ctx.hyper.key, EVO_KIND)
+        weights = None
         if steps or existing is None or not Path(existing.path).is_dir():
-            out, _ = write_adapter(ctx, store, target.hexsha, h, EVO_KIND)
+            out, weights = write_adapter(ctx, store, target.hexsha, h, EVO_KIND)
             store.set_adapter(target.hexsha, ctx.hyper.key, EVO_KIND, str(out))
         wt_report = None
         if worktree:
             t = time.perf_counter()
             diff = worktree_chunk_diff(repo, cfg.snapshot.exclusion, cfg.snapshot.chunker)
             h_wt = _step(ctx, store, h, diff) if not diff.empty else h
-            out, _ = write_adapter(
+            out, weights = write_adapter(
                 ctx,
                 store,
                 target.hexsha,
@@ -240,6 +244,7 @@ def update_repository(
         base_model_untrained=ctx.base.untrained,
         hypernet_untrained=ctx.hyper.untrained,
         hypernet_key=ctx.hyper.key,
+        weights=weights,
     )
 
 

@@ -79,8 +79,8 @@ PRESETS: dict[str, Preset] = {
             tie_word_embeddings=True,
         ),
         description=(
-            "UNTRAINED random-init placeholder (256 hidden, 4 layers); the pretrained default "
-            "is not shipped yet, so its completions are noise: pass --model for a real model"
+            "UNTRAINED random-init placeholder (256 hidden, 4 layers), used only when the "
+            "embedded default is not installed; its completions are noise: pass --model"
         ),
     ),
 }
