@@ -56,14 +56,6 @@ class LoadedGenerator:
     untrained: bool
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
     return HypernetConfig(input_dim=int(base.config.hidden_size))
 
@@ -109,7 +101,7 @@ def save_hypernet(
             "model_key": base.model_key,
             "description": base.description,
         },
-        "sha256": _file_sha256(out / WEIGHTS),
+        "sha256": embedded.file_sha256(out / WEIGHTS),
         **card,
     }
     tmp_card = out / f".{CARD}.tmp"
@@ -179,7 +171,7 @@ def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator:
             f"({meta.get('base_model', {}).get('description', '?')}), but the loaded base model "
             f"is {base.identity} ({base.spec}); pass the matching --model or train one for it"
         )
-    sha = _file_sha256(d / WEIGHTS)
+    sha = embedded.file_sha256(d / WEIGHTS)
     if meta.get("sha256") and meta["sha256"] != sha:
         raise UserError(f"{d / WEIGHTS} does not match the sha256 in its card; it is damaged")
     other = _OTHER_CONFIGS.get(str(meta.get("generator")))
