@@ -383,6 +383,7 @@ def _train_generator(
     progress(stage, tcfg.steps, tcfg.steps)
     net = load_generator(str(out_dir), base.info).net
     net.eval()
+    cost["params"] = sum(p.numel() for p in net.parameters())
     return net, cost
 
 

@@ -444,6 +444,7 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
         lines.append(
             f"- train `{name}`: {cost.get('steps')} steps"
             + (f", {secs:.1f} s" if isinstance(secs, int | float) else "")
+            + (f", {cost['params'] / 1e6:.2f}M parameters" if cost.get("params") else "")
             + (" (cached from an earlier run)" if cost.get("cached") else "")
         )
     for track, per in report["adapter_costs"].items():
