@@ -8,7 +8,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.miner import AssertionTask, MinerConfig, mine_tasks, tasks_added_by_commit
+from benchmark.miner import AssertionTask, MinerConfig, mine, mine_added
 from evo_state.diff import commit_chunk_diff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import load_hypernet
@@ -69,7 +69,7 @@ def encode_repo(
         snap = encode_snapshot(ctx, store, start)
         enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha])
         data = RepoData(label, enc)
-        data.static_tasks = mine_tasks(repo, target, mcfg, repo_name=label)
+        data.static_tasks = mine(repo, target, mcfg, repo_name=label).tasks
         if evolving_from:
             out = repo.git.rev_list(
                 "--first-parent", "--reverse", f"{start.hexsha}..{target.hexsha}"
@@ -85,7 +85,7 @@ def encode_repo(
                 enc.diffs.append((vecs[:n_in], vecs[n_in:], counts))
                 enc.commits.append(sha)
                 data.evo_tasks += [
-                    (i, t) for t in tasks_added_by_commit(repo, sha, mcfg, repo_name=label)
+                    (i, t) for t in mine_added(repo, sha, mcfg, repo_name=label).tasks
                 ]
                 prev = sha
     return data

@@ -41,7 +41,7 @@ import torch
 
 from benchmark import methods as m
 from benchmark.datasets import RepoData, encode_repo, in_repo_split
-from benchmark.miner import AssertionTask, MinerConfig, mine, mine_tasks
+from benchmark.miner import AssertionTask, MinerConfig, mine
 from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from evo_state.store import open_store
@@ -318,7 +318,7 @@ def prepare_repo(
         if not data.evo_tasks:
             skips.append(Skip(label, "evo", f"its last {walk} commits add no assertions"))
             return prep, skips
-        start_tasks = mine_tasks(ctx.repo, start, MinerConfig(), repo_name=label)
+        start_tasks = mine(ctx.repo, start, MinerConfig(), repo_name=label).tasks
         renames = _renames_by_step(source.manifest, data.encoding.commits)
         prep.evo = EvoView(data, start_tasks, total, renames)
     return prep, skips

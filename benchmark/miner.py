@@ -159,18 +159,6 @@ def mine(
     return MiningResult(_deduplicate(tasks, counts), counts)
 
 
-def mine_tasks(
-    repo: git.Repo | str | os.PathLike[str],
-    commit: git.Commit | str = "HEAD",
-    config: MinerConfig = MinerConfig(),
-    *,
-    count_tokens: TokenCounter = estimate_tokens,
-    repo_name: str | None = None,
-) -> list[AssertionTask]:
-    """Every assertion task in the test files of `commit` (see `mine` for the counts)."""
-    return mine(repo, commit, config, count_tokens=count_tokens, repo_name=repo_name).tasks
-
-
 def mine_added(
     repo: git.Repo | str | os.PathLike[str],
     commit: git.Commit | str = "HEAD",
@@ -213,18 +201,6 @@ def mine_added(
             else:
                 added.append(task)
     return MiningResult(_deduplicate(added, counts), counts)
-
-
-def tasks_added_by_commit(
-    repo: git.Repo | str | os.PathLike[str],
-    commit: git.Commit | str = "HEAD",
-    config: MinerConfig = MinerConfig(),
-    *,
-    count_tokens: TokenCounter = estimate_tokens,
-    repo_name: str | None = None,
-) -> list[AssertionTask]:
-    """The assertion tasks `commit` adds over its first parent (see `mine_added`)."""
-    return mine_added(repo, commit, config, count_tokens=count_tokens, repo_name=repo_name).tasks
 
 
 def mine_source(

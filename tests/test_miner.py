@@ -8,9 +8,8 @@ from benchmark.miner import (
     AssertionTask,
     MinerConfig,
     mine,
-    mine_tasks,
+    mine_added,
     target_kind_distribution,
-    tasks_added_by_commit,
 )
 from tests.gitrepo import GitRepo
 
@@ -146,7 +145,7 @@ def test_every_target_form_is_mined_with_its_exact_source(tmp_path: Path) -> Non
 
 def test_bare_asserts_are_whole_expression_targets_when_asked(tmp_path: Path) -> None:
     repo = _repo_with(tmp_path, {"tests/test_forms.py": FORMS_TEST})
-    tasks = mine_tasks(repo.root, config=MinerConfig(bare_asserts=True))
+    tasks = mine(repo.root, config=MinerConfig(bare_asserts=True)).tasks
     bare = [t for t in tasks if t.form == "bare"]
     assert [(t.test_qualname, t.target, t.target_kind) for t in bare] == [
         ("test_bare", "thing.ok()", "call")
@@ -155,7 +154,7 @@ def test_bare_asserts_are_whole_expression_targets_when_asked(tmp_path: Path) ->
 
 def test_prefix_is_structured_and_stops_right_before_the_target(tmp_path: Path) -> None:
     repo = _repo_with(tmp_path, {"tests/test_forms.py": FORMS_TEST})
-    tasks = _by_target(mine_tasks(repo.root, config=MinerConfig(max_prompt_tokens=None)))
+    tasks = _by_target(mine(repo.root, config=MinerConfig(max_prompt_tokens=None)).tasks)
 
     compare = tasks["thing.bound(3)"]
     expected_end = (
@@ -187,7 +186,7 @@ def test_prefix_is_structured_and_stops_right_before_the_target(tmp_path: Path) 
     assert tasks["0.333"].prefix.endswith("assert thing.ratio(1, 3) == pytest.approx(")
 
     # The target and everything after it never leak into the prompt.
-    for task in mine_tasks(repo.root):
+    for task in mine(repo.root).tasks:
         assert task.prefix.endswith(FORMS_TEST.split("\n")[task.line - 1][: task.col])
         assert task.target not in task.prefix.split("\n")[-1]
     assert "42" not in compare.prefix.split("def test_compare")[0]
@@ -201,9 +200,9 @@ def test_token_budget_cuts_from_the_front_and_keeps_the_end(tmp_path: Path) -> N
     def words(text: str) -> int:
         return len(text.split())
 
-    full = _by_target(mine_tasks(repo.root, config=MinerConfig(max_prompt_tokens=None)))
+    full = _by_target(mine(repo.root, config=MinerConfig(max_prompt_tokens=None)).tasks)
     budget = MinerConfig(max_prompt_tokens=12)
-    cut = _by_target(mine_tasks(repo.root, config=budget, count_tokens=words))
+    cut = _by_target(mine(repo.root, config=budget, count_tokens=words).tasks)
     task, whole = cut["thing.bound(3)"], full["thing.bound(3)"]
     assert task.prefix_truncated
     assert words(task.prefix) <= 12
@@ -214,7 +213,7 @@ def test_token_budget_cuts_from_the_front_and_keeps_the_end(tmp_path: Path) -> N
     assert words(dropped_line + "\n" + task.prefix) > 12  # it kept as many lines as fit
 
     # A last line over the budget on its own is cut by characters, still ending at the target.
-    tiny = _by_target(mine_tasks(repo.root, config=MinerConfig(max_prompt_tokens=3)))
+    tiny = _by_target(mine(repo.root, config=MinerConfig(max_prompt_tokens=3)).tasks)
     assert tiny["thing.bound(3)"].prefix == "    assert size < "[-11:]  # 11 bytes: 3 tokens
 
 
@@ -227,7 +226,7 @@ def test_mining_is_deterministic_with_stable_unique_ids(tmp_path: Path) -> None:
     }
     first.commit(files)
     second.commit(files)
-    one, two = mine_tasks(first.root), mine_tasks(second.root)
+    one, two = mine(first.root).tasks, mine(second.root).tasks
     assert one == two
     assert len({t.task_id for t in one}) == len(one)
     assert [t.path for t in one] == sorted(t.path for t in one)
@@ -268,8 +267,8 @@ def test_mining_reads_the_commit_not_the_work_tree(tmp_path: Path) -> None:
     first = repo.git("rev-parse", "HEAD")
     repo.commit({"tests/test_a.py": "def test_a():\n    assert f() == 2\n"})
     repo.write({"tests/test_a.py": "def test_a():\n    assert f() == 3\n"})  # uncommitted
-    assert [t.target for t in mine_tasks(repo.root, first)] == ["1"]
-    assert [t.target for t in mine_tasks(repo.root)] == ["2"]
+    assert [t.target for t in mine(repo.root, first).tasks] == ["1"]
+    assert [t.target for t in mine(repo.root).tasks] == ["2"]
 
 
 def test_added_tasks_are_matched_by_ast_not_by_line_text(tmp_path: Path) -> None:
@@ -300,7 +299,7 @@ def test_added_tasks_are_matched_by_ast_not_by_line_text(tmp_path: Path) -> None
             ),
         }
     )
-    added = tasks_added_by_commit(repo.root, changed)
+    added = mine_added(repo.root, changed).tasks
     assert sorted((t.path, t.test_qualname, t.target) for t in added) == [
         ("tests/test_a.py", "test_a", "'y'"),
         ("tests/test_a.py", "test_a", "30"),
@@ -308,15 +307,15 @@ def test_added_tasks_are_matched_by_ast_not_by_line_text(tmp_path: Path) -> None
     ]
     assert [t.line for t in added if t.path == "tests/test_b.py"] == [7]  # the second copy
     # A root commit adds everything it has.
-    assert [t.target for t in tasks_added_by_commit(repo.root, root)] == ["10", "'x'", "20"]
+    assert [t.target for t in mine_added(repo.root, root).tasks] == ["10", "'x'", "20"]
     # A commit that touches no test file adds nothing.
     untouched = repo.commit({"pkg/__init__.py": "X = 1\n"})
-    assert tasks_added_by_commit(repo.root, untouched) == []
+    assert mine_added(repo.root, untouched).tasks == []
 
 
 def test_target_kind_distribution_counts_most_frequent_first(tmp_path: Path) -> None:
     repo = _repo_with(tmp_path, {"tests/test_forms.py": FORMS_TEST})
-    distribution = target_kind_distribution(mine_tasks(repo.root))
+    distribution = target_kind_distribution(mine(repo.root).tasks)
     assert distribution == {
         "literal": 5,
         "collection": 4,
@@ -338,7 +337,7 @@ def test_prompt_shows_only_the_helpers_its_own_test_and_set_up_use(tmp_path: Pat
         "    def test_mine(self):\n        self.assertEqual(self.a, 1)\n"
     )
     repo = _repo_with(tmp_path, {"tests/test_a.py": source})
-    mine_task = next(t for t in mine_tasks(repo.root) if t.test_qualname == "TestA.test_mine")
+    mine_task = next(t for t in mine(repo.root).tasks if t.test_qualname == "TestA.test_mine")
     assert "def used_by_set_up():" in mine_task.prefix
     assert "used_by_other_test" not in mine_task.prefix
     assert mine_task.prefix.endswith("    def test_mine(self):\n        self.assertEqual(self.a, ")

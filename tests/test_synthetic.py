@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.miner import mine_tasks, tasks_added_by_commit
+from benchmark.miner import mine, mine_added
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from repo_encoder.errors import UserError
 
@@ -163,7 +163,7 @@ def test_generated_tests_pass_under_pytest(suite: list[SyntheticRepo], tmp_path:
 
 def test_mined_targets_include_repository_specific_constants(suite: list[SyntheticRepo]) -> None:
     for repo in suite:
-        tasks = mine_tasks(repo.path)
+        tasks = mine(repo.path).tasks
         targets = {t.target for t in tasks}
         for name, value in _constants(repo, "HEAD").items():
             literal = ast.unparse(ast.Constant(value)).replace("'", '"')
@@ -181,7 +181,7 @@ def test_added_tasks_after_a_rename_name_the_new_api(suite: list[SyntheticRepo])
         for commit, change in repo.changes("rename"):
             assert change.old_name is not None and change.new_name is not None
             new = change.new_name.split(".")[-1]
-            added = tasks_added_by_commit(repo.path, commit.sha)
+            added = mine_added(repo.path, commit.sha).tasks
             assert added, (repo.name, change)
             if change.symbol in ("function", "class"):
                 assert any(new in t.target for t in added), (repo.name, change)
