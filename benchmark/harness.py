@@ -62,7 +62,8 @@ from repo2lora.training.baselines import (
 )
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.dnd_trainer import CollectConfig, train_dnd
-from repo2lora.training.hypernet_trainer import StepLog, TrainConfig, TrainResult, train_hypernet
+from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+from repo2lora.training.loop import StepLog, TrainResult
 from repo2lora.training.shine_trainer import train_shine
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError

@@ -343,7 +343,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from benchmark.synthetic import generate_suite
     from benchmark.training_data import build_training_data
     from repo2lora.models.loading import describe_base_model, load_base_model
-    from repo2lora.training.hypernet_trainer import StepLog, TrainConfig, train_hypernet
+    from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+    from repo2lora.training.loop import StepLog
 
     if args.threads:
         torch.set_num_threads(args.threads)

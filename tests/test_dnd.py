@@ -33,7 +33,8 @@ from repo2lora.training.dnd_trainer import (
     train_collecting,
     train_dnd,
 )
-from repo2lora.training.hypernet_trainer import TrainConfig, TrainResult
+from repo2lora.training.hypernet_trainer import TrainConfig
+from repo2lora.training.loop import TrainResult
 from repo_encoder.errors import UserError
 from tests.cli import run_json
 from tests.generator_checks import assert_cli_snapshot_matches

@@ -22,7 +22,8 @@ from repo2lora.hypernet.shine import ShineConfig, ShineGenerator, chunk_token_id
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.models.loading import LoadedModel
 from repo2lora.training.data import TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, TrainResult, _tokens
+from repo2lora.training.hypernet_trainer import TrainConfig, _tokens
+from repo2lora.training.loop import TrainResult
 from repo2lora.training.shine_trainer import (
     ShineLoss,
     default_shine_config,

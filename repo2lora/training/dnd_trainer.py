@@ -26,28 +26,15 @@ from repo2lora.adapters.peft_dir import peft_state_dict
 from repo2lora.adapters.weights import LoraTarget, LoraWeights, find_lora_targets
 from repo2lora.hypernet.checkpoint import (
     build_hypernet,
-    load_generator,
     load_hypernet,
-    save_hypernet,
 )
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
-from repo2lora.training.checkpoint import (
-    latest_checkpoint,
-    read_optimizer,
-    read_trainer_state,
-    write_checkpoint,
-)
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import (
-    StepLog,
-    TrainConfig,
-    TrainResult,
-    _accelerator,
-    static_schedule,
-)
+from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, static_schedule
+from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult
 from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters, write_repo_adapter
 from repo_encoder.snapshot import resolve_commit
 
@@ -281,17 +268,6 @@ def train_dnd(
     net.fit_normalization(tokens)
     net.train()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        net.load_state_dict(load_generator(str(ckpt), base.info).net.state_dict())
-        opt.load_state_dict(read_optimizer(ckpt))
-        step = int(read_trainer_state(ckpt)["step"])
-    targets = net.normalize(tokens)  # [n, T, D]
-    model, opt = acc.prepare(DndLoss(net), opt)
-    rank, world = acc.process_index, acc.num_processes
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train_log.jsonl"
     manifest = json.loads((out / "lora-collection" / COLLECTION).read_text())
     arch_card = {
         "architecture": net.cfg.to_json(),
@@ -304,14 +280,13 @@ def train_dnd(
         },
         **(card or {}),
     }
-
-    def log(event: dict[str, Any]) -> None:
-        if acc.is_main_process:
-            with log_path.open("a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+    run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), arch_card, resume)
+    targets = net.normalize(tokens)  # [n, T, D]
+    model = run.prepare(DndLoss(net))
+    rank, world = acc.process_index, acc.num_processes
 
     def evaluate_now() -> dict[str, float]:
-        unwrapped: DndGenerator = acc.unwrap_model(model).net
+        unwrapped: DndGenerator = run.unwrapped()
         unwrapped.eval()
         res = reconstruction(unwrapped, collection, encodings)
         if eval_examples:
@@ -333,27 +308,9 @@ def train_dnd(
         unwrapped.train()
         return res
 
-    def save(at: int, loss: float) -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model).net
-            state = {"step": at, "tokens": 0, "loss": loss, "config": asdict(cfg)}
-            write_checkpoint(
-                out,
-                at,
-                lambda d: save_hypernet(unwrapped, base.info, d, training=state, **arch_card),
-                opt.optimizer if hasattr(opt, "optimizer") else opt,
-                state,
-            )
-            log({"event": "checkpoint", "step": at})
-        acc.wait_for_everyone()
-
-    t1 = time.perf_counter()
-    last_loss = float("nan")
-    eval_result: dict[str, float] = {}
     n_cond = net.cfg.num_prompts
-    while step < cfg.steps:
-        t = time.perf_counter()
+
+    def dnd_step(step: int) -> StepOutcome:
         idx = static_schedule(len(collection), step, cfg.batch_size, cfg.seed)
         mine = list(range(len(idx)))[rank::world]
         prompts = torch.stack(
@@ -367,34 +324,21 @@ def train_dnd(
             ]
         )
         loss = model(prompts.to(acc.device), targets[[idx[j] for j in mine]].to(acc.device))
-        acc.backward(loss)
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        step += 1
-        last_loss = float(loss.detach())
-        dt = time.perf_counter() - t
-        entry = StepLog(step, last_loss, 0, len(mine) * world / max(dt, 1e-9))
-        if on_step is not None and acc.is_main_process:
-            on_step(entry)
-        log({"event": "step", **asdict(entry)})
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            eval_result = evaluate_now()
-            log({"event": "eval", "step": step, **eval_result})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step, last_loss)
-        if stop_after is not None and step >= stop_after:
-            break
-    if acc.is_main_process and step >= cfg.steps:
-        unwrapped = acc.unwrap_model(model).net
-        state = {"step": step, "tokens": 0, "loss": last_loss, "config": asdict(cfg)}
-        save_hypernet(unwrapped, base.info, out, training=state, eval=eval_result, **arch_card)
-    acc.wait_for_everyone()
+        return StepOutcome(loss, float(loss.detach()), 0, len(mine) * world)
+
+    t1 = time.perf_counter()
+    res = run.run(
+        cfg,
+        dnd_step,
+        evaluate=evaluate_now,
+        on_step=on_step,
+        stop_after=stop_after,
+    )
     net.eval()
-    eval_result["collect_seconds"] = collect_seconds
-    eval_result["decoder_seconds"] = time.perf_counter() - t1
-    return TrainResult(str(out), step, 0, time.perf_counter() - t0, last_loss, eval_result)
+    res.eval["collect_seconds"] = collect_seconds
+    res.eval["decoder_seconds"] = time.perf_counter() - t1
+    res.seconds = time.perf_counter() - t0
+    return res
 
 
 def dnd_repo_adapter(

@@ -8,9 +8,7 @@ any process and a resumed run repeats exactly what an uninterrupted one would ha
 
 from __future__ import annotations
 
-import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,16 +18,10 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import functional_lora
-from repo2lora.hypernet.checkpoint import build_hypernet, load_hypernet, save_hypernet
+from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import LoadedModel
-from repo2lora.training.checkpoint import (
-    latest_checkpoint,
-    read_optimizer,
-    read_trainer_state,
-    write_checkpoint,
-)
 from repo2lora.training.data import (
     RepoEncoding,
     TaskExample,
@@ -37,6 +29,7 @@ from repo2lora.training.data import (
     per_example_nll,
     tokenize_examples,
 )
+from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 
 
 @dataclass(frozen=True)
@@ -65,14 +58,6 @@ class TrainConfig:
     # suite it spreads the adapters (pairwise cosine 1.00 -> 0.70) but overfits the few training
     # repositories (cross-repo target NLL 4.83 -> 5.06)
     standardize: bool = False
-
-
-@dataclass
-class StepLog:
-    step: int
-    loss: float
-    tokens: int
-    tokens_per_s: float
 
 
 class HypernetLoss(nn.Module):
@@ -195,16 +180,6 @@ def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[s
     return out
 
 
-@dataclass
-class TrainResult:
-    out_dir: str
-    steps: int
-    tokens: int
-    seconds: float
-    final_loss: float
-    eval: dict[str, float]
-
-
 def _accelerator() -> Any:
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -279,116 +254,70 @@ def train_hypernet(
     net = build_hypernet(hcfg, base.info)
     net.encoder.fit_standardization(corpus_vectors(encodings))  # a resume loads the same
     net.train()
-    base.model.requires_grad_(False)
-    base.model.to(acc.device)
-    if acc.mixed_precision == "bf16":
-        base.model.to(torch.bfloat16)
-    loss_module = HypernetLoss(net, base.model)
+    freeze_base(acc, base.model)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step = 0
-    tokens_seen = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        loaded = load_hypernet(str(ckpt), base.info)
-        net.load_state_dict(loaded.net.state_dict())
-        opt.load_state_dict(read_optimizer(ckpt))
-        st = read_trainer_state(ckpt)
-        step, tokens_seen = int(st["step"]), int(st["tokens"])
-    model, opt = acc.prepare(loss_module, opt)
+    run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), card, resume)
+    model = run.prepare(HypernetLoss(net, base.model))
     rank, world = acc.process_index, acc.num_processes
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train_log.jsonl"
-
-    def log(event: dict[str, Any]) -> None:
-        if acc.is_main_process:
-            with log_path.open("a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
 
     windows = evo_windows(encodings, cfg.tbptt_window) if cfg.generator == "code2lora-evo" else []
     by_step: dict[tuple[str, int], list[TaskExample]] = {}
     for ex in examples:
         by_step.setdefault((ex.repo, ex.step), []).append(ex)
 
-    def save(at: int, loss: float) -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model).net
-            state = {"step": at, "tokens": tokens_seen, "loss": loss, "config": asdict(cfg)}
-            write_checkpoint(
-                out,
-                at,
-                lambda d: save_hypernet(unwrapped, base.info, d, training=state, **(card or {})),
-                opt.optimizer if hasattr(opt, "optimizer") else opt,
-                state,
-            )
-            log({"event": "checkpoint", "step": at, "tokens": tokens_seen})
-        acc.wait_for_everyone()
+    def evo_step(step: int) -> StepOutcome:
+        # each process takes its own windows of the global batch of windows
+        picks = static_schedule(len(windows), step, cfg.batch_size, cfg.seed)[rank::world]
+        loss_sum = torch.zeros(())
+        n_tok = 0.0
+        for wi in picks:
+            repo, s0, s1 = windows[wi]
+            exs = [
+                e
+                for s in range(s0 if s0 == 0 else s0 + 1, s1 + 1)
+                for e in by_step.get((repo, s), [])
+            ]
+            exs = sample_in_order(exs, 4 * cfg.batch_size, (cfg.seed, step, wi))
+            batch: dict[str, Any] = {"repo": encodings[repo], "start": s0, "end": s1}
+            batch["steps"] = [e.step for e in exs]
+            if exs:
+                batch.update(_tokens(base.tokenizer, exs, cfg))
+                n_tok += float(batch["n_target"].sum())
+            loss_sum = loss_sum + model("evo", **batch)
+        global_tokens = max(1.0, n_tok * world)  # approximate: windows differ in size
+        return StepOutcome(
+            loss_sum * world / global_tokens,
+            float(loss_sum.detach()) / max(1.0, n_tok),
+            int(n_tok * world),
+            n_tok * world,
+        )
 
-    t0 = time.perf_counter()
-    last_loss = float("nan")
-    eval_result: dict[str, float] = {}
-    while step < cfg.steps:
-        t = time.perf_counter()
-        if windows:
-            # each process takes its own windows of the global batch of windows
-            picks = static_schedule(len(windows), step, cfg.batch_size, cfg.seed)[rank::world]
-            loss_sum = torch.zeros(())
-            n_tok = 0.0
-            for wi in picks:
-                repo, s0, s1 = windows[wi]
-                exs = [
-                    e
-                    for s in range(s0 if s0 == 0 else s0 + 1, s1 + 1)
-                    for e in by_step.get((repo, s), [])
-                ]
-                exs = sample_in_order(exs, 4 * cfg.batch_size, (cfg.seed, step, wi))
-                batch: dict[str, Any] = {"repo": encodings[repo], "start": s0, "end": s1}
-                batch["steps"] = [e.step for e in exs]
-                if exs:
-                    batch.update(_tokens(base.tokenizer, exs, cfg))
-                    n_tok += float(batch["n_target"].sum())
-                loss_sum = loss_sum + model("evo", **batch)
-            global_tokens = max(1.0, n_tok * world)  # approximate: windows differ in size
-            loss = loss_sum / max(1.0, n_tok)
-            acc.backward(loss_sum * world / global_tokens)
-        else:
-            idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
-            global_tok = _tokens(base.tokenizer, [examples[i] for i in idx], cfg)
-            global_tokens = float(global_tok["n_target"].sum())
-            mine = [examples[i] for i in idx[rank::world]]
-            tok = _tokens(base.tokenizer, mine, cfg)
-            vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
-            loss_sum = model("static", vectors=vecs, mask=mask, **tok)
-            n_tok = float(tok["n_target"].sum())
-            loss = loss_sum / max(1.0, n_tok)
-            # DDP averages gradients over processes: scale so the result is the global mean
-            acc.backward(loss_sum * world / max(1.0, global_tokens))
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        step += 1
-        tokens_seen += int(n_tok * world)
-        last_loss = float(loss.detach())
-        dt = time.perf_counter() - t
-        entry = StepLog(step, last_loss, int(n_tok * world), n_tok * world / max(dt, 1e-9))
-        if on_step is not None and acc.is_main_process:
-            on_step(entry)
-        log({"event": "step", **asdict(entry)})
-        if eval_examples and (step % cfg.eval_every == 0 or step == cfg.steps):
-            eval_result = evaluate(
-                acc.unwrap_model(model), base.tokenizer, encodings, eval_examples, cfg
-            )
-            log({"event": "eval", "step": step, **eval_result})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step, last_loss)
-        if stop_after is not None and step >= stop_after:
-            break
-    if acc.is_main_process and step >= cfg.steps:
-        unwrapped = acc.unwrap_model(model).net
-        state = {"step": step, "tokens": tokens_seen, "loss": last_loss, "config": asdict(cfg)}
-        save_hypernet(unwrapped, base.info, out, training=state, eval=eval_result, **(card or {}))
-    acc.wait_for_everyone()
-    return TrainResult(
-        str(out), step, tokens_seen, time.perf_counter() - t0, last_loss, eval_result
+    def static_step(step: int) -> StepOutcome:
+        idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
+        global_tok = _tokens(base.tokenizer, [examples[i] for i in idx], cfg)
+        global_tokens = float(global_tok["n_target"].sum())
+        mine = [examples[i] for i in idx[rank::world]]
+        tok = _tokens(base.tokenizer, mine, cfg)
+        vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
+        loss_sum = model("static", vectors=vecs, mask=mask, **tok)
+        n_tok = float(tok["n_target"].sum())
+        # DDP averages gradients over processes: scale so the result is the global mean
+        return StepOutcome(
+            loss_sum * world / max(1.0, global_tokens),
+            float(loss_sum.detach()) / max(1.0, n_tok),
+            int(n_tok * world),
+            n_tok * world,
+        )
+
+    def evaluate_now() -> dict[str, float]:
+        return evaluate(
+            acc.unwrap_model(model), base.tokenizer, encodings, eval_examples or [], cfg
+        )
+
+    return run.run(
+        cfg,
+        evo_step if windows else static_step,
+        evaluate=evaluate_now if eval_examples else None,
+        on_step=on_step,
+        stop_after=stop_after,
     )

@@ -12,7 +12,6 @@ run repeats what an uninterrupted one would have done."""
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,7 +24,7 @@ from torch import nn
 from repo2lora.adapters.functional import BatchedLora, functional_lora
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
-from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, save_hypernet
+from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.shine import (
     ShineConfig,
     ShineGenerator,
@@ -35,21 +34,9 @@ from repo2lora.hypernet.shine import (
 )
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig
-from repo2lora.training.checkpoint import (
-    latest_checkpoint,
-    read_optimizer,
-    read_trainer_state,
-    write_checkpoint,
-)
 from repo2lora.training.data import TaskExample, per_example_nll
-from repo2lora.training.hypernet_trainer import (
-    StepLog,
-    TrainConfig,
-    TrainResult,
-    _accelerator,
-    _tokens,
-    static_schedule,
-)
+from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, _tokens, static_schedule
+from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 from repo_encoder.chunker import chunk_files
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
 
@@ -198,36 +185,19 @@ def train_shine(
     acc = _accelerator()
     net = build_hypernet(arch or default_shine_config(base, cfg), base.info)
     net.train()
-    base.model.requires_grad_(False)
-    base.model.to(acc.device)
-    if acc.mixed_precision == "bf16":
-        base.model.to(torch.bfloat16)
-    loss_module = ShineLoss(net, base.model)
+    freeze_base(acc, base.model)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     chunk_ids = {
         r: chunk_token_ids(base.tokenizer, texts, net.cfg.chunk_tokens)
         for r, texts in chunk_texts.items()
     }
-    step = tokens_seen = 0
-    ckpt = latest_checkpoint(out) if resume else None
-    if ckpt is not None:
-        net.load_state_dict(load_generator(str(ckpt), base.info).net.state_dict())
-        opt.load_state_dict(read_optimizer(ckpt))
-        st = read_trainer_state(ckpt)
-        step, tokens_seen = int(st["step"]), int(st["tokens"])
-    model, opt = acc.prepare(loss_module, opt)
-    rank, world = acc.process_index, acc.num_processes
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "train_log.jsonl"
     arch_card = {"architecture": net.cfg.to_json(), **(card or {})}
-
-    def log(event: dict[str, Any]) -> None:
-        if acc.is_main_process:
-            with log_path.open("a") as fh:
-                fh.write(json.dumps({"time": time.time(), **event}) + "\n")
+    run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), arch_card, resume)
+    model = run.prepare(ShineLoss(net, base.model))
+    rank, world = acc.process_index, acc.num_processes
 
     def evaluate_now() -> dict[str, float]:
-        unwrapped: ShineGenerator = acc.unwrap_model(model).net
+        unwrapped: ShineGenerator = run.unwrapped()
         unwrapped.eval()
         adapters = shine_adapters(unwrapped, base.model, chunk_ids)
         unwrapped.train()
@@ -241,26 +211,7 @@ def train_shine(
             cfg,
         )
 
-    def save(at: int, loss: float) -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            unwrapped = acc.unwrap_model(model).net
-            state = {"step": at, "tokens": tokens_seen, "loss": loss, "config": asdict(cfg)}
-            write_checkpoint(
-                out,
-                at,
-                lambda d: save_hypernet(unwrapped, base.info, d, training=state, **arch_card),
-                opt.optimizer if hasattr(opt, "optimizer") else opt,
-                state,
-            )
-            log({"event": "checkpoint", "step": at, "tokens": tokens_seen})
-        acc.wait_for_everyone()
-
-    t0 = time.perf_counter()
-    last_loss = float("nan")
-    eval_result: dict[str, float] = {}
-    while step < cfg.steps:
-        t = time.perf_counter()
+    def shine_step(step: int) -> StepOutcome:
         idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
         global_tokens = float(
             _tokens(base.tokenizer, [examples[i] for i in idx], cfg)["n_target"].sum()
@@ -276,35 +227,22 @@ def train_shine(
         loss_sum = model(contexts, owner, tok)
         n_tok = float(tok["n_target"].sum())
         # DDP averages gradients over processes: scale so the result is the global mean
-        acc.backward(loss_sum * world / max(1.0, global_tokens))
-        if cfg.grad_clip:
-            acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad()
-        step += 1
-        tokens_seen += int(n_tok * world)
-        last_loss = float(loss_sum.detach()) / max(1.0, n_tok)
-        dt = time.perf_counter() - t
-        entry = StepLog(step, last_loss, int(n_tok * world), n_tok * world / max(dt, 1e-9))
-        if on_step is not None and acc.is_main_process:
-            on_step(entry)
-        log({"event": "step", **asdict(entry)})
-        if eval_examples and (step % cfg.eval_every == 0 or step == cfg.steps):
-            eval_result = evaluate_now()
-            log({"event": "eval", "step": step, **eval_result})
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            save(step, last_loss)
-        if stop_after is not None and step >= stop_after:
-            break
-    if acc.is_main_process and step >= cfg.steps:
-        unwrapped = acc.unwrap_model(model).net
-        state = {"step": step, "tokens": tokens_seen, "loss": last_loss, "config": asdict(cfg)}
-        save_hypernet(unwrapped, base.info, out, training=state, eval=eval_result, **arch_card)
-    acc.wait_for_everyone()
-    net.eval()
-    return TrainResult(
-        str(out), step, tokens_seen, time.perf_counter() - t0, last_loss, eval_result
+        return StepOutcome(
+            loss_sum * world / max(1.0, global_tokens),
+            float(loss_sum.detach()) / max(1.0, n_tok),
+            int(n_tok * world),
+            n_tok * world,
+        )
+
+    res = run.run(
+        cfg,
+        shine_step,
+        evaluate=evaluate_now if eval_examples else None,
+        on_step=on_step,
+        stop_after=stop_after,
     )
+    net.eval()
+    return res
 
 
 # --- one repository -> one adapter -----------------------------------------------------------
