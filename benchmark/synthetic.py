@@ -16,6 +16,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -809,3 +810,29 @@ def load_repo(manifest_path: Path) -> SyntheticRepo:
     return SyntheticRepo(
         data["name"], manifest_path.parent / data["path"], data["package"], manifest_path, commits
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmark.synthetic OUT --repos N --commits M --seed S`: write a suite."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m benchmark.synthetic",
+        description="Generate a deterministic synthetic suite of evolving Python repositories.",
+    )
+    p.add_argument("out", type=Path)
+    p.add_argument("--repos", type=int, default=8)
+    p.add_argument("--commits", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        repos = generate_suite(args.out, args.repos, args.commits, args.seed)
+    except UserError as exc:
+        print(f"synthetic: error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps([str(r.path) for r in repos], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
