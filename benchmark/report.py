@@ -353,6 +353,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "ES = edit similarity (0–1). NLL = mean per-token NLL of the reference target (nats; "
         "lower is better; a smooth signal where EM is near 0).",
         "",
+        "## Summary (strict EM % / ES / NLL)",
+        "",
+        compact_table(report),
+        "",
     ]
     titles = {"static": "Static track (snapshot of HEAD)", "evo": "Evolution track"}
     for track in ("static", "evo"):
@@ -536,3 +540,39 @@ def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     for p in write_plots(report, out / "plots"):
         paths[p.stem] = p
     return paths
+
+
+def compact_table(report: dict[str, Any]) -> str:
+    """One Markdown table of a report: a row per method, for each track and split its strict
+    EM (%), edit similarity and target NLL; "–" where a method has no row (the evolution
+    track has no per-repository LoRA, SHINE and DnD no evolving state)."""
+    cols = [
+        (t, s)
+        for t in ("static", "evo")
+        for s in SPLITS
+        if any(r["track"] == t and r["split"] == s for r in report["summary"])
+    ]
+    methods: list[str] = []
+    for r in report["summary"]:
+        if r["subset"] == "all" and r["method"] not in methods:
+            methods.append(r["method"])
+    head = " | ".join(f"{t} {s}: EM / ES / NLL" for t, s in cols)
+    lines = [f"| method | {head} |", "|---" * (len(cols) + 1) + "|"]
+    for name in methods:
+        cells = []
+        for t, s in cols:
+            row = find_row(report["summary"], t, s, name, "all")
+            cells.append(
+                "–"
+                if row is None
+                else f"{_pct(row['strict_em'])} / {_num(row['edit_similarity'], 2)} / "
+                f"{_num(row['nll'], 2)}"
+            )
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    n = {
+        (t, s): max(r["n"] for r in report["summary"] if (r["track"], r["split"]) == (t, s))
+        for t, s in cols
+    }
+    lines.append("")
+    lines.append("Tasks: " + ", ".join(f"{t} {s} {n[(t, s)]}" for t, s in cols) + ".")
+    return "\n".join(lines)

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from benchmark.report import aggregate, decay, find_row, overlap, render_markdown, write_report
+from benchmark.report import (
+    aggregate,
+    compact_table,
+    decay,
+    find_row,
+    overlap,
+    render_markdown,
+    write_report,
+)
 
 
 def _result(em: bool, nll: float | None, tokens: int = 10) -> dict[str, Any]:
@@ -134,3 +142,17 @@ def test_write_report_writes_json_markdown_and_png(tmp_path: Path) -> None:
         png = tmp_path / "plots" / f"{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 5000
+
+
+def test_compact_table_has_a_row_per_method_and_a_cell_per_track_and_split() -> None:
+    table = compact_table(_report()).splitlines()
+    assert table[0].startswith("| method | static in-repo: EM / ES / NLL")
+    base = next(line for line in table if line.startswith("| `base` |"))
+    # static in-repo: EM 1 of 2, ES (1.0 + 0.5) / 2, NLL (2 + 4) / 2
+    assert base.split(" | ")[1] == "50.0 / 0.75 / 3.00"
+    evo = next(line for line in table if line.startswith("| `code2lora-evo` |"))
+    assert evo.split(" | ")[1] == "–"  # no static row for the evolving generator
+    assert (
+        table[-1]
+        == "Tasks: static in-repo 2, static cross-repo 2, evo in-repo 1, evo cross-repo 2."
+    )
