@@ -515,7 +515,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         n_repos=args.repos,
         n_commits=args.commits,
         hypernet_steps=args.steps,
-        evo_steps=args.steps,
+        evo_steps=args.evo_steps or args.steps,
         lora_steps=args.lora_steps,
         per_repo_steps=args.per_repo_steps,
         max_commits=args.max_commits,
@@ -770,6 +770,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--steps", type=int, help="hypernetwork training steps (default: the suite's)")
+    b.add_argument(
+        "--evo-steps",
+        type=int,
+        help="evolving hypernetwork training steps (default: --steps); each step takes up to "
+        "4 x batch tasks per window, so it costs several static steps",
+    )
     b.add_argument("--lora-steps", type=int, help="shared LoRA training steps")
     b.add_argument("--per-repo-steps", type=int, help="per-repository LoRA training steps")
     b.add_argument("--repos", type=int, help="synthetic suites: number of repositories")
