@@ -292,7 +292,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{h.get('train_examples', '?')} tasks of {h.get('repositories', '?')} "
                 "repositories"
             )
-        print("  data      listed in the card's data manifest: " + str(default["path"]))
+        manifests = "pretrain-manifest.json, hypernet-manifest.json"
+        print(f"  data      {default['path']}/data/ ({manifests})")
     for p in presets:
         print(f"{p['name']:<15} preset: {p['description']}")
     print("any other --model: a local transformers directory or a hub id (safetensors only)")
