@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -56,10 +57,21 @@ def test_hub_id_offline_gives_a_clear_error(
         describe_base_model("someorg/some-model")
 
 
-def test_default_is_the_untrained_placeholder_until_one_ships() -> None:
+def test_the_shipped_default_verifies_and_comes_with_its_hypernetworks() -> None:
+    from repo2lora.hypernet.checkpoint import load_hypernet, shipped_hypernet_dir
+    from repo2lora.models import embedded
+
+    card = embedded.verify()  # every shipped file against its sha256
+    assert card["total_bytes"] <= 60_000_000  # the budget for the model and both hypernets
+    assert {"model.safetensors", "tokenizer.json", "val_loss.png"} <= set(card["files"])
+    curve = [c["val_loss"] for c in card["model"]["held_out_loss_curve"]]
+    assert len(curve) >= 3 and curve[-1] < curve[0]
     info = describe_base_model(None)
-    if (Path(__file__).parents[1] / "repo2lora" / "models" / "default" / "config.json").exists():
-        assert not info.untrained
-    else:
-        assert info.untrained and "UNTRAINED" in info.description
+    assert info.model_dir == embedded.DEFAULT_DIR and not info.untrained
+    for generator in ("code2lora-static", "code2lora-evo"):
+        meta = json.loads((shipped_hypernet_dir(info, generator) / "hypernet.json").read_text())
+        assert meta["generator"] == generator
+        assert meta["base_model"]["identity"] == info.identity
+    hyper = load_hypernet(None, info)
+    assert not hyper.untrained and hyper.net.generator_name == "code2lora-evo"
     assert os.environ.get("HF_HUB_OFFLINE") in (None, "1")
