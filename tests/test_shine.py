@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 import torch
 from peft import PeftModel
 
-from benchmark.synthetic import generate_suite
 from benchmark.training_data import TrainingData, build_training_data
 from repo2lora.adapters.functional import functional_lora
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_hypernet
@@ -35,27 +33,12 @@ from repo_encoder.errors import UserError
 from tests.cli import run_json
 from tests.generator_checks import assert_cli_snapshot_matches
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 INFO = describe_base_model("tiny-random")
 
 
 def _ids(base: LoadedModel, text: str) -> list[int]:
     return list(base.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model's ops are too small to gain from threads, and on shared CI cores a
-    second thread mostly waits: one is several times faster here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("suite")
-    return [r.path for r in generate_suite(root, 4, 5, seed=3)]
 
 
 @pytest.fixture(scope="module")

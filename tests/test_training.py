@@ -15,7 +15,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.synthetic import generate_suite
 from benchmark.training_data import build_training_data
 from repo2lora.adapters.apply import attach_lora
 from repo2lora.adapters.functional import functional_lora
@@ -30,12 +29,6 @@ INFO = describe_base_model("tiny-random")
 
 def _vecs(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 64, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    root = tmp_path_factory.mktemp("suite")
-    return [r.path for r in generate_suite(root, 4, 5, seed=3)]
 
 
 @pytest.mark.parametrize("generator", ["code2lora-static", "code2lora-evo"])
