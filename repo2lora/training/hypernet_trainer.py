@@ -284,13 +284,8 @@ def train_hypernet(
                 batch.update(_tokens(base.tokenizer, exs, cfg))
                 n_tok += float(batch["n_target"].sum())
             loss_sum = loss_sum + model("evo", **batch)
-        global_tokens = max(1.0, n_tok * world)  # approximate: windows differ in size
-        return StepOutcome(
-            loss_sum * world / global_tokens,
-            float(loss_sum.detach()) / max(1.0, n_tok),
-            int(n_tok * world),
-            n_tok * world,
-        )
+        # the global batch's tokens, approximately: other processes' windows differ in size
+        return StepOutcome.per_token(loss_sum, n_tok, n_tok * world, world)
 
     def static_step(step: int) -> StepOutcome:
         idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
@@ -301,13 +296,7 @@ def train_hypernet(
         vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
         loss_sum = model("static", vectors=vecs, mask=mask, **tok)
         n_tok = float(tok["n_target"].sum())
-        # DDP averages gradients over processes: scale so the result is the global mean
-        return StepOutcome(
-            loss_sum * world / max(1.0, global_tokens),
-            float(loss_sum.detach()) / max(1.0, n_tok),
-            int(n_tok * world),
-            n_tok * world,
-        )
+        return StepOutcome.per_token(loss_sum, n_tok, global_tokens, world)
 
     def evaluate_now() -> dict[str, float]:
         return evaluate(

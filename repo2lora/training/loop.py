@@ -75,6 +75,20 @@ class StepOutcome:
     tokens: int
     units: float
 
+    @classmethod
+    def per_token(
+        cls, loss_sum: torch.Tensor, n_tok: float, global_tokens: float, world: int
+    ) -> StepOutcome:
+        """A summed target-token NLL of this process's `n_tok` tokens, whose global batch
+        has `global_tokens`: DDP averages gradients over processes, so the objective is scaled
+        to make the result the global per-token mean."""
+        return cls(
+            loss_sum * world / max(1.0, global_tokens),
+            float(loss_sum.detach()) / max(1.0, n_tok),
+            int(n_tok * world),
+            n_tok * world,
+        )
+
 
 class TrainingRun:
     """One generator's run in `out`: `net` and `opt` resumed from the last checkpoint there

@@ -226,13 +226,7 @@ def train_shine(
         tok = _tokens(base.tokenizer, mine, cfg)
         loss_sum = model(contexts, owner, tok)
         n_tok = float(tok["n_target"].sum())
-        # DDP averages gradients over processes: scale so the result is the global mean
-        return StepOutcome(
-            loss_sum * world / max(1.0, global_tokens),
-            float(loss_sum.detach()) / max(1.0, n_tok),
-            int(n_tok * world),
-            n_tok * world,
-        )
+        return StepOutcome.per_token(loss_sum, n_tok, global_tokens, world)
 
     res = run.run(
         cfg,
