@@ -53,7 +53,7 @@ from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
-from repo2lora.snapshot import RepoContext, encode_snapshot, open_context
+from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import (
     BASELINE_CARD,
     LoraTrainConfig,
@@ -67,6 +67,7 @@ from repo2lora.training.loop import StepLog, TrainResult
 from repo2lora.training.shine_trainer import train_shine
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
+from repo_encoder.exclusion import ExclusionConfig
 from repo_encoder.snapshot import resolve_commit
 
 TRACKS = ("static", "evo")
@@ -109,6 +110,7 @@ class BenchConfig:
     lora_lr: float = 3e-3
     rag_top_k: int = 4
     rag_max_tokens: int = 128  # retrieval's share of the prompt budget
+    with_tests: bool = True  # also score rag and code2lora-static with the test code visible
     threads: int = 1  # torch CPU threads; one is fastest for small models on shared cores
 
     def to_json(self) -> dict[str, Any]:
@@ -181,6 +183,8 @@ class StaticView:
     chunks: list[Chunk]
     vectors: torch.Tensor  # [n, d]
     tasks: list[AssertionTask]
+    # the `with-tests` snapshot (source and test code), before the evaluated tests are removed
+    with_tests: tuple[list[Chunk], torch.Tensor] | None = None
 
 
 @dataclass
@@ -266,8 +270,23 @@ def _renames_by_step(manifest: SyntheticRepo | None, walk: list[str]) -> dict[in
     return out
 
 
-def _context(path: Path, base: LoadedModel) -> RepoContext:
-    return open_context(path, loaded_model=base, loaded_hypernet=load_hypernet(None, base.info))
+def _context(path: Path, base: LoadedModel, exclusion: str = "source-only") -> RepoContext:
+    return open_context(
+        path,
+        config=SnapshotConfig(exclusion=ExclusionConfig(mode=exclusion)),  # type: ignore[arg-type]
+        loaded_model=base,
+        loaded_hypernet=load_hypernet(None, base.info),
+    )
+
+
+def leak_free(
+    chunks: list[Chunk], vectors: torch.Tensor, evaluated: list[AssertionTask]
+) -> tuple[list[Chunk], torch.Tensor]:
+    """The leakage rule for `with-tests`: drop every chunk of a test function that holds an
+    evaluated target (matched by file and qualified name; all pieces of a split chunk)."""
+    held = {(t.path, t.test_qualname) for t in evaluated}
+    keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in held]
+    return [chunks[i] for i in keep], vectors[keep]
 
 
 def prepare_repo(
@@ -304,6 +323,11 @@ def prepare_repo(
             "(chunked by line windows)"
         )
     prep.static = StaticView(head.hexsha, snap.chunks, snap.encoded.vectors, mined.tasks)
+    if cfg.with_tests and "static" in cfg.tracks:
+        ctx_wt = _context(source.path, base, "with-tests")
+        with open_store(ctx_wt.root) as store:  # the chunk-vector cache is shared
+            wt = encode_snapshot(ctx_wt, store, head)
+        prep.static.with_tests = (wt.chunks, wt.encoded.vectors)
 
     skips: list[Skip] = []
     if "evo" in cfg.tracks:
@@ -620,6 +644,8 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
     per-repository LoRA (one training run per commit is the cost it is measured against)."""
     wants = cfg.methods
     out = [x for x in (m.CONSTANT, m.BASE, m.RAG) if x in wants]
+    if track == "static" and cfg.with_tests and m.RAG in wants:
+        out.append(m.RAG_WITH_TESTS)
     if m.SHARED_LORA in wants and track in trained.shared:
         out.append(m.SHARED_LORA)
     if track == "static":
@@ -627,6 +653,8 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
             out.append(m.PER_REPO_LORA)
         if m.STATIC in wants and trained.static_net is not None:
             out.append(m.STATIC)
+            if cfg.with_tests:
+                out.append(m.STATIC_WITH_TESTS)
         out += [x for x in (m.SHINE, m.DND) if x in wants and x in trained.snapshot_nets]
         return out
     if m.STATIC in wants and trained.static_net is not None:
@@ -774,6 +802,10 @@ class Evaluator:
                 self._fill(records, name, self._run(self.base.model, prompts, targets))
             elif name == m.RAG:
                 self._fill(records, name, self._rag(r.static.chunks, tasks))
+            elif name == m.RAG_WITH_TESTS:
+                assert r.static.with_tests is not None
+                chunks, _ = leak_free(*r.static.with_tests, [et.task for et in tasks])
+                self._fill(records, name, self._rag(chunks, tasks))
             elif name == m.SHARED_LORA:
                 self._fill(records, name, self._run(self._shared_model("static"), prompts, targets))
             elif name == m.PER_REPO_LORA:
@@ -786,6 +818,13 @@ class Evaluator:
                 state = functools.partial(net.encode, r.static.vectors)
                 model, seconds = self._adapted(net, state)
                 extra[m.STATIC] = {"adapter_seconds": seconds}
+                self._fill(records, name, self._run(model, prompts, targets))
+            elif name == m.STATIC_WITH_TESTS:
+                net = self.trained.static_net
+                assert net is not None and r.static.with_tests is not None
+                _, vectors = leak_free(*r.static.with_tests, [et.task for et in tasks])
+                model, seconds = self._adapted(net, functools.partial(net.encode, vectors))
+                extra[name] = {"adapter_seconds": seconds}
                 self._fill(records, name, self._run(model, prompts, targets))
             elif name in (m.SHINE, m.DND):
                 gen = self.trained.snapshot_nets[name]

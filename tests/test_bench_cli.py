@@ -60,7 +60,9 @@ def test_ci_bench_writes_json_markdown_and_plots(
         "dnd",
     }
     expected = {
-        "static": methods - {"code2lora-evo"},
+        # the leakage rule's two settings side by side: rag and the static adapter again with
+        # the test code visible (evaluated test functions removed)
+        "static": methods - {"code2lora-evo"} | {"rag+tests", "code2lora-static+tests"},
         # the evolution track adds the fresh-snapshot and start-state rows, and has no
         # per-repository LoRA (one training run per commit is what it is measured against);
         # SHINE and DnD make snapshot adapters only, so they are static-track rows

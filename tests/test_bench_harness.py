@@ -9,9 +9,14 @@ from typing import Any
 
 import pytest
 
-from benchmark.harness import bench_config, run_bench, split_repos
+from benchmark.harness import _context, bench_config, leak_free, run_bench, split_repos
+from benchmark.miner import mine
 from benchmark.synthetic import generate_suite
+from evo_state.store import open_store
+from repo2lora.models.loading import describe_base_model, load_base_model
+from repo2lora.snapshot import encode_snapshot
 from repo_encoder.errors import UserError
+from repo_encoder.snapshot import resolve_commit
 from tests.gitrepo import GitRepo
 
 SOURCE = "def area(w: int, h: int) -> int:\n    return w * h\n"
@@ -127,3 +132,26 @@ def test_named_test_repositories_are_the_cross_repo_split(
     assert {s for r, s in splits if r == "one-commit"} == {"cross-repo"}
     assert all(s == "in-repo" for r, s in splits if r != "one-commit")
     assert {r["repo"] for r in report["repos"]} >= {"one-commit", repos["good0"].name}
+
+
+def test_with_tests_leaves_out_exactly_the_evaluated_test_functions(
+    repos: dict[str, Path],
+) -> None:
+    base = load_base_model(describe_base_model("tiny-random"))
+    ctx = _context(repos["good0"], base, "with-tests")
+    with open_store(ctx.root) as store:
+        snap = encode_snapshot(ctx, store, resolve_commit(ctx.repo, "HEAD"))
+    tasks = mine(ctx.repo, "HEAD").tasks
+    evaluated, others = tasks[:3], tasks[3:]
+    before = {(c.path, c.qualname) for c in snap.chunks}
+    assert {(t.path, t.test_qualname) for t in tasks} <= before  # test code is visible
+    chunks, vectors = leak_free(snap.chunks, snap.encoded.vectors, evaluated)
+    after = {(c.path, c.qualname) for c in chunks}
+    assert not after & {(t.path, t.test_qualname) for t in evaluated}
+    kept = {(t.path, t.test_qualname) for t in others} - {
+        (t.path, t.test_qualname) for t in evaluated
+    }
+    assert kept and kept <= after  # the other tests stay visible
+    assert vectors.shape[0] == len(chunks) < len(snap.chunks)
+    rows = {tuple(v.tolist()) for v in vectors}
+    assert rows <= {tuple(v.tolist()) for v in snap.encoded.vectors}
