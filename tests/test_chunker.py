@@ -77,7 +77,7 @@ MODULE_STATEMENTS = (
     ('if __name__ == "__main__":', "    main()"),
 )
 DECORATORS = ("staticmethod", "functools.cache", "register(1, key='k')", "property")
-WORDS = st.sampled_from(["note", "TODO: later", "def not_code(x):", "class NotCode:", "---"])
+WORDS = st.sampled_from(["note", "see: later", "def not_code(x):", "class NotCode:", "---"])
 
 
 @st.composite
