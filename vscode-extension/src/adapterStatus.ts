@@ -241,7 +241,23 @@ function adapterLines(s: AdapterStatus, elapsedMs: number): string[] {
   }
   const age = formatAge(ageNow(s, elapsedMs));
   const wt = s.adapter.worktree ? ", with saved uncommitted edits" : "";
-  return [`adapter: commit ${shortSha(s.adapter.commit)}${wt}, version ${s.adapter.version}${age ? `, made ${age === "now" ? "just now" : age + " ago"}` : ""}`];
+  return [`adapter: commit ${shortSha(s.adapter.commit)}${wt}, version ${s.adapter.version}${age ? `, made ${agoText(age)}` : ""}`];
+}
+
+/** A `formatAge` text as a time in the past: "just now", "5m ago". */
+function agoText(age: string): string {
+  return age === "now" ? "just now" : `${age} ago`;
+}
+
+/** The status view's "Last update" value. */
+function lastUpdateText(u: AdapterStatus["update"]): string {
+  if (u.lastError) {
+    return `failed: ${u.lastError}`;
+  }
+  if (u.lastSeconds !== null) {
+    return `${u.lastSteps ?? 0} commit step(s) in ${u.lastSeconds.toFixed(2)}s (${u.runs} run(s))`;
+  }
+  return u.running ? "running" : "none yet";
 }
 
 export interface StatusLine {
@@ -265,19 +281,10 @@ export function statusLines(o: Observed): StatusLine[] {
     {
       label: "Adapter",
       value: s.adapter.commit
-        ? `${shortSha(s.adapter.commit)}${s.adapter.worktree ? " + saved edits" : ""} (version ${s.adapter.version}, ${s.adapter.source}${age ? `, ${age === "now" ? "just now" : age + " ago"}` : ""})`
+        ? `${shortSha(s.adapter.commit)}${s.adapter.worktree ? " + saved edits" : ""} (version ${s.adapter.version}, ${s.adapter.source}${age ? `, ${agoText(age)}` : ""})`
         : "none",
     },
-    {
-      label: "Last update",
-      value: s.update.lastError
-        ? `failed: ${s.update.lastError}`
-        : s.update.lastSeconds !== null
-          ? `${s.update.lastSteps ?? 0} commit step(s) in ${s.update.lastSeconds.toFixed(2)}s (${s.update.runs} run(s))`
-          : s.update.running
-            ? "running"
-            : "none yet",
-    },
+    { label: "Last update", value: lastUpdateText(s.update) },
     { label: "Model", value: s.model.description + (s.model.untrained ? " (untrained)" : "") },
     { label: "Hypernetwork", value: s.model.hypernet + (s.model.hypernetUntrained ? " (untrained)" : "") },
     {

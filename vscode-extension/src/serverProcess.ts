@@ -4,6 +4,7 @@
 
 import { ChildProcessWithoutNullStreams, spawn } from "child_process";
 import * as fs from "fs";
+import * as os from "os";
 import * as path from "path";
 import type { ServerLaunch } from "./settings";
 
@@ -51,6 +52,17 @@ export function resolveServerCommand(launch: ServerLaunch, ctx: PathContext): Re
     return { ok: true, command: found };
   }
   return { ok: false, problem: missingProgram(launch, command) };
+}
+
+/** `resolveServerCommand` on this machine: its home folder, environment and file system. */
+export function resolveOnHost(launch: ServerLaunch, workspaceFolder?: string): Resolution {
+  return resolveServerCommand(launch, {
+    home: os.homedir(),
+    workspaceFolder,
+    env: process.env,
+    platform: process.platform,
+    isExecutable: isExecutableFile,
+  });
 }
 
 function searchPath(name: string, ctx: PathContext): string | undefined {
@@ -149,12 +161,17 @@ export function startServerProcess(
   });
 }
 
+/** Whether `proc` has exited (with a code or by a signal). */
+export function hasExited(proc: { exitCode: number | null; signalCode: string | null }): boolean {
+  return proc.exitCode !== null || proc.signalCode !== null;
+}
+
 /** Waits for `proc` to exit; SIGTERM after `graceMs`, SIGKILL after as long again. */
 export function stopProcess(
   proc: { exitCode: number | null; signalCode: string | null; kill(sig?: NodeJS.Signals): boolean; once(ev: "exit", fn: () => void): unknown },
   graceMs = 3000,
 ): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) {
+  if (hasExited(proc)) {
     return Promise.resolve();
   }
   return new Promise((resolve) => {
@@ -166,4 +183,13 @@ export function stopProcess(
     timers.push(setTimeout(() => proc.kill("SIGTERM"), graceMs));
     timers.push(setTimeout(() => proc.kill("SIGKILL"), 2 * graceMs));
   });
+}
+
+/** `p`, or an Error with `message` after `ms` (the timer is cleared either way). */
+export function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

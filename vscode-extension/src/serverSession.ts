@@ -16,19 +16,17 @@ import {
   State,
 } from "vscode-languageclient/node";
 import type { ServerState } from "./adapterStatus";
+import { ADAPTER_CHANGED, REGENERATE_COMMAND, STATUS_REQUEST } from "./protocol";
 import {
   explainEarlyExit,
-  isExecutableFile,
-  resolveServerCommand,
+  hasExited,
+  resolveOnHost,
   startServerProcess,
   StderrTail,
   stopProcess,
+  withTimeout,
 } from "./serverProcess";
 import { documentSelector, ExtensionSettings, runtimeOptions, serverLaunch } from "./settings";
-
-export const STATUS_REQUEST = "repo2lora/status";
-export const ADAPTER_CHANGED = "repo2lora/adapterChanged";
-export const REGENERATE_COMMAND = "repo2lora.regenerate";
 
 const STATUS_TIMEOUT_MS = 10_000;
 const RESTARTS_ALLOWED = 3; // crashes within RESTART_WINDOW_MS before giving up
@@ -66,13 +64,7 @@ export class ServerSession implements vscode.Disposable {
     }
     const launch = serverLaunch(settings);
     const folder = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
-    const resolved = resolveServerCommand(launch, {
-      home: os.homedir(),
-      workspaceFolder: folder,
-      env: process.env,
-      platform: process.platform,
-      isExecutable: isExecutableFile,
-    });
+    const resolved = resolveOnHost(launch, folder);
     if (!resolved.ok) {
       this.fail(resolved.problem);
       return;
@@ -157,7 +149,7 @@ export class ServerSession implements vscode.Disposable {
       await afterExit();
       if (this.client === client) {
         const proc = this.process;
-        const gone = proc !== undefined && (proc.exitCode !== null || proc.signalCode !== null);
+        const gone = proc !== undefined && hasExited(proc);
         this.fail(gone ? earlyExit() : `repo2lora: the server did not start: ${errorText(err)}`);
       }
     }
@@ -201,7 +193,11 @@ export class ServerSession implements vscode.Disposable {
 
   async status(): Promise<unknown> {
     const client = this.requireClient();
-    return withTimeout(client.sendRequest(STATUS_REQUEST, {}), STATUS_TIMEOUT_MS, "the status request");
+    return withTimeout(
+      client.sendRequest(STATUS_REQUEST, {}),
+      STATUS_TIMEOUT_MS,
+      `the status request got no answer within ${STATUS_TIMEOUT_MS / 1000}s`,
+    );
   }
 
   async regenerate(): Promise<unknown> {
@@ -239,12 +235,4 @@ function describeExit(proc: ChildProcessWithoutNullStreams | undefined): string 
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} got no answer within ${ms / 1000}s`)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -79,7 +79,7 @@ export interface RuntimeOptions {
   maxNewTokens: number;
 }
 
-export const SERVER_EXECUTABLE = "repo2lora";
+const SERVER_EXECUTABLE = "repo2lora";
 
 export function serverLaunch(s: ExtensionSettings): ServerLaunch {
   const serve = ["serve", "--stdio"];
@@ -106,8 +106,10 @@ export function runtimeOptions(s: ExtensionSettings): RuntimeOptions {
 
 /** A change the running server cannot take: it needs a restart (or a stop, when disabled). */
 export function needsRestart(before: ExtensionSettings, after: ExtensionSettings): boolean {
-  const launchKey = (s: ExtensionSettings) =>
-    JSON.stringify([s.enable, serverLaunch(s).command, serverLaunch(s).args, [...s.languages].sort()]);
+  const launchKey = (s: ExtensionSettings) => {
+    const launch = serverLaunch(s);
+    return JSON.stringify([s.enable, launch.command, launch.args, [...s.languages].sort()]);
+  };
   return launchKey(before) !== launchKey(after);
 }
 

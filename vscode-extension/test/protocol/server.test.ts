@@ -4,27 +4,11 @@
  * adapterChanged notification. Every wait has a deadline. */
 
 import * as assert from "assert";
-import { assess, parseStatus, AdapterStatus } from "../../src/adapterStatus";
+import { parseStatus } from "../../src/adapterStatus";
+import { REGENERATE_COMMAND } from "../../src/protocol";
 import { waitFor } from "../support/deadline";
 import { GitRepo, SAMPLE_V1, SAMPLE_V2, USE_PY } from "../support/gitRepo";
-import { endOf, RealServer, testSettings } from "../support/realServer";
-
-const SETTLE_MS = 120_000;
-
-async function settledOn(server: RealServer, commit: string): Promise<AdapterStatus> {
-  let last: AdapterStatus | undefined;
-  return waitFor(
-    `adapter for ${commit.slice(0, 7)}`,
-    async () => {
-      last = parseStatus(await server.status());
-      const ok = assess({ state: "running", status: last, elapsedMs: 0 }).health === "current";
-      return ok && last.adapter.commit === commit ? last : undefined;
-    },
-    SETTLE_MS,
-    100,
-    () => `last status: ${JSON.stringify(last)}; stderr: ${server.stderr.lines().slice(-5).join(" | ")}`,
-  );
-}
+import { endOf, RealServer, settledOn, testSettings } from "../support/realServer";
 
 describe("the real repo2lora server over LSP", function () {
   let repo: GitRepo;
@@ -48,11 +32,12 @@ describe("the real repo2lora server over LSP", function () {
     assert.ok(caps.inlineCompletionProvider, "no inlineCompletionProvider");
     assert.ok(caps.completionProvider, "no completionProvider");
     const commands = caps.executeCommandProvider?.commands ?? [];
-    assert.ok(commands.includes("repo2lora.regenerate"), `commands: ${commands}`);
+    assert.ok(commands.includes(REGENERATE_COMMAND), `commands: ${commands}`);
     assert.ok(commands.includes("repo2lora.status"), `commands: ${commands}`);
   });
 
-  it("accepts every initializationOption the extension sends", function () {
+  it("accepts every initializationOption the extension sends", async function () {
+    await server.status(); // a round trip: log messages sent before its answer have arrived
     const refused = server.logs.filter((m) => /option/.test(m.message));
     assert.deepStrictEqual(refused, [], "the server ignored options the extension sent");
   });
@@ -105,7 +90,7 @@ describe("the real repo2lora server over LSP", function () {
   it("regenerates on workspace/executeCommand and returns the new status", async function () {
     const before = parseStatus(await server.status());
     const payload = await server.connection.sendRequest("workspace/executeCommand", {
-      command: "repo2lora.regenerate",
+      command: REGENERATE_COMMAND,
       arguments: [],
     });
     const after = parseStatus(payload);

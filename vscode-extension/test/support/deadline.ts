@@ -1,5 +1,7 @@
 /** Polling with a deadline: every wait in the end-to-end tests is bounded. */
 
+import { withTimeout } from "../../src/serverProcess";
+
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined> | T | undefined,
@@ -30,13 +32,5 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 /** `p`, or an error naming `what` after `ms`. */
 export async function within<T>(what: string, p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000}s`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withTimeout(p, ms, `${what}: no answer within ${ms / 1000}s`);
 }

@@ -3,7 +3,6 @@
  * arguments and initializationOptions under test are the ones the extension sends. */
 
 import * as fs from "fs";
-import * as os from "os";
 import * as path from "path";
 import { ChildProcessWithoutNullStreams } from "child_process";
 import {
@@ -14,22 +13,16 @@ import {
   InlineCompletionTriggerKind,
   LogMessageNotification,
   ProtocolConnection,
-  ShowMessageNotification,
   StreamMessageReader,
   StreamMessageWriter,
   WorkDoneProgress,
   WorkDoneProgressCreateRequest,
 } from "vscode-languageserver-protocol/node";
-import {
-  explainEarlyExit,
-  isExecutableFile,
-  resolveServerCommand,
-  startServerProcess,
-  StderrTail,
-  stopProcess,
-} from "../../src/serverProcess";
+import { AdapterStatus, assess, parseStatus } from "../../src/adapterStatus";
+import { ADAPTER_CHANGED, STATUS_REQUEST } from "../../src/protocol";
+import { explainEarlyExit, hasExited, resolveOnHost, startServerProcess, StderrTail, stopProcess } from "../../src/serverProcess";
 import { DEFAULT_SETTINGS, ExtensionSettings, serverLaunch, ServerLaunch } from "../../src/settings";
-import { within } from "./deadline";
+import { waitFor, within } from "./deadline";
 
 export const EXTENSION_ROOT = path.resolve(__dirname, "..", "..", "..");
 
@@ -54,7 +47,6 @@ export interface Message {
 
 export class RealServer {
   readonly logs: Message[] = [];
-  readonly shown: Message[] = [];
   readonly adapterChanges: unknown[] = [];
   readonly progress: { token: string | number; kind: string; text: string }[] = [];
   readonly stderr = new StderrTail(20000);
@@ -68,13 +60,7 @@ export class RealServer {
 
   static start(settings: ExtensionSettings, cwd: string): RealServer {
     const launch = serverLaunch(settings);
-    const resolved = resolveServerCommand(launch, {
-      home: os.homedir(),
-      workspaceFolder: cwd,
-      env: process.env,
-      platform: process.platform,
-      isExecutable: isExecutableFile,
-    });
+    const resolved = resolveOnHost(launch, cwd);
     if (!resolved.ok) {
       throw new Error(resolved.problem);
     }
@@ -89,10 +75,7 @@ export class RealServer {
     connection.onNotification(LogMessageNotification.type, (m) => {
       server.logs.push(m);
     });
-    connection.onNotification(ShowMessageNotification.type, (m) => {
-      server.shown.push(m);
-    });
-    connection.onNotification("repo2lora/adapterChanged", (p: unknown) => {
+    connection.onNotification(ADAPTER_CHANGED, (p: unknown) => {
       server.adapterChanges.push(p);
     });
     connection.onRequest(WorkDoneProgressCreateRequest.type, (params) => {
@@ -126,7 +109,7 @@ export class RealServer {
   }
 
   status(timeoutMs = 10_000): Promise<unknown> {
-    return within("repo2lora/status", this.connection.sendRequest("repo2lora/status", {}), timeoutMs);
+    return within(STATUS_REQUEST, this.connection.sendRequest(STATUS_REQUEST, {}), timeoutMs);
   }
 
   open(uri: string, text: string, languageId = "python"): Promise<void> {
@@ -153,14 +136,14 @@ export class RealServer {
 
   /** The inline completion text at the end of `text` (opened as `uri`), or "" when none. */
   async completionAtEnd(uri: string, text: string): Promise<string> {
-    const lines = text.split("\n");
-    const list = await this.inlineCompletion(uri, lines.length - 1, lines[lines.length - 1].length);
+    const { line, character } = endOf(text);
+    const list = await this.inlineCompletion(uri, line, character);
     const first = list.items[0]?.insertText;
     return typeof first === "string" ? first : (first?.value ?? "");
   }
 
   exited(): boolean {
-    return this.process.exitCode !== null || this.process.signalCode !== null;
+    return hasExited(this.process);
   }
 
   /** Why the process exited, as the extension would tell the user. */
@@ -187,4 +170,22 @@ export class RealServer {
 export function endOf(text: string): { line: number; character: number } {
   const lines = text.split("\n");
   return { line: lines.length - 1, character: lines[lines.length - 1].length };
+}
+
+const SETTLE_MS = 120_000;
+
+/** The status once the server's adapter is current and for `commit` (polled, up to 2 minutes). */
+export async function settledOn(server: RealServer, commit: string): Promise<AdapterStatus> {
+  let last: AdapterStatus | undefined;
+  return waitFor(
+    `adapter for ${commit.slice(0, 7)}`,
+    async () => {
+      last = parseStatus(await server.status());
+      const ok = assess({ state: "running", status: last, elapsedMs: 0 }).health === "current";
+      return ok && last.adapter.commit === commit ? last : undefined;
+    },
+    SETTLE_MS,
+    100,
+    () => `last status: ${JSON.stringify(last)}; stderr: ${server.stderr.lines().slice(-5).join(" | ")}`,
+  );
 }

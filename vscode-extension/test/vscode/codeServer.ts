@@ -56,13 +56,6 @@ export class CodeServer {
     fs.writeFileSync(path.join(user, "settings.json"), JSON.stringify({ ...base, ...settings }, null, 2));
   }
 
-  /** Changes user settings while VS Code runs (it watches the file). */
-  updateSettings(patch: Record<string, unknown>): void {
-    const file = path.join(this.dir, "user-data", "User", "settings.json");
-    const now = JSON.parse(fs.readFileSync(file, "utf8")) as Record<string, unknown>;
-    fs.writeFileSync(file, JSON.stringify({ ...now, ...patch }, null, 2));
-  }
-
   installExtension(vsix: string): void {
     fs.mkdirSync(this.dir, { recursive: true });
     fs.writeFileSync(path.join(this.dir, "config.yaml"), "auth: none\ncert: false\n");

@@ -16,10 +16,9 @@ import * as fs from "fs";
 import * as os from "os";
 import * as path from "path";
 import { Browser, chromium, Page } from "playwright-core";
-import { parseStatus } from "../../src/adapterStatus";
 import { sleep, waitFor } from "../support/deadline";
 import { GitRepo, SAMPLE_V1 } from "../support/gitRepo";
-import { EXTENSION_ROOT, RealServer, serverProgram, testSettings } from "../support/realServer";
+import { EXTENSION_ROOT, RealServer, serverProgram, settledOn, testSettings } from "../support/realServer";
 import { CodeServer, describeProcesses, serversIn } from "./codeServer";
 
 const E2E_DIR = path.resolve(EXTENSION_ROOT, process.env.REPO2LORA_VSCODE_E2E_DIR ?? ".vscode-e2e");
@@ -263,14 +262,7 @@ async function pickCursor(repo: GitRepo, head: string): Promise<{ line: number; 
   const server = RealServer.start(testSettings({ maxNewTokens: MAX_NEW_TOKENS }), repo.root);
   try {
     await server.initialize(repo.root);
-    await waitFor(
-      `the adapter of ${head.slice(0, 7)}`,
-      async () => {
-        const s = parseStatus(await server.status());
-        return s.adapter.commit === head && !s.update.running && !s.update.pending ? true : undefined;
-      },
-      120_000,
-    );
+    await settledOn(server, head);
     const uri = repo.uri(USE_FILE);
     await server.open(uri, USE_TEXT);
     const lines = USE_TEXT.split("\n");
