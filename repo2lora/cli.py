@@ -67,12 +67,13 @@ def _print_json(obj: object) -> None:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from repo2lora.hypernet.checkpoint import card_generator
     from repo2lora.snapshot import SnapshotConfig, snapshot_repository
     from repo_encoder.exclusion import ExclusionConfig
 
     cfg = SnapshotConfig(exclusion=ExclusionConfig(mode=args.exclusion))
     if args.generator in OTHER_GENERATORS or (
-        args.hypernet and _card_generator(args.hypernet) in OTHER_GENERATORS
+        args.hypernet and card_generator(args.hypernet) in OTHER_GENERATORS
     ):
         return _snapshot_other_generator(args, cfg)
     if args.generator is not None and args.hypernet:
@@ -111,18 +112,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 OTHER_GENERATORS = ("shine", "dnd")  # generators whose input is not a chunk-vector state
 
 
-def _card_generator(spec: str) -> str | None:
-    """The generator a checkpoint's card names (None when there is no readable card: the
-    loader then says what is wrong)."""
-    try:
-        meta = json.loads((Path(spec).expanduser() / "hypernet.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return str(meta.get("generator")) if isinstance(meta, dict) else None
-
-
 def _check_generator(spec: str, wanted: str) -> None:
-    found = _card_generator(spec)
+    from repo2lora.hypernet.checkpoint import card_generator
+
+    found = card_generator(spec)
     same_family = {found, wanted} <= {"code2lora-static", "code2lora-evo"}
     if found is not None and found != wanted and not same_family:
         raise UserError(
@@ -337,7 +330,6 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     import torch
 
@@ -495,7 +487,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from benchmark.harness import bench_config, replace_eval, run_bench
     from benchmark.methods import ALL_METHODS
@@ -646,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--generator",
-        choices=["code2lora-static", "code2lora-evo", "shine", "dnd"],
+        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
         default="code2lora-static",
         help="shine: the base model reads the source text (memory tokens); dnd: a decoder "
         "trained by MSE on per-repository LoRA checkpoints it first collects",

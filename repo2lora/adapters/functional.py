@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from repo2lora.adapters.weights import LoraTarget
+from repo2lora.adapters.weights import LoraTarget, LoraWeights
 
 # module type -> (A [b, L, r, in], B [b, L, out, r]): what a LoraHead returns
 BatchedLora = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -47,3 +47,19 @@ def functional_lora(
     finally:
         for h in handles:
             h.remove()
+
+
+def batched_to_weights(
+    batched: BatchedLora, targets: list[LoraTarget], rank: int, alpha: int, index: int = 0
+) -> LoraWeights:
+    """Sample `index` of a batched LoRA as an adapter keyed by module path (what every
+    generator returns for one repository)."""
+    tensors = {
+        t.path: (
+            batched[t.module_type][0][index, t.layer],
+            batched[t.module_type][1][index, t.layer],
+        )
+        for t in targets
+    }
+    types = tuple(sorted({t.module_type for t in targets}))
+    return LoraWeights(rank, alpha, types, tensors)

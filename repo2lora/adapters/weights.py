@@ -91,3 +91,13 @@ def neutral_adapter(template: LoraWeights) -> LoraWeights:
         template.target_modules,
         {p: (a.clone(), torch.zeros_like(b)) for p, (a, b) in template.tensors.items()},
     )
+
+
+def module_shapes(targets: list[LoraTarget]) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of each module type, which every layer must share."""
+    shapes: dict[str, tuple[int, int]] = {}
+    for t in targets:
+        shapes.setdefault(t.module_type, (t.in_features, t.out_features))
+        if shapes[t.module_type] != (t.in_features, t.out_features):
+            raise ValueError(f"{t.module_type} has different shapes across layers")
+    return shapes

@@ -146,7 +146,19 @@ def shipped_hypernet_dir(base: BaseModelInfo, generator: str) -> Path | None:
     base model (its files were verified when it was resolved)."""
     if base.model_dir is None or base.model_dir.resolve() != embedded.DEFAULT_DIR.resolve():
         return None
-    return embedded.default_hypernet_dir(generator)
+    rel = embedded.HYPERNETS.get(generator)
+    d = embedded.DEFAULT_DIR / rel if rel is not None else None
+    return d if d is not None and (d / CARD).is_file() else None
+
+
+def card_generator(spec: str) -> str | None:
+    """The generator a checkpoint's card names (None when there is no readable card: the
+    loader then says what is wrong)."""
+    try:
+        meta = json.loads((Path(spec).expanduser() / CARD).read_text())
+    except (OSError, ValueError):
+        return None
+    return str(meta.get("generator")) if isinstance(meta, dict) else None
 
 
 def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator:

@@ -20,9 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from repo2lora.adapters.functional import BatchedLora
+from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
-from repo2lora.hypernet.shine import batched_to_weights
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from repo2lora.adapters.functional import BatchedLora, functional_lora
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.functional import BatchedLora, batched_to_weights, functional_lora
+from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
 from repo_encoder.chunk import Chunk
 
 
@@ -99,31 +99,6 @@ def pack_context(chunks: list[list[int]], budget: int, seed: int = 0) -> list[in
 # --- the generator ---------------------------------------------------------------------------
 
 
-def batched_to_weights(
-    batched: BatchedLora, targets: list[LoraTarget], rank: int, alpha: int, index: int = 0
-) -> LoraWeights:
-    """Sample `index` of a batched LoRA as an adapter keyed by module path (the generic form of
-    `LoraHead.to_lora_weights`, for generators that have no LoraHead)."""
-    tensors = {
-        t.path: (
-            batched[t.module_type][0][index, t.layer],
-            batched[t.module_type][1][index, t.layer],
-        )
-        for t in targets
-    }
-    types = tuple(sorted({t.module_type for t in targets}))
-    return LoraWeights(rank, alpha, types, tensors)
-
-
-def _module_shapes(targets: list[LoraTarget]) -> dict[str, tuple[int, int]]:
-    shapes: dict[str, tuple[int, int]] = {}
-    for t in targets:
-        shapes.setdefault(t.module_type, (t.in_features, t.out_features))
-        if shapes[t.module_type] != (t.in_features, t.out_features):
-            raise ValueError(f"{t.module_type} has different shapes across layers")
-    return shapes
-
-
 class MetaLora(nn.Module):
     """The trainable LoRA active inside the frozen base model while it reads the context:
     A [L, r, in] and B [L, out, r] per module type, B starting at zero (reading starts as the
@@ -135,7 +110,7 @@ class MetaLora(nn.Module):
         self.scaling = cfg.meta_alpha / r
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
-        for mt, (fi, fo) in _module_shapes(targets).items():
+        for mt, (fi, fo) in module_shapes(targets).items():
             self.a[mt] = nn.Parameter((torch.rand(num_layers, r, fi) * 2 - 1) / math.sqrt(fi))
             self.b[mt] = nn.Parameter(torch.zeros(num_layers, fo, r))
 
@@ -189,7 +164,7 @@ class LayerReadout(nn.Module):
     def __init__(self, cfg: ShineConfig, targets: list[LoraTarget]) -> None:
         super().__init__()
         self.rank = cfg.rank
-        self.shapes = _module_shapes(targets)
+        self.shapes = module_shapes(targets)
         d, r, m = cfg.mapper_dim, cfg.rank, cfg.memory_tokens
         self.slot_mix = nn.ParameterDict(
             {mt: nn.Parameter(torch.randn(2 * r, m) / math.sqrt(m)) for mt in self.shapes}

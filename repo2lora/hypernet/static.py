@@ -12,7 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.functional import batched_to_weights
+from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,7 @@ class LoraHead(nn.Module):
         self.targets = targets
         self.module_types = sorted({t.module_type for t in targets})
         self.num_layers = max(t.layer for t in targets) + 1
-        self.shapes: dict[str, tuple[int, int]] = {}
-        for t in targets:
-            self.shapes.setdefault(t.module_type, (t.in_features, t.out_features))
-            if self.shapes[t.module_type] != (t.in_features, t.out_features):
-                raise ValueError(f"{t.module_type} has different shapes across layers")
+        self.shapes = module_shapes(targets)
         self.type_emb = nn.Embedding(len(self.module_types), cfg.cond_dim)
         in_dim = cfg.state_dim + cfg.cond_dim
         if cfg.layer_conditioning == "embedding":
@@ -178,14 +175,7 @@ class LoraHead(nn.Module):
         self, batched: dict[str, tuple[torch.Tensor, torch.Tensor]], index: int = 0
     ) -> LoraWeights:
         """Sample `index` of a batched head output as an adapter keyed by module path."""
-        tensors = {
-            t.path: (
-                batched[t.module_type][0][index, t.layer],
-                batched[t.module_type][1][index, t.layer],
-            )
-            for t in self.targets
-        }
-        return LoraWeights(self.cfg.rank, self.cfg.alpha, tuple(self.module_types), tensors)
+        return batched_to_weights(batched, self.targets, self.cfg.rank, self.cfg.alpha, index)
 
 
 class StaticHypernet(nn.Module):

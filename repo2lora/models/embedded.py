@@ -16,7 +16,7 @@ CARD = "card.json"
 # the generator -> its shipped checkpoint, relative to DEFAULT_DIR
 HYPERNETS = {"code2lora-static": "hypernets/static", "code2lora-evo": "hypernets/evo"}
 
-_verified: dict[str, dict[str, Any]] = {}  # root -> card, once per process and file state
+_verified: dict[str, str] = {}  # root -> the file stamps it verified with, once per process
 
 
 def file_sha256(path: Path) -> str:
@@ -59,11 +59,10 @@ def verify(root: Path | None = None) -> dict[str, Any]:
         card = json.loads(card_path.read_text())
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the embedded default's card {card_path}: {exc}") from None
-    stamp = json.dumps(
-        [(p, (root / p).stat().st_mtime_ns) for p in card.get("files", {}) if (root / p).exists()]
-    )
+    listed = [card_path, *(root / p for p in card.get("files", {}))]
+    stamp = json.dumps([(str(p), p.stat().st_mtime_ns) for p in listed if p.exists()])
     key = str(root)
-    if key in _verified and _verified[key].get("_stamp") == stamp:
+    if _verified.get(key) == stamp:
         return card
     for rel, meta in card.get("files", {}).items():
         path = root / rel
@@ -76,18 +75,8 @@ def verify(root: Path | None = None) -> dict[str, Any]:
                 f"the embedded default is damaged: {path} does not match the sha256 in "
                 f"{card_path}; reinstall repo2lora"
             )
-    _verified[key] = {**card, "_stamp": stamp}
+    _verified[key] = stamp
     return card
-
-
-def default_hypernet_dir(generator: str, root: Path | None = None) -> Path | None:
-    """The shipped checkpoint of `generator` for the default base model, if there is one."""
-    root = root or DEFAULT_DIR
-    rel = HYPERNETS.get(generator)
-    if rel is None or not is_installed(root):
-        return None
-    d = root / rel
-    return d if (d / "hypernet.json").is_file() else None
 
 
 def describe_installed(root: Path | None = None) -> dict[str, Any]:
@@ -101,7 +90,10 @@ def describe_installed(root: Path | None = None) -> dict[str, Any]:
         card = verify(root)
         out["verified"] = True
     except UserError as exc:
-        card = json.loads((root / CARD).read_text())
+        try:
+            card = json.loads((root / CARD).read_text())
+        except (OSError, ValueError):
+            card = {}
         out["verified"] = False
         out["error"] = str(exc)
     out["total_bytes"] = card.get("total_bytes")

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from repo2lora.hypernet.checkpoint import CARD, WEIGHTS
 from repo2lora.models import embedded
 
 MODEL_FILES = (
@@ -27,7 +28,7 @@ MODEL_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-HYPERNET_FILES = ("hypernet.json", "hypernet.safetensors")
+HYPERNET_FILES = (CARD, WEIGHTS)
 # where the benchmark run keeps each generator it trained
 BENCH_MODELS = {
     "code2lora-static": "models/static/code2lora-static",
@@ -126,7 +127,7 @@ def ship_default(
             d.mkdir(parents=True)
             for name in HYPERNET_FILES:
                 shutil.copy2(src / name, d / name)
-            meta = json.loads((src / "hypernet.json").read_text())
+            meta = json.loads((src / CARD).read_text())
             cost = json.loads((src / "bench-train.json").read_text())
             hypernets[generator] = {
                 "path": embedded.HYPERNETS[generator],

@@ -144,6 +144,20 @@ def static_schedule(n: int, step: int, batch_size: int, seed: int) -> list[int]:
     return out
 
 
+def shard_batch(
+    tokenizer: Any, examples: list[TaskExample], step: int, cfg: TrainConfig, rank: int, world: int
+) -> tuple[list[TaskExample], dict[str, torch.Tensor], float]:
+    """This process's share of global step `step`'s batch, tokenised, and the global batch's
+    target tokens (the whole batch is tokenised again only when other processes share it)."""
+    idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
+    mine = [examples[i] for i in idx[rank::world]]
+    tok = _tokens(tokenizer, mine, cfg)
+    if world == 1:
+        return mine, tok, float(tok["n_target"].sum())
+    whole = _tokens(tokenizer, [examples[i] for i in idx], cfg)
+    return mine, tok, float(whole["n_target"].sum())
+
+
 def sample_in_order(items: list[Any], k: int, key: tuple[int, ...]) -> list[Any]:
     """At most `k` of `items`, drawn uniformly by a generator seeded from `key` (the run's seed,
     the step, the window), kept in their original order. A window's later commits are as likely
@@ -252,7 +266,8 @@ def train_hypernet(
         seed=cfg.seed,
     )
     net = build_hypernet(hcfg, base.info)
-    net.encoder.fit_standardization(corpus_vectors(encodings))  # a resume loads the same
+    if hcfg.standardize:  # a resume loads the same statistics
+        net.encoder.fit_standardization(corpus_vectors(encodings))
     net.train()
     freeze_base(acc, base.model)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -288,11 +303,7 @@ def train_hypernet(
         return StepOutcome.per_token(loss_sum, n_tok, n_tok * world, world)
 
     def static_step(step: int) -> StepOutcome:
-        idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
-        global_tok = _tokens(base.tokenizer, [examples[i] for i in idx], cfg)
-        global_tokens = float(global_tok["n_target"].sum())
-        mine = [examples[i] for i in idx[rank::world]]
-        tok = _tokens(base.tokenizer, mine, cfg)
+        mine, tok, global_tokens = shard_batch(base.tokenizer, examples, step, cfg, rank, world)
         vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
         loss_sum = model("static", vectors=vecs, mask=mask, **tok)
         n_tok = float(tok["n_target"].sum())

@@ -35,7 +35,12 @@ from repo2lora.hypernet.shine import (
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig
 from repo2lora.training.data import TaskExample, per_example_nll
-from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, _tokens, static_schedule
+from repo2lora.training.hypernet_trainer import (
+    TrainConfig,
+    _accelerator,
+    _tokens,
+    shard_batch,
+)
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 from repo_encoder.chunker import chunk_files
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
@@ -212,18 +217,13 @@ def train_shine(
         )
 
     def shine_step(step: int) -> StepOutcome:
-        idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
-        global_tokens = float(
-            _tokens(base.tokenizer, [examples[i] for i in idx], cfg)["n_target"].sum()
-        )
-        mine = [examples[i] for i in idx[rank::world]]
+        mine, tok, global_tokens = shard_batch(base.tokenizer, examples, step, cfg, rank, world)
         repos = sorted({e.repo for e in mine})
         contexts = [
             pack_context(chunk_ids[r], net.cfg.context_tokens, context_seed(cfg.seed, step, r))
             for r in repos
         ]
         owner = torch.tensor([repos.index(e.repo) for e in mine])
-        tok = _tokens(base.tokenizer, mine, cfg)
         loss_sum = model(contexts, owner, tok)
         n_tok = float(tok["n_target"].sum())
         return StepOutcome.per_token(loss_sum, n_tok, global_tokens, world)
