@@ -87,6 +87,7 @@ class EvalConfig:
             max_new_tokens=self.max_new_tokens,
             single_line=True,
             max_prompt_tokens=self.prompt_tokens,
+            window_step=1,  # exactly the budget the NLL and the reported prompt tokens use
         )
 
 

@@ -9,21 +9,23 @@ from typing import Any
 
 import torch
 
+# the prompt window's start moves in steps of this many tokens, not on every keystroke, so a
+# request typed after the previous one still shares its processed start
+WINDOW_STEP = 128
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
     max_new_tokens: int = 48
     single_line: bool = True  # stop at the end of the first non-empty line
     max_prompt_tokens: int = 768
+    # the prompt window's start moves in steps of this many tokens (`prompt_ids`): WINDOW_STEP
+    # for the editor's prompt cache; 1 cuts exactly at the budget (the benchmark)
+    window_step: int = WINDOW_STEP
 
 
 class Cancelled(Exception):
     """Raised when `should_stop` asked generation to stop."""
-
-
-# the prompt window's start moves in steps of this many tokens, not on every keystroke, so a
-# request typed after the previous one still shares its processed start
-WINDOW_STEP = 128
 
 
 @dataclass
@@ -48,13 +50,13 @@ class PromptCache:
         return min(n, len(ids) - 1)  # at least one token is fed to get the next logits
 
 
-def prompt_ids(tokenizer: Any, prefix: str, limit: int) -> list[int]:
+def prompt_ids(tokenizer: Any, prefix: str, limit: int, step: int = WINDOW_STEP) -> list[int]:
     """The prompt's token ids: the end of `prefix`, at most `limit` tokens, its start moved in
-    WINDOW_STEP steps."""
+    `step`-token steps."""
     ids: list[int] = tokenizer(prefix, add_special_tokens=False, verbose=False)["input_ids"]
     if limit > 0 and len(ids) > limit:
         start = len(ids) - limit
-        start = -(-start // WINDOW_STEP) * WINDOW_STEP
+        start = -(-start // step) * step
         ids = ids[start:]
     return ids
 
@@ -78,7 +80,7 @@ def generate_completion(
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos:
         limit = min(limit, int(max_pos) - config.max_new_tokens)
-    ids = prompt_ids(tokenizer, prefix, limit) or [tokenizer.eos_token_id]
+    ids = prompt_ids(tokenizer, prefix, limit, config.window_step) or [tokenizer.eos_token_id]
     device = next(model.parameters()).device
     past = None
     reuse = 0

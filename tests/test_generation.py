@@ -34,3 +34,10 @@ def test_prompt_window_moves_in_steps() -> None:
     assert len(a) <= 300 and len(b) <= 300
     assert len(a) == 1000 - 768 and len(b) == 1010 - 768  # both start at token 768
     assert torch.tensor(prompt_ids(tok, "abc", 300)).tolist() == tok("abc")["input_ids"]
+
+
+def test_a_window_step_of_one_cuts_the_prompt_exactly_at_the_budget() -> None:
+    tok = load_base_model(describe_base_model("tiny-random")).tokenizer
+    text = "x" * 300
+    assert len(prompt_ids(tok, text, 256, step=1)) == 256
+    assert len(prompt_ids(tok, text, 256)) == 300 - 128  # the editor's 128-token steps
