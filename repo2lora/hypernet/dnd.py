@@ -11,9 +11,7 @@ with the generator as buffers)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -22,10 +20,11 @@ from torch.nn import functional as F
 
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.hypernet.config import JsonConfig
 
 
 @dataclass(frozen=True)
-class DndConfig:
+class DndConfig(JsonConfig):
     """Settings of a DnD-style generator."""
 
     input_dim: int  # prompt vector size (the base model's hidden size)
@@ -38,22 +37,6 @@ class DndConfig:
     widths: tuple[int, ...] = (128, 128)  # between the prompt width and the token width
     kernel: int = 5
     seed: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        for k in ("target_modules", "channels", "widths"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, object]) -> DndConfig:
-        d = dict(d)
-        for k in ("target_modules", "channels", "widths"):
-            d[k] = tuple(d[k])  # type: ignore[arg-type]
-        return cls(**d)  # type: ignore[arg-type]
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 def select_prompts(

@@ -8,11 +8,9 @@ of `forward`, never a submodule: it is not trained and not saved with the genera
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -20,11 +18,12 @@ from torch import nn
 
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights, functional_lora
 from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
+from repo2lora.hypernet.config import JsonConfig
 from repo_encoder.chunk import Chunk
 
 
 @dataclass(frozen=True)
-class ShineConfig:
+class ShineConfig(JsonConfig):
     """Settings of a SHINE-style generator."""
 
     input_dim: int  # the base model's hidden size (memory embeddings live in its input space)
@@ -43,20 +42,6 @@ class ShineConfig:
     chunk_tokens: int = 256  # a chunk is cut to this, so one long chunk cannot fill the budget
     b_init_bound: float = 0.05  # B starts bounded by this (learned, like LoraHead's)
     seed: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, object]) -> ShineConfig:
-        d = dict(d)
-        d["target_modules"] = tuple(d["target_modules"])  # type: ignore[arg-type]
-        return cls(**d)  # type: ignore[arg-type]
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 # --- the repository context ------------------------------------------------------------------

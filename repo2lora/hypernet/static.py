@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -14,10 +12,11 @@ from torch import nn
 
 from repo2lora.adapters.functional import batched_to_weights
 from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
+from repo2lora.hypernet.config import JsonConfig
 
 
 @dataclass(frozen=True)
-class HypernetConfig:
+class HypernetConfig(JsonConfig):
     """Settings of a static hypernetwork. `layer_conditioning="embedding"` gives every layer its
     own A/B through learned layer/module embeddings (Text-to-LoRA style); `"shared"` gives one
     pair per module type shared by all layers (Code2LoRA style)."""
@@ -44,20 +43,6 @@ class HypernetConfig:
     # 0.97-0.99 between repositories), which the state otherwise collapses onto.
     standardize: bool = False
     seed: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, object]) -> HypernetConfig:
-        d = dict(d)
-        d["target_modules"] = tuple(d["target_modules"])  # type: ignore[arg-type]
-        return cls(**d)  # type: ignore[arg-type]
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 class SetEncoder(nn.Module):
