@@ -36,7 +36,11 @@ def in_repo_split(task: AssertionTask, test_share: float = 0.5, seed: int = 0) -
     return "test" if u < test_share else "train"
 
 
-def _ctx(path: str | Path, model: LoadedModel, config: SnapshotConfig) -> RepoContext:
+def repo_context(
+    path: str | Path, model: LoadedModel, config: SnapshotConfig | None = None
+) -> RepoContext:
+    """The snapshot context the benchmark encodes a repository with: the loaded base model and
+    the default hypernetwork (whose pooled state the benchmark does not read)."""
     return open_context(
         path,
         config=config,
@@ -60,7 +64,7 @@ def encode_repo(
     with the assertions each commit adds as its tasks."""
     cfg = config or SnapshotConfig()
     mcfg = miner or MinerConfig()
-    ctx = _ctx(path, model, cfg)
+    ctx = repo_context(path, model, cfg)
     repo = ctx.repo
     label = name or Path(ctx.root).name
     target = resolve_commit(repo, rev)

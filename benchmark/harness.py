@@ -40,20 +40,20 @@ import git
 import torch
 
 from benchmark import methods as m
-from benchmark.datasets import RepoData, encode_repo, in_repo_split
+from benchmark.datasets import RepoData, encode_repo, in_repo_split, repo_context
 from benchmark.miner import AssertionTask, MinerConfig, mine
 from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from evo_state.store import open_store
 from repo2lora.adapters.weights import LoraWeights
-from repo2lora.hypernet.checkpoint import Generator, load_generator, load_hypernet
+from repo2lora.hypernet.checkpoint import Generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
-from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
+from repo2lora.snapshot import SnapshotConfig, encode_snapshot
 from repo2lora.training.baselines import (
     BASELINE_CARD,
     LoraTrainConfig,
@@ -71,6 +71,7 @@ from repo_encoder.exclusion import ExclusionConfig
 from repo_encoder.snapshot import resolve_commit
 
 TRACKS = ("static", "evo")
+WITH_TESTS = SnapshotConfig(exclusion=ExclusionConfig(mode="with-tests"))
 IN_REPO = "in-repo"
 CROSS_REPO = "cross-repo"
 CONFIG_FILE = "bench-config.json"
@@ -270,15 +271,6 @@ def _renames_by_step(manifest: SyntheticRepo | None, walk: list[str]) -> dict[in
     return out
 
 
-def _context(path: Path, base: LoadedModel, exclusion: str = "source-only") -> RepoContext:
-    return open_context(
-        path,
-        config=SnapshotConfig(exclusion=ExclusionConfig(mode=exclusion)),  # type: ignore[arg-type]
-        loaded_model=base,
-        loaded_hypernet=load_hypernet(None, base.info),
-    )
-
-
 def leak_free(
     chunks: list[Chunk], vectors: torch.Tensor, evaluated: list[AssertionTask]
 ) -> tuple[list[Chunk], torch.Tensor]:
@@ -295,7 +287,7 @@ def prepare_repo(
     """Read one repository for the configured tracks; bad input becomes a `Skip` line."""
     label = source.label
     try:
-        ctx = _context(source.path, base)
+        ctx = repo_context(source.path, base)
         head = resolve_commit(ctx.repo, "HEAD")
     except UserError as exc:
         return None, [Skip(label, "all", str(exc))]
@@ -323,8 +315,8 @@ def prepare_repo(
             "(chunked by line windows)"
         )
     prep.static = StaticView(head.hexsha, snap.chunks, snap.encoded.vectors, mined.tasks)
-    if cfg.with_tests and "static" in cfg.tracks:
-        ctx_wt = _context(source.path, base, "with-tests")
+    if cfg.with_tests and "static" in cfg.tracks and {m.RAG, m.STATIC} & set(cfg.methods):
+        ctx_wt = repo_context(source.path, base, WITH_TESTS)
         with open_store(ctx_wt.root) as store:  # the chunk-vector cache is shared
             wt = encode_snapshot(ctx_wt, store, head)
         prep.static.with_tests = (wt.chunks, wt.encoded.vectors)
@@ -395,6 +387,8 @@ def _train_generator(
     cost: dict[str, Any] = {"steps": tcfg.steps, "examples": len(examples)}
     if finished:
         cost["cached"] = True
+        if (out_dir / "bench-train.json").is_file():  # what training it cost, back then
+            cost = {**json.loads((out_dir / "bench-train.json").read_text()), **cost}
     else:
 
         def on_step(s: StepLog) -> None:
@@ -403,8 +397,6 @@ def _train_generator(
         res = train(on_step)
         cost.update(seconds=res.seconds, final_loss=res.final_loss, tokens=res.tokens)
         (out_dir / "bench-train.json").write_text(json.dumps(cost, indent=2))
-    if (out_dir / "bench-train.json").is_file():
-        cost = {**json.loads((out_dir / "bench-train.json").read_text()), **cost}
     progress(stage, tcfg.steps, tcfg.steps)
     net = load_generator(str(out_dir), base.info).net
     net.eval()
@@ -527,16 +519,16 @@ def train_models(
     for track, examples in (("static", static_ex), ("evo", evo_ex)):
         trained.constant[track] = m.most_frequent([e.target for e in examples])
         trained.train_targets[track] = {e.target for e in examples}
+    static_enc = {
+        r.label: RepoEncoding(r.label, r.static.vectors, commits=[r.static.commit])
+        for r in train_repos
+        if r.static is not None
+    }
     if m.STATIC in wants:  # both tracks use it (the evolution track on stale snapshots)
         if static_ex:
-            encodings = {
-                r.label: RepoEncoding(r.label, r.static.vectors, commits=[r.static.commit])
-                for r in train_repos
-                if r.static is not None
-            }
             net, cost = _train_hypernet(
                 base,
-                encodings,
+                static_enc,
                 static_ex,
                 out / "models" / "static" / m.STATIC,
                 _hypernet_config(cfg, m.STATIC, cfg.hypernet_steps),
@@ -560,11 +552,6 @@ def train_models(
             trained.evo_net, trained.costs[m.EVO] = net, cost
         else:
             notes.append(f"{m.EVO}: no training tasks in the training repositories' histories")
-    static_enc = {
-        r.label: RepoEncoding(r.label, r.static.vectors, commits=[r.static.commit])
-        for r in train_repos
-        if r.static is not None
-    }
     for name in (m.SHINE, m.DND):
         if name not in wants or "static" not in cfg.tracks:
             continue
@@ -688,9 +675,6 @@ class Evaluator:
         ]
         self.decode: Callable[[list[int]], str] = lambda ids: tok.decode(ids)
 
-    def methods_for(self, track: str) -> list[str]:
-        return track_methods(self.cfg, self.trained, track)
-
     def _seen_prompt(self, prefix: str) -> str:
         ids = self.token_ids(prefix)
         budget = self.cfg.eval.prompt_tokens
@@ -793,37 +777,34 @@ class Evaluator:
         prompts = [et.task.prefix for et in tasks]
         targets = [et.task.target for et in tasks]
         extra: dict[str, Any] = {}
-        for name in self.methods_for("static"):
+        # what each setting of the leakage rule lets the encoder and the retriever see
+        seen = {
+            m.RAG: (r.static.chunks, r.static.vectors),
+            m.STATIC: (r.static.chunks, r.static.vectors),
+        }
+        if r.static.with_tests is not None:
+            visible = leak_free(*r.static.with_tests, [et.task for et in tasks])
+            seen[m.RAG_WITH_TESTS] = seen[m.STATIC_WITH_TESTS] = visible
+        for name in track_methods(self.cfg, self.trained, "static"):
             if name == m.CONSTANT:
                 self._fill(
                     records, name, m.constant_results(self.trained.constant["static"], targets)
                 )
             elif name == m.BASE:
                 self._fill(records, name, self._run(self.base.model, prompts, targets))
-            elif name == m.RAG:
-                self._fill(records, name, self._rag(r.static.chunks, tasks))
-            elif name == m.RAG_WITH_TESTS:
-                assert r.static.with_tests is not None
-                chunks, _ = leak_free(*r.static.with_tests, [et.task for et in tasks])
-                self._fill(records, name, self._rag(chunks, tasks))
+            elif name in (m.RAG, m.RAG_WITH_TESTS):
+                self._fill(records, name, self._rag(seen[name][0], tasks))
             elif name == m.SHARED_LORA:
                 self._fill(records, name, self._run(self._shared_model("static"), prompts, targets))
             elif name == m.PER_REPO_LORA:
                 model, cost = self._per_repo_lora(r, tasks[0].split)
                 extra[m.PER_REPO_LORA] = cost
                 self._fill(records, name, self._run(model, prompts, targets))
-            elif name == m.STATIC:
+            elif name in (m.STATIC, m.STATIC_WITH_TESTS):
                 net = self.trained.static_net
                 assert net is not None
-                state = functools.partial(net.encode, r.static.vectors)
+                state = functools.partial(net.encode, seen[name][1])
                 model, seconds = self._adapted(net, state)
-                extra[m.STATIC] = {"adapter_seconds": seconds}
-                self._fill(records, name, self._run(model, prompts, targets))
-            elif name == m.STATIC_WITH_TESTS:
-                net = self.trained.static_net
-                assert net is not None and r.static.with_tests is not None
-                _, vectors = leak_free(*r.static.with_tests, [et.task for et in tasks])
-                model, seconds = self._adapted(net, functools.partial(net.encode, vectors))
                 extra[name] = {"adapter_seconds": seconds}
                 self._fill(records, name, self._run(model, prompts, targets))
             elif name in (m.SHINE, m.DND):
@@ -851,7 +832,7 @@ class Evaluator:
     def evo_repo(self, r: PreparedRepo, tasks: list[EvalTask]) -> dict[str, Any]:
         assert r.evo is not None
         enc = r.evo.data.encoding
-        names = self.methods_for("evo")
+        names = track_methods(self.cfg, self.trained, "evo")
         records = [self._record(r, "evo", et) for et in tasks]
         by_step: dict[int, list[int]] = {}
         for i, et in enumerate(tasks):
@@ -892,7 +873,7 @@ class Evaluator:
                 walk["at"] += 1
             return walk["h"]
 
-        ctx = _context(r.source.path, self.base)
+        ctx = repo_context(r.source.path, self.base)
         with open_store(ctx.root) as store:
             for step in sorted(by_step):
                 idx = by_step[step]

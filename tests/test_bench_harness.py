@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from benchmark.harness import _context, bench_config, leak_free, run_bench, split_repos
+from benchmark.datasets import repo_context
+from benchmark.harness import WITH_TESTS, bench_config, leak_free, run_bench, split_repos
 from benchmark.miner import mine
 from benchmark.synthetic import generate_suite
 from evo_state.store import open_store
@@ -138,7 +139,7 @@ def test_with_tests_leaves_out_exactly_the_evaluated_test_functions(
     repos: dict[str, Path],
 ) -> None:
     base = load_base_model(describe_base_model("tiny-random"))
-    ctx = _context(repos["good0"], base, "with-tests")
+    ctx = repo_context(repos["good0"], base, WITH_TESTS)
     with open_store(ctx.root) as store:
         snap = encode_snapshot(ctx, store, resolve_commit(ctx.repo, "HEAD"))
     tasks = mine(ctx.repo, "HEAD").tasks
