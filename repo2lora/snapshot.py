@@ -221,23 +221,37 @@ def write_adapter(
     with torch.no_grad():
         weights = ctx.hyper.net.generate(state).detached()
     out = out or adapter_dir(ctx.root, commit, ctx.hyper.key, kind)
-    base = ctx.base
     with state_writes(store.where):
-        save_peft_adapter(
+        save_adapter(
             weights,
             out,
-            str(base.model_dir) if base.model_dir else base.spec,
-            provenance={
+            ctx.base,
+            {
                 "commit": commit,
                 "kind": kind,
                 "generator": ctx.hyper.net.generator_name,
                 "hypernet_key": ctx.hyper.key,
-                "base_model": base.spec,
-                "base_model_identity": base.identity,
-                "model_key": base.model_key,
             },
         )
     return out, weights
+
+
+def save_adapter(
+    weights: LoraWeights, out: str | Path, base: BaseModelInfo, provenance: dict[str, object]
+) -> None:
+    """A PEFT adapter directory (written atomically) whose provenance also names the base
+    model it was generated for."""
+    save_peft_adapter(
+        weights,
+        out,
+        str(base.model_dir) if base.model_dir else base.spec,
+        provenance={
+            **provenance,
+            "base_model": base.spec,
+            "base_model_identity": base.identity,
+            "model_key": base.model_key,
+        },
+    )
 
 
 def record_step(

@@ -30,12 +30,12 @@ from repo2lora.hypernet.checkpoint import (
 )
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
+from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context, save_adapter
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, static_schedule
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult
-from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters, write_repo_adapter
+from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters
 from repo_encoder.snapshot import resolve_commit
 
 COLLECTION = "collection.json"
@@ -367,5 +367,6 @@ def dnd_repo_adapter(
     written = None
     if out_dir is not None:
         prov: dict[str, object] = {"commit": commit.hexsha, "kind": "static", "generator": "dnd"}
-        written = write_repo_adapter(weights, out_dir, base, prov)
+        save_adapter(weights, out_dir, base.info, prov)
+        written = str(out_dir)
     return RepoAdapter(commit.hexsha, "dnd", weights, written, seconds, int(vectors.shape[0]))

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import BatchedLora, functional_lora
-from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.shine import (
@@ -33,7 +32,7 @@ from repo2lora.hypernet.shine import (
     pack_context,
 )
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import SnapshotConfig
+from repo2lora.snapshot import SnapshotConfig, save_adapter
 from repo2lora.training.data import TaskExample, per_example_nll
 from repo2lora.training.hypernet_trainer import (
     TrainConfig,
@@ -254,24 +253,6 @@ class RepoAdapter:
     inputs: int  # chunks read (SHINE: those that fit the context budget are fewer)
 
 
-def write_repo_adapter(
-    weights: LoraWeights, out_dir: str | Path, base: LoadedModel, provenance: dict[str, object]
-) -> str:
-    info = base.info
-    save_peft_adapter(
-        weights,
-        out_dir,
-        str(info.model_dir) if info.model_dir else info.spec,
-        provenance={
-            **provenance,
-            "base_model": info.spec,
-            "base_model_identity": info.identity,
-            "model_key": info.model_key,
-        },
-    )
-    return str(out_dir)
-
-
 def shine_repo_adapter(
     path: str | Path,
     base: LoadedModel,
@@ -292,5 +273,6 @@ def shine_repo_adapter(
     written = None
     if out_dir is not None:
         prov: dict[str, object] = {"commit": commit, "kind": "static", "generator": "shine"}
-        written = write_repo_adapter(weights, out_dir, base, prov)
+        save_adapter(weights, out_dir, base.info, prov)
+        written = str(out_dir)
     return RepoAdapter(commit, "shine", weights, written, seconds, len(texts))
