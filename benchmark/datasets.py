@@ -81,12 +81,7 @@ def encode_repo(
             prev = start.hexsha
             for i, sha in enumerate(out.split() if out else [], start=1):
                 diff = commit_chunk_diff(repo, prev, sha, cfg.exclusion, cfg.chunker)
-                brought_in = diff.added + [n for _, n in diff.modified]
-                taken_out = diff.removed + [o for o, _ in diff.modified]
-                vecs = ctx.encode(store, brought_in + taken_out).vectors
-                n_in = len(brought_in)
-                counts = (len(diff.added), len(diff.removed), len(diff.modified))
-                enc.diffs.append((vecs[:n_in], vecs[n_in:], counts))
+                enc.diffs.append(ctx.encode_diff(store, diff))
                 enc.commits.append(sha)
                 data.evo_tasks += [
                     (i, t) for t in mine_added(repo, sha, mcfg, repo_name=label).tasks

@@ -32,7 +32,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ from benchmark.datasets import RepoData, encode_repo, in_repo_split, repo_contex
 from benchmark.miner import AssertionTask, MinerConfig, mine
 from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
-from evo_state.store import open_store
+from evo_state.diff import ChunkDiff, commit_chunk_diff
+from evo_state.store import Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import Generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
@@ -53,7 +54,7 @@ from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
-from repo2lora.snapshot import SnapshotConfig, encode_snapshot
+from repo2lora.snapshot import DiffInput, SnapshotConfig, encode_snapshot
 from repo2lora.training.baselines import (
     BASELINE_CARD,
     LoraTrainConfig,
@@ -67,7 +68,7 @@ from repo2lora.training.loop import StepLog, TrainResult
 from repo2lora.training.shine_trainer import train_shine
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
-from repo_encoder.exclusion import ExclusionConfig
+from repo_encoder.exclusion import ExclusionConfig, is_test_path
 from repo_encoder.snapshot import resolve_commit
 
 TRACKS = ("static", "evo")
@@ -102,6 +103,10 @@ class BenchConfig:
     shine_steps: int = 150
     dnd_steps: int = 300
     dnd_collect_steps: int = 60  # per training repository: the LoRA checkpoints DnD imitates
+    # where the evolving hypernetwork starts: "static" (the trained static hypernetwork's
+    # encoder and head, trained further at `evo_init_lr_scale` x the learning rate) or "scratch"
+    evo_init: str = "static"
+    evo_init_lr_scale: float = 0.1
     hypernet_batch: int = 8
     hypernet_lr: float = 3e-3
     rank: int = 8
@@ -279,6 +284,94 @@ def leak_free(
     held = {(t.path, t.test_qualname) for t in evaluated}
     keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in held]
     return [chunks[i] for i in keep], vectors[keep]
+
+
+class StateWalk:
+    """An evolving state advanced lazily along a walk. `state(t)` is the state the tasks added
+    by commit t are evaluated with: the carried state after commit t-1 stepped with `shown(t)`
+    (default: the carried input, `carried(t)`, itself)."""
+
+    def __init__(
+        self,
+        net: EvoHypernet,
+        start_vectors: Callable[[], torch.Tensor],
+        carried: Callable[[int], DiffInput],
+        shown: Callable[[int], DiffInput] | None = None,
+    ) -> None:
+        self.net, self.start_vectors = net, start_vectors
+        self.carried, self.shown = carried, shown
+        self.h0: torch.Tensor | None = None
+        self.h: torch.Tensor | None = None
+        self.at = 0
+
+    def start(self) -> torch.Tensor:
+        if self.h0 is None:
+            self.h0 = self.h = self.net.encode(self.start_vectors())
+        return self.h0
+
+    def _advance(self, step: int) -> torch.Tensor:
+        h = self.h if self.h is not None else self.start()
+        while self.at < step:
+            self.at += 1
+            h = self.net.step(h, *self.carried(self.at))
+        self.h = h
+        return h
+
+    def state(self, step: int) -> torch.Tensor:
+        if self.shown is None:
+            return self._advance(step)
+        return self.net.step(self._advance(step - 1), *self.shown(step))
+
+
+def visible_diff(diff: ChunkDiff, held: set[tuple[str, str]], tests: bool) -> ChunkDiff:
+    """`diff` without the chunks of held-out test functions (matched by file and qualified
+    name) and, unless `tests`, without any test-file chunk."""
+
+    def keep(c: Chunk) -> bool:
+        if (c.path, c.qualname) in held:
+            return False
+        return tests or not is_test_path(c.path, WITH_TESTS.exclusion)
+
+    return ChunkDiff(
+        added=[c for c in diff.added if keep(c)],
+        removed=[c for c in diff.removed if keep(c)],
+        modified=[(o, n) for o, n in diff.modified if keep(o) and keep(n)],
+        files=diff.files,
+    )
+
+
+def with_tests_walk(
+    net: EvoHypernet,
+    r: PreparedRepo,
+    evaluated: list[AssertionTask],
+    store: Store,
+    base: LoadedModel,
+) -> StateWalk:
+    """The leakage rule's `with-tests` setting on the walk: the encoder also sees test code,
+    minus every test function that holds an evaluated target (in the start snapshot and in
+    every diff), and minus all the test changes of the commit whose assertions are evaluated
+    (the state carried on to later commits keeps that commit's other test changes)."""
+    assert r.evo is not None
+    commits = r.evo.data.encoding.commits
+    ctx = repo_context(r.source.path, base, WITH_TESTS)
+    held = {(t.path, t.test_qualname) for t in evaluated}
+
+    def start_vectors() -> torch.Tensor:
+        snap = encode_snapshot(ctx, store, ctx.repo.commit(commits[0]))
+        return leak_free(snap.chunks, snap.encoded.vectors, evaluated)[1]
+
+    @functools.cache
+    def diff(t: int) -> ChunkDiff:
+        cfg = WITH_TESTS
+        return commit_chunk_diff(ctx.repo, commits[t - 1], commits[t], cfg.exclusion, cfg.chunker)
+
+    def carried(t: int) -> DiffInput:
+        return ctx.encode_diff(store, visible_diff(diff(t), held, tests=True))
+
+    def shown(t: int) -> DiffInput:
+        return ctx.encode_diff(store, visible_diff(diff(t), held, tests=False))
+
+    return StateWalk(net, start_vectors, carried, shown)
 
 
 def prepare_repo(
@@ -540,13 +633,12 @@ def train_models(
     if m.EVO in wants and "evo" in cfg.tracks:
         if evo_ex:
             encodings = {r.label: r.evo.data.encoding for r in train_repos if r.evo is not None}
+            tcfg = _hypernet_config(cfg, m.EVO, cfg.evo_steps)
+            if cfg.evo_init != "scratch" and trained.static_net is not None:
+                static_dir = out / "models" / "static" / m.STATIC
+                tcfg = replace(tcfg, init_from=str(static_dir), init_lr_scale=cfg.evo_init_lr_scale)
             net, cost = _train_hypernet(
-                base,
-                encodings,
-                evo_ex,
-                out / "models" / "evo" / m.EVO,
-                _hypernet_config(cfg, m.EVO, cfg.evo_steps),
-                progress,
+                base, encodings, evo_ex, out / "models" / "evo" / m.EVO, tcfg, progress
             )
             assert isinstance(net, EvoHypernet)
             trained.evo_net, trained.costs[m.EVO] = net, cost
@@ -648,6 +740,8 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
         out += [m.STATIC, m.STATIC_AT_COMMIT]
     if m.EVO in wants and trained.evo_net is not None:
         out += [m.EVO_AT_START, m.EVO]
+        if cfg.with_tests:
+            out.append(m.EVO_WITH_TESTS)
     return out
 
 
@@ -856,25 +950,16 @@ class Evaluator:
             assert static_net is not None
             return static_net.encode(vectors)
 
-        # the evolving state: h_0 once, then advanced one commit diff at a time
-        walk: dict[str, Any] = {"h0": None, "h": None, "at": 0}
-
-        def start_state() -> torch.Tensor:
-            assert isinstance(evo_net, EvoHypernet)
-            if walk["h0"] is None:
-                walk["h0"] = walk["h"] = evo_net.encode(enc.vectors)
-            return walk["h0"]
-
-        def evolved(step: int) -> torch.Tensor:
-            assert isinstance(evo_net, EvoHypernet)
-            start_state()
-            while walk["at"] < step:
-                walk["h"] = evo_net.step(walk["h"], *enc.diffs[walk["at"]])
-                walk["at"] += 1
-            return walk["h"]
-
         ctx = repo_context(r.source.path, self.base)
         with open_store(ctx.root) as store:
+            walks: dict[str, StateWalk] = {}
+            if isinstance(evo_net, EvoHypernet):
+                # the evolving state: h_0 once, then advanced one commit diff at a time
+                walks[m.EVO] = StateWalk(evo_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1])
+                if m.EVO_WITH_TESTS in names:
+                    walks[m.EVO_WITH_TESTS] = with_tests_walk(
+                        evo_net, r, [et.task for et in tasks], store, self.base
+                    )
             for step in sorted(by_step):
                 idx = by_step[step]
                 group = [tasks[i] for i in idx]
@@ -902,9 +987,10 @@ class Evaluator:
                             fresh = functools.partial(fresh_state, snap.encoded.vectors)
                             model = adapted(name, static_net, fresh)
                         elif name == m.EVO_AT_START:
-                            model = adapted(name, evo_net, start_state)
-                        else:  # m.EVO: the state after this commit
-                            model = adapted(name, evo_net, functools.partial(evolved, step))
+                            model = adapted(name, evo_net, walks[m.EVO].start)
+                        else:  # the evolving state after this commit (in either setting)
+                            evolved = functools.partial(walks[name].state, step)
+                            model = adapted(name, evo_net, evolved)
                         res = self._run(model, prompts, targets)
                     for i, one in zip(idx, res, strict=True):
                         results[name][i] = one

@@ -34,9 +34,11 @@ SHINE = "shine"
 DND = "dnd"
 # The leakage rule's second setting, side by side with the default: the encoder (and the
 # retriever) also see the repository's test code, minus every test function that holds an
-# evaluated target (static track)
+# evaluated target (and, on the evolution track, minus the test changes of the commit whose
+# assertions are evaluated)
 RAG_WITH_TESTS = "rag+tests"
 STATIC_WITH_TESTS = "code2lora-static+tests"
+EVO_WITH_TESTS = "code2lora-evo+tests"
 ALL_METHODS: tuple[str, ...] = (
     CONSTANT,
     BASE,

@@ -339,6 +339,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
 
+    evolving = args.generator == "code2lora-evo"
+    if args.init_from and not evolving:
+        raise UserError(
+            "--init-from starts an evolving hypernetwork from a static one: "
+            "add --generator code2lora-evo"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = [Path(p) for p in args.repos]
@@ -351,7 +357,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
     base = load_base_model(describe_base_model(args.model))
-    evolving = args.generator == "code2lora-evo"
     data = build_training_data(paths, base, evolving, seed=args.seed)
     if not data.train:
         raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
@@ -366,6 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         tbptt_window=args.tbptt_window,
         standardize=args.standardize,
+        init_from=args.init_from,
+        init_lr_scale=args.init_lr_scale,
     )
     show = not args.json and sys.stderr.isatty()
 
@@ -657,6 +664,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="centre and scale chunk vectors by the training corpus' statistics (stored in the "
         "checkpoint); spreads adapters across repositories, overfits small training sets",
+    )
+    t.add_argument(
+        "--init-from",
+        metavar="STATIC_CHECKPOINT",
+        help="code2lora-evo: start the snapshot encoder and LoRA head from this trained "
+        "code2lora-static checkpoint (h_0 is then the static state)",
+    )
+    t.add_argument(
+        "--init-lr-scale",
+        type=float,
+        default=0.1,
+        help="with --init-from: the copied encoder and head learn at this x --lr (0: frozen, "
+        "only the GRU step learns; default 0.1)",
     )
     t.add_argument("--checkpoint-every", type=int, default=50)
     t.add_argument("--eval-every", type=int, default=50)

@@ -12,6 +12,7 @@ import git
 import numpy as np
 import torch
 
+from evo_state.diff import ChunkDiff
 from evo_state.store import Store, open_store, state_writes
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
@@ -124,6 +125,11 @@ def adapter_dir(repo_root: str | Path, commit: str, hypernet_key: str, kind: str
     return Path(repo_root) / ".repo2lora" / "adapters" / f"{kind}-{commit[:12]}-{hypernet_key}"
 
 
+# what one GRU step reads: vectors brought in [n_in, d], taken out [n_out, d], and the counts
+# of added, removed and modified chunks
+DiffInput = tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]
+
+
 @dataclass
 class RepoContext:
     """What every step over one repository needs: the repository, the resolved base model
@@ -141,6 +147,18 @@ class RepoContext:
         if self.loaded is None:
             self.loaded = load_base_model(self.base)
         return self.loaded
+
+    def encode_diff(self, store: Store, diff: ChunkDiff) -> DiffInput:
+        """A chunk diff as the evolving state's step reads it: the vectors of what it brings
+        in (added chunks, the new side of modified ones) [n_in, d], of what it takes out
+        (removed chunks, the old side of modified ones) [n_out, d], and its counts (added,
+        removed, modified)."""
+        brought_in = diff.added + [new for _, new in diff.modified]
+        taken_out = diff.removed + [old for old, _ in diff.modified]
+        vectors = self.encode(store, brought_in + taken_out).vectors
+        n_in = len(brought_in)
+        counts = (len(diff.added), len(diff.removed), len(diff.modified))
+        return vectors[:n_in], vectors[n_in:], counts
 
     def encode(self, store: Store, chunks: list[Chunk]) -> EncodedChunks:
         return encode_chunks(chunks, store, self.base, self.model, self.config.embed, self.progress)

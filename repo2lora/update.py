@@ -91,17 +91,8 @@ def _evo_net(ctx: RepoContext) -> EvoHypernet:
 
 def _step(ctx: RepoContext, store: Store, h: torch.Tensor, diff: ChunkDiff) -> torch.Tensor:
     """h_{t-1} -> h_t for one chunk diff (vectors from the cache, new chunks encoded)."""
-    brought_in = diff.added + [new for _, new in diff.modified]
-    taken_out = diff.removed + [old for old, _ in diff.modified]
-    enc = ctx.encode(store, brought_in + taken_out)
-    n_in = len(brought_in)
     with torch.no_grad():
-        return _evo_net(ctx).step(
-            h,
-            enc.vectors[:n_in],
-            enc.vectors[n_in:],
-            (len(diff.added), len(diff.removed), len(diff.modified)),
-        )
+        return _evo_net(ctx).step(h, *ctx.encode_diff(store, diff))
 
 
 def plan_walk(

@@ -17,8 +17,8 @@ from tests.cli import run_cli
 pytestmark = pytest.mark.slow
 
 # "A clear margin" in nats per target token. The static adapter must beat the base model by
-# this much on repositories it never saw; the evolving state must beat the stale snapshot by
-# EVO_MARGIN on the tasks added after renames.
+# this much on repositories it never saw; the evolving state must beat the stale snapshot (and
+# its own start state) by EVO_MARGIN on tasks whose target a rename introduced.
 STATIC_MARGIN = 0.5
 EVO_MARGIN = 0.1
 
@@ -63,11 +63,12 @@ def test_ci_bench_writes_json_markdown_and_plots(
         # the leakage rule's two settings side by side: rag and the static adapter again with
         # the test code visible (evaluated test functions removed)
         "static": methods - {"code2lora-evo"} | {"rag+tests", "code2lora-static+tests"},
-        # the evolution track adds the fresh-snapshot and start-state rows, and has no
+        # the evolution track adds the fresh-snapshot and start-state rows and the evolving
+        # state under with-tests (the evaluated commit's test changes hidden too), and has no
         # per-repository LoRA (one training run per commit is what it is measured against);
         # SHINE and DnD make snapshot adapters only, so they are static-track rows
         "evo": methods - {"per-repo-lora", "shine", "dnd"}
-        | {"code2lora-static@commit", "code2lora-evo@start"},
+        | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo+tests"},
     }
     for track in ("static", "evo"):
         seen = {r["method"] for r in report["summary"] if r["track"] == track}
@@ -96,20 +97,37 @@ def test_static_adapter_beats_the_base_model_on_cross_repo_tasks(
     assert static["nll"] < base["nll"] - STATIC_MARGIN, f"{_em(static)}; {_em(base)}"
 
 
+def test_the_evolving_state_follows_renames_in_the_histories_it_trained_on(
+    ci_run: tuple[Path, dict[str, Any], str],
+) -> None:
+    """In-repo: held-out test functions of the training repositories whose target is a
+    renamed-to name. The stale snapshot knows the old name; the state after the rename commit
+    must do better, and better than the same network's state at the walk start, so that the
+    gain is the walk's and not a better-fit network's."""
+    _, report, _ = ci_run
+    evolving = _row(report, "evo", "in-repo", "code2lora-evo", "renamed-target")
+    stale = _row(report, "evo", "in-repo", "code2lora-static", "renamed-target")
+    at_start = _row(report, "evo", "in-repo", "code2lora-evo@start", "renamed-target")
+    assert evolving["n"] > 0
+    assert evolving["nll"] < stale["nll"] - EVO_MARGIN, f"{_em(evolving)}; stale {_em(stale)}"
+    assert evolving["nll"] < at_start["nll"] - EVO_MARGIN, f"{_em(evolving)}; {_em(at_start)}"
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="not learnable at tiny-random scale with the current hypernetworks: the trained "
-    "static generator makes one adapter for every repository (pairwise adapter cosine ~1.0 in "
-    "bench.json's adapter_spread), so a stale and a fresh snapshot give the same adapter, and "
-    "the evolving state's changes carry no names a random-init byte-level model could use; "
-    "when a generator change makes this pass, strict xfail turns it red: drop the marker",
+    reason="not learnable at tiny-random scale: on repositories it never saw, the evolving "
+    "state does not beat the stale snapshot after renames (ci suite: target NLL 4.955 vs "
+    "4.824). A linear probe finds almost nothing about a task's target in its commit's chunk "
+    "diff (cross-repo byte cross-entropy 3.66 -> 3.61 from the diff's chunk counts alone, "
+    "none from the chunk vectors of a random-init byte-level model); when a change makes this "
+    "pass, strict xfail turns it red: drop the marker",
 )
-def test_evolving_state_beats_the_stale_snapshot_after_renames(
+def test_evolving_state_beats_the_stale_snapshot_after_renames_cross_repo(
     ci_run: tuple[Path, dict[str, Any], str],
 ) -> None:
     _, report, _ = ci_run
-    evolving = _row(report, "evo", "all", "code2lora-evo", "after-rename")
-    stale = _row(report, "evo", "all", "code2lora-static", "after-rename")
+    evolving = _row(report, "evo", "cross-repo", "code2lora-evo", "after-rename")
+    stale = _row(report, "evo", "cross-repo", "code2lora-static", "after-rename")
     assert evolving["n"] > 0
     assert evolving["nll"] < stale["nll"] - EVO_MARGIN, f"{_em(evolving)}; stale {_em(stale)}"
 

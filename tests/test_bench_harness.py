@@ -7,13 +7,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import git
 import pytest
+import torch
 
 from benchmark.datasets import repo_context
-from benchmark.harness import WITH_TESTS, bench_config, leak_free, run_bench, split_repos
+from benchmark.harness import (
+    WITH_TESTS,
+    StateWalk,
+    bench_config,
+    leak_free,
+    run_bench,
+    split_repos,
+    visible_diff,
+)
 from benchmark.miner import mine
 from benchmark.synthetic import generate_suite
+from evo_state.diff import ChunkDiff, commit_chunk_diff
 from evo_state.store import open_store
+from repo2lora.hypernet.checkpoint import build_hypernet
+from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.snapshot import encode_snapshot
 from repo_encoder.errors import UserError
@@ -156,3 +170,52 @@ def test_with_tests_leaves_out_exactly_the_evaluated_test_functions(
     assert vectors.shape[0] == len(chunks) < len(snap.chunks)
     rows = {tuple(v.tolist()) for v in vectors}
     assert rows <= {tuple(v.tolist()) for v in snap.encoded.vectors}
+
+
+def test_the_with_tests_walk_hides_evaluated_tests_and_the_evaluated_commits_test_changes(
+    tmp_path: Path,
+) -> None:
+    repo = GitRepo(tmp_path / "walk")
+    first = repo.commit({"shapes.py": SOURCE, "tests/test_shapes.py": TESTS})
+    more_source = SOURCE + "\n\ndef perimeter(w: int, h: int) -> int:\n    return 2 * (w + h)\n"
+    more_tests = TESTS + (
+        "\n\ndef test_perimeter():\n    assert perimeter(2, 3) == 10\n"
+        "\n\ndef test_sides():\n    assert SIDES == 4\n"
+    )
+    second = repo.commit({"shapes.py": more_source, "tests/test_shapes.py": more_tests})
+    git_repo = git.Repo(repo.root)
+    diff = commit_chunk_diff(git_repo, first, second, WITH_TESTS.exclusion, WITH_TESTS.chunker)
+    evaluated = {("tests/test_shapes.py", "test_perimeter")}
+
+    def seen(d: ChunkDiff) -> set[tuple[str, str]]:
+        return {(c.path, c.qualname) for c in d.added + d.removed + [n for _, n in d.modified]}
+
+    assert evaluated <= seen(diff)  # with-tests: the test changes are in the raw diff
+    carried = visible_diff(diff, evaluated, tests=True)
+    assert ("tests/test_shapes.py", "test_sides") in seen(carried)  # other tests stay visible
+    assert not seen(carried) & evaluated
+    shown = visible_diff(diff, evaluated, tests=False)  # the evaluated commit's own step
+    assert seen(shown) == {("shapes.py", "perimeter")}
+
+
+def test_a_state_walk_carries_one_input_and_evaluates_with_another() -> None:
+    base = _tiny()
+    net = build_hypernet(HypernetConfig(input_dim=64, generator="code2lora-evo"), base.info)
+    assert isinstance(net, EvoHypernet)
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(5, 64, generator=g)
+    carried = {t: (torch.randn(2, 64, generator=g), torch.zeros(0, 64), (2, 0, 0)) for t in (1, 2)}
+    shown = {t: (torch.randn(1, 64, generator=g), torch.zeros(0, 64), (1, 0, 0)) for t in (1, 2)}
+    with torch.no_grad():
+        walk = StateWalk(net, lambda: start, carried.__getitem__, shown.__getitem__)
+        h0 = net.encode(start)
+        h1 = net.step(h0, *carried[1])
+        assert torch.equal(walk.start(), h0)
+        assert torch.equal(walk.state(2), net.step(h1, *shown[2]))
+        assert not torch.equal(walk.state(2), net.step(h1, *carried[2]))
+        plain = StateWalk(net, lambda: start, carried.__getitem__)
+        assert torch.equal(plain.state(2), net.step(h1, *carried[2]))
+
+
+def _tiny() -> Any:
+    return load_base_model(describe_base_model("tiny-random"))

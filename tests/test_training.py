@@ -18,10 +18,12 @@ from safetensors.torch import load_file
 from benchmark.training_data import build_training_data
 from repo2lora.adapters.apply import attach_lora
 from repo2lora.adapters.functional import functional_lora
-from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config
+from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config, load_generator
+from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, _tokens, train_hypernet
+from repo_encoder.errors import UserError
 from tests.cli import ENV
 
 INFO = describe_base_model("tiny-random")
@@ -111,6 +113,44 @@ def test_evo_training_walks_commits_and_learns(suite: list[Path], tmp_path: Path
     assert res.eval["nll_generated"] < res.eval["nll_base"] - 0.3, res.eval
     card = (tmp_path / "evo" / "hypernet.json").read_text()
     assert '"generator": "code2lora-evo"' in card and '"tbptt_window": 2' in card
+
+
+def test_an_evolving_run_started_from_a_static_checkpoint_starts_from_its_state(
+    suite: list[Path], tmp_path: Path
+) -> None:
+    base = load_base_model(INFO)
+    static = build_training_data(suite, base, evolving=False)
+    train_hypernet(base, static.encodings, static.train, tmp_path / "static", TrainConfig(steps=4))
+    data = build_training_data(suite, base, evolving=True)
+    evo_cfg = TrainConfig(
+        generator="code2lora-evo",
+        steps=6,
+        batch_size=4,
+        tbptt_window=2,
+        init_from=str(tmp_path / "static"),
+        init_lr_scale=0.0,  # the copied encoder and head frozen: only the GRU step learns
+    )
+    train_hypernet(base, data.encodings, data.train, tmp_path / "evo", evo_cfg)
+    static_net = load_generator(str(tmp_path / "static"), INFO).net
+    evo_net = load_generator(str(tmp_path / "evo"), INFO).net
+    assert isinstance(evo_net, EvoHypernet)
+    enc = next(iter(data.encodings.values()))
+    with torch.no_grad():
+        h0 = evo_net.encode(enc.vectors)
+        assert torch.equal(h0, static_net.encode(enc.vectors))  # h_0 is the static state
+        assert torch.equal(
+            torch.cat([t.flatten() for ab in evo_net.generate(h0).tensors.values() for t in ab]),
+            torch.cat([t.flatten() for ab in static_net.generate(h0).tensors.values() for t in ab]),
+        )
+        fresh = build_hypernet(dataclasses.replace(evo_net.cfg), INFO)
+        assert isinstance(fresh, EvoHypernet)
+        assert not torch.equal(  # ... and the GRU step did learn
+            evo_net.step(h0, *enc.diffs[0]), fresh.step(h0, *enc.diffs[0])
+        )
+
+    wrong = dataclasses.replace(evo_cfg, init_from=str(tmp_path / "evo"))
+    with pytest.raises(UserError, match="needs a code2lora-static checkpoint"):
+        train_hypernet(base, data.encodings, data.train, tmp_path / "evo2", wrong)
 
 
 def _train_cmd(repos: list[Path], out: Path, steps: int, batch: int = 8) -> list[str]:

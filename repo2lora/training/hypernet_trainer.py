@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import functional_lora
-from repo2lora.hypernet.checkpoint import build_hypernet
+from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import LoadedModel
@@ -30,6 +30,7 @@ from repo2lora.training.data import (
     tokenize_examples,
 )
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
+from repo_encoder.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class TrainConfig:
     # suite it spreads the adapters (pairwise cosine 1.00 -> 0.70) but overfits the few training
     # repositories (cross-repo target NLL 4.83 -> 5.06)
     standardize: bool = False
+    # evo only: start the snapshot encoder and LoRA head from this trained static
+    # hypernetwork (a checkpoint directory), so that h_0 is the static state and training
+    # starts from the static adapter; those then learn at `lr * init_lr_scale` (0: frozen, only
+    # the GRU step learns)
+    init_from: str | None = None
+    init_lr_scale: float = 1.0
 
 
 class HypernetLoss(nn.Module):
@@ -180,6 +187,23 @@ def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
+def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> None:
+    """Copy a trained static hypernetwork's encoder and LoRA head into the evolving `net`
+    (their configs must agree)."""
+    static = load_generator(static_dir, base.info).net
+    if not isinstance(static, StaticHypernet) or isinstance(static, EvoHypernet):
+        raise UserError(
+            f"{static_dir} holds a {static.generator_name} generator; --init-from needs a "
+            "code2lora-static checkpoint"
+        )
+    try:
+        missing, unexpected = net.load_state_dict(static.state_dict(), strict=False)
+    except RuntimeError as exc:  # same names, other shapes
+        raise UserError(f"{static_dir}: its sizes differ from this run's ({exc})") from None
+    if unexpected or any(not k.startswith("updater.") for k in missing):
+        raise UserError(f"{static_dir}: its encoder or head differs from this run's settings")
+
+
 def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
     """(repo, start, end) windows covering each repository's walk, in order."""
     out = []
@@ -268,9 +292,20 @@ def train_hypernet(
     net = build_hypernet(hcfg, base.info)
     if hcfg.standardize:  # a resume loads the same statistics
         net.encoder.fit_standardization(corpus_vectors(encodings))
+    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
+    if cfg.init_from is not None:
+        assert isinstance(net, EvoHypernet)
+        start_from_static(net, cfg.init_from, base)
+        copied = [*net.encoder.parameters(), *net.head.parameters()]
+        groups = [{"params": list(net.updater.parameters())}]
+        if cfg.init_lr_scale > 0:
+            groups.append({"params": copied, "lr": cfg.lr * cfg.init_lr_scale})
+        else:
+            for p in copied:
+                p.requires_grad_(False)
     net.train()
     freeze_base(acc, base.model)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), card, resume)
     model = run.prepare(HypernetLoss(net, base.model))
     rank, world = acc.process_index, acc.num_processes
