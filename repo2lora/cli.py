@@ -515,6 +515,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         n_commits=args.commits,
         hypernet_steps=args.steps,
         evo_steps=args.evo_steps or args.steps,
+        evo_init=args.evo_init,
         lora_steps=args.lora_steps,
         per_repo_steps=args.per_repo_steps,
         max_commits=args.max_commits,
@@ -787,6 +788,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         help="evolving hypernetwork training steps (default: --steps); each step takes up to "
         "4 x batch tasks per window, so it costs several static steps",
+    )
+    b.add_argument(
+        "--evo-init",
+        choices=("static", "scratch"),
+        help="where the evolving hypernetwork starts: the trained static one's encoder and "
+        "head (default) or fresh weights",
     )
     b.add_argument("--lora-steps", type=int, help="shared LoRA training steps")
     b.add_argument("--per-repo-steps", type=int, help="per-repository LoRA training steps")
