@@ -13,8 +13,11 @@ Tracks
 
 Leakage rule: the encoder, the retrieval index and the per-repository LoRA see source files
 only (the default `source-only` exclusion: test files never reach them); the prompt is the
-miner's structured prefix, which never holds the evaluated test function past the target. Chunk
-vectors are cached in each repository's `.repo2lora/` store, as `repo2lora snapshot` does.
+miner's structured prefix, which never holds the evaluated test function past the target. The
+`with-tests` rows (`rag+tests`, `code2lora-static+tests`, and on the walk `code2lora-evo+tests`)
+also see test code, minus every test function that holds an evaluated target and, on the walk,
+minus the test changes of the commit whose assertions are evaluated. Chunk vectors are cached in
+each repository's `.repo2lora/` store, as `repo2lora snapshot` does.
 
 Every step is the library's own (`encode_snapshot`, `encode_repo`, `mine`, `train_hypernet`,
 `train_lora_baseline`, `generate_completion`, hot swap); this module only wires them together.
