@@ -21,7 +21,7 @@ from repo_encoder.snapshot import resolve_commit
 @dataclass
 class RepoData:
     """One repository's encoder input and its tasks (static: mined at the snapshot commit;
-    evolving: the assertions each commit adds, by commit index)."""
+    evolving: the assertions each commit adds, by commit index; one or the other)."""
 
     name: str
     encoding: RepoEncoding
@@ -73,7 +73,8 @@ def encode_repo(
         snap = encode_snapshot(ctx, store, start)
         enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha])
         data = RepoData(label, enc)
-        data.static_tasks = mine(repo, target, mcfg, repo_name=label).tasks
+        if not evolving_from:  # an evolving read's tasks are the walk's
+            data.static_tasks = mine(repo, target, mcfg, repo_name=label).tasks
         if evolving_from:
             out = repo.git.rev_list(
                 "--first-parent", "--reverse", f"{start.hexsha}..{target.hexsha}"
