@@ -95,8 +95,11 @@ def run_probes(
     }
     if not train or not test:
         return out
-    y_train = torch.stack([y for _, _, y in train])
-    y_test = torch.stack([y for _, _, y in test])
+    # the distribution over the tokens that occur in some target (the same for every probe)
+    used = torch.stack([y for _, _, y in rows]).sum(0) > 0
+    y_train = torch.stack([y for _, _, y in train])[:, used]
+    y_test = torch.stack([y for _, _, y in test])[:, used]
+    out["target_vocabulary"] = int(used.sum())
     for probe in PROBES:
         if probe == "prior":
             x_train, x_test = torch.zeros(len(train), 1), torch.zeros(len(test), 1)
