@@ -9,10 +9,11 @@ import os
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import overload
+from typing import Generic, TypeVar, overload
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from repo2lora.adapters.weights import find_lora_targets
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator
@@ -37,23 +38,21 @@ _OTHER_CONFIGS: dict[str, type[ShineConfig] | type[DndConfig]] = {
 }
 
 
+G = TypeVar("G", bound=nn.Module)
+
+
 @dataclass
-class LoadedHypernet:
-    net: StaticHypernet
+class LoadedGenerator(Generic[G]):
+    """A loaded generator checkpoint (`load_generator`)."""
+
+    net: G
     key: str  # identifies these exact weights: the state and adapter cache key
     description: str
     untrained: bool
 
 
-@dataclass
-class LoadedGenerator:
-    """A checkpoint of any generator (`load_generator`); `LoadedHypernet` is the vector-state
-    kind that snapshot, update and serve drive."""
-
-    net: Generator
-    key: str
-    description: str
-    untrained: bool
+# the vector-state kind that snapshot, update and serve drive (`load_hypernet`)
+LoadedHypernet = LoadedGenerator[StaticHypernet]
 
 
 def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
@@ -161,7 +160,7 @@ def card_generator(spec: str) -> str | None:
     return str(meta.get("generator")) if isinstance(meta, dict) else None
 
 
-def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator:
+def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator[Generator]:
     """Any generator's checkpoint directory (code2lora-static/-evo, shine, dnd), refused if it
     was trained for another base model."""
     d = Path(spec).expanduser()
