@@ -14,10 +14,10 @@ Tracks
 Leakage rule: the encoder, the retrieval index and the per-repository LoRA see source files
 only (the default `source-only` exclusion: test files never reach them); the prompt is the
 miner's structured prefix, which never holds the evaluated test function past the target. The
-`with-tests` rows (`rag+tests`, `code2lora-static+tests`, and on the walk `code2lora-evo+tests`)
-also see test code, minus every test function that holds an evaluated target and, on the walk,
-minus the test changes of the commit whose assertions are evaluated. Chunk vectors are cached in
-each repository's `.repo2lora/` store, as `repo2lora snapshot` does.
+`with-tests` rows (`rag+tests` on both tracks, `code2lora-static+tests`, and on the walk
+`code2lora-evo+tests`) also see test code, minus every test function that holds an evaluated
+target and, on the walk, minus the test changes of the commit whose assertions are evaluated.
+Chunk vectors are cached in each repository's `.repo2lora/` store, as `repo2lora snapshot` does.
 
 Every step is the library's own (`encode_snapshot`, `encode_repo`, `mine`, `train_hypernet`,
 `train_lora_baseline`, `generate_completion`, hot swap); this module only wires them together.
@@ -343,38 +343,59 @@ def visible_diff(diff: ChunkDiff, held: set[tuple[str, str]], tests: bool) -> Ch
     )
 
 
-def with_tests_walk(
-    net: EvoHypernet,
-    r: PreparedRepo,
-    evaluated: list[AssertionTask],
-    store: Store,
-    base: LoadedModel,
-) -> StateWalk:
-    """The leakage rule's `with-tests` setting on the walk: the encoder also sees test code,
-    minus every test function that holds an evaluated target (in the start snapshot and in
-    every diff), and minus all the test changes of the commit whose assertions are evaluated
-    (the state carried on to later commits keeps that commit's other test changes)."""
-    assert r.evo is not None
-    commits = r.evo.data.encoding.commits
-    ctx = repo_context(r.source.path, base, WITH_TESTS)
-    held = {(t.path, t.test_qualname) for t in evaluated}
+class WithTestsHistory:
+    """The leakage rule's `with-tests` setting on a walk over `commits`: the encoder and the
+    retriever also see test code, minus every test function that holds an evaluated target (in
+    every snapshot and diff), and minus all the test changes of the commit whose assertions are
+    evaluated (the state carried on to later commits keeps that commit's other test changes)."""
 
-    def start_vectors() -> torch.Tensor:
-        snap = encode_snapshot(ctx, store, ctx.repo.commit(commits[0]))
-        return leak_free(snap.chunks, snap.encoded.vectors, evaluated)[1]
+    def __init__(
+        self,
+        path: Path,
+        commits: list[str],
+        evaluated: list[AssertionTask],
+        store: Store,
+        base: LoadedModel,
+    ) -> None:
+        self.ctx = repo_context(path, base, WITH_TESTS)
+        self.commits, self.evaluated, self.store = commits, evaluated, store
+        self.held = {(t.path, t.test_qualname) for t in evaluated}
+        self._diffs: dict[int, ChunkDiff] = {}
 
-    @functools.cache
-    def diff(t: int) -> ChunkDiff:
-        cfg = WITH_TESTS
-        return commit_chunk_diff(ctx.repo, commits[t - 1], commits[t], cfg.exclusion, cfg.chunker)
+    def diff(self, t: int) -> ChunkDiff:
+        """Commit t's chunk diff (test files included), before anything is hidden."""
+        if t not in self._diffs:
+            c, cfg = self.commits, WITH_TESTS
+            self._diffs[t] = commit_chunk_diff(
+                self.ctx.repo, c[t - 1], c[t], cfg.exclusion, cfg.chunker
+            )
+        return self._diffs[t]
 
-    def carried(t: int) -> DiffInput:
-        return ctx.encode_diff(store, visible_diff(diff(t), held, tests=True))
+    def snapshot(self, t: int) -> tuple[list[Chunk], torch.Tensor]:
+        """What the tasks of commit t may see of the snapshot after it: chunks and vectors."""
+        snap = encode_snapshot(self.ctx, self.store, self.ctx.repo.commit(self.commits[t]))
+        chunks, vectors = leak_free(snap.chunks, snap.encoded.vectors, self.evaluated)
+        if t == 0:
+            return chunks, vectors
+        d = self.diff(t)
+        changed = {
+            (c.path, c.qualname)
+            for c in d.added + [n for _, n in d.modified]
+            if is_test_path(c.path, WITH_TESTS.exclusion)
+        }
+        keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in changed]
+        return [chunks[i] for i in keep], vectors[keep]
 
-    def shown(t: int) -> DiffInput:
-        return ctx.encode_diff(store, visible_diff(diff(t), held, tests=False))
+    def walk(self, net: EvoHypernet) -> StateWalk:
+        """The evolving state under this setting."""
 
-    return StateWalk(net, start_vectors, carried, shown)
+        def carried(t: int) -> DiffInput:
+            return self.ctx.encode_diff(self.store, visible_diff(self.diff(t), self.held, True))
+
+        def shown(t: int) -> DiffInput:
+            return self.ctx.encode_diff(self.store, visible_diff(self.diff(t), self.held, False))
+
+        return StateWalk(net, lambda: self.snapshot(0)[1], carried, shown)
 
 
 def prepare_repo(
@@ -726,7 +747,7 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
     per-repository LoRA (one training run per commit is the cost it is measured against)."""
     wants = cfg.methods
     out = [x for x in (m.CONSTANT, m.BASE, m.RAG) if x in wants]
-    if track == "static" and cfg.with_tests and m.RAG in wants:
+    if cfg.with_tests and m.RAG in wants:
         out.append(m.RAG_WITH_TESTS)
     if m.SHARED_LORA in wants and track in trained.shared:
         out.append(m.SHARED_LORA)
@@ -956,13 +977,15 @@ class Evaluator:
         ctx = repo_context(r.source.path, self.base)
         with open_store(ctx.root) as store:
             walks: dict[str, StateWalk] = {}
+            history = None
+            if {m.EVO_WITH_TESTS, m.RAG_WITH_TESTS} & set(names):
+                evaluated = [et.task for et in tasks]
+                history = WithTestsHistory(r.source.path, enc.commits, evaluated, store, self.base)
             if isinstance(evo_net, EvoHypernet):
                 # the evolving state: h_0 once, then advanced one commit diff at a time
                 walks[m.EVO] = StateWalk(evo_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1])
-                if m.EVO_WITH_TESTS in names:
-                    walks[m.EVO_WITH_TESTS] = with_tests_walk(
-                        evo_net, r, [et.task for et in tasks], store, self.base
-                    )
+                if history is not None and m.EVO_WITH_TESTS in names:
+                    walks[m.EVO_WITH_TESTS] = history.walk(evo_net)
             for step in sorted(by_step):
                 idx = by_step[step]
                 group = [tasks[i] for i in idx]
@@ -978,6 +1001,9 @@ class Evaluator:
                     elif name == m.RAG:
                         assert snap is not None
                         res = self._rag(snap.chunks, group)
+                    elif name == m.RAG_WITH_TESTS:
+                        assert history is not None
+                        res = self._rag(history.snapshot(step)[0], group)
                     else:
                         if name == m.BASE:
                             model = self.base.model

@@ -63,12 +63,12 @@ def test_ci_bench_writes_json_markdown_and_plots(
         # the leakage rule's two settings side by side: rag and the static adapter again with
         # the test code visible (evaluated test functions removed)
         "static": methods - {"code2lora-evo"} | {"rag+tests", "code2lora-static+tests"},
-        # the evolution track adds the fresh-snapshot and start-state rows and the evolving
-        # state under with-tests (the evaluated commit's test changes hidden too), and has no
+        # the evolution track adds the fresh-snapshot and start-state rows and rag and the
+        # evolving state under with-tests (the evaluated commit's test changes hidden too); no
         # per-repository LoRA (one training run per commit is what it is measured against);
         # SHINE and DnD make snapshot adapters only, so they are static-track rows
         "evo": methods - {"per-repo-lora", "shine", "dnd"}
-        | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo+tests"},
+        | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo+tests", "rag+tests"},
     }
     for track in ("static", "evo"):
         seen = {r["method"] for r in report["summary"] if r["track"] == track}

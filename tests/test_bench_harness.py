@@ -15,6 +15,7 @@ from benchmark.datasets import repo_context
 from benchmark.harness import (
     WITH_TESTS,
     StateWalk,
+    WithTestsHistory,
     bench_config,
     leak_free,
     run_bench,
@@ -23,7 +24,7 @@ from benchmark.harness import (
 )
 from benchmark.miner import mine
 from benchmark.synthetic import generate_suite
-from evo_state.diff import ChunkDiff, commit_chunk_diff
+from evo_state.diff import ChunkDiff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
@@ -172,7 +173,7 @@ def test_with_tests_leaves_out_exactly_the_evaluated_test_functions(
     assert rows <= {tuple(v.tolist()) for v in snap.encoded.vectors}
 
 
-def test_the_with_tests_walk_hides_evaluated_tests_and_the_evaluated_commits_test_changes(
+def test_with_tests_on_the_walk_hides_evaluated_tests_and_the_evaluated_commits_test_changes(
     tmp_path: Path,
 ) -> None:
     repo = GitRepo(tmp_path / "walk")
@@ -183,19 +184,34 @@ def test_the_with_tests_walk_hides_evaluated_tests_and_the_evaluated_commits_tes
         "\n\ndef test_sides():\n    assert SIDES == 4\n"
     )
     second = repo.commit({"shapes.py": more_source, "tests/test_shapes.py": more_tests})
-    git_repo = git.Repo(repo.root)
-    diff = commit_chunk_diff(git_repo, first, second, WITH_TESTS.exclusion, WITH_TESTS.chunker)
-    evaluated = {("tests/test_shapes.py", "test_perimeter")}
+    tasks = mine(git.Repo(repo.root), second).tasks
+    evaluated = [t for t in tasks if t.test_qualname == "test_perimeter"]
+    held = {("tests/test_shapes.py", "test_perimeter")}
+    assert evaluated and {(t.path, t.test_qualname) for t in evaluated} == held
 
-    def seen(d: ChunkDiff) -> set[tuple[str, str]]:
-        return {(c.path, c.qualname) for c in d.added + d.removed + [n for _, n in d.modified]}
+    def seen(chunks: list[Any]) -> set[tuple[str, str]]:
+        return {(c.path, c.qualname) for c in chunks}
 
-    assert evaluated <= seen(diff)  # with-tests: the test changes are in the raw diff
-    carried = visible_diff(diff, evaluated, tests=True)
-    assert ("tests/test_shapes.py", "test_sides") in seen(carried)  # other tests stay visible
-    assert not seen(carried) & evaluated
-    shown = visible_diff(diff, evaluated, tests=False)  # the evaluated commit's own step
-    assert seen(shown) == {("shapes.py", "perimeter")}
+    def changed(d: ChunkDiff) -> set[tuple[str, str]]:
+        return seen(d.added + d.removed + [n for _, n in d.modified])
+
+    with open_store(repo.root) as store:
+        history = WithTestsHistory(repo.root, [first, second], evaluated, store, _tiny())
+        diff = history.diff(1)
+        assert held <= changed(diff)  # with-tests: the test changes are in the raw diff
+        carried = visible_diff(diff, held, tests=True)
+        assert ("tests/test_shapes.py", "test_sides") in changed(carried)  # other tests stay
+        assert not changed(carried) & held
+        shown = visible_diff(diff, held, tests=False)  # the evaluated commit's own step
+        assert changed(shown) == {("shapes.py", "perimeter")}
+
+        # what retrieval sees at commit 1: the older test, not the commit's new ones
+        chunks, vectors = history.snapshot(1)
+        assert ("tests/test_shapes.py", "test_area") in seen(chunks)
+        assert ("shapes.py", "perimeter") in seen(chunks)
+        assert not seen(chunks) & (held | {("tests/test_shapes.py", "test_sides")})
+        assert vectors.shape[0] == len(chunks)
+        assert ("tests/test_shapes.py", "test_area") in seen(history.snapshot(0)[0])
 
 
 def test_a_state_walk_carries_one_input_and_evaluates_with_another() -> None:
