@@ -11,7 +11,6 @@ from pathlib import Path
 from benchmark.miner import AssertionTask, MinerConfig, mine, mine_added
 from evo_state.diff import commit_chunk_diff
 from evo_state.store import open_store
-from repo2lora.hypernet.checkpoint import load_hypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.data import RepoEncoding
@@ -39,14 +38,9 @@ def in_repo_split(task: AssertionTask, test_share: float = 0.5, seed: int = 0) -
 def repo_context(
     path: str | Path, model: LoadedModel, config: SnapshotConfig | None = None
 ) -> RepoContext:
-    """The snapshot context the benchmark encodes a repository with: the loaded base model and
-    the default hypernetwork (whose pooled state the benchmark does not read)."""
-    return open_context(
-        path,
-        config=config,
-        loaded_model=model,
-        loaded_hypernet=load_hypernet(None, model.info),
-    )
+    """The context the benchmark reads and encodes a repository with: the loaded base model and
+    no hypernetwork (each method brings its own)."""
+    return open_context(path, config=config, loaded_model=model, with_hypernet=False)
 
 
 def encode_repo(

@@ -138,10 +138,17 @@ class RepoContext:
     repo: git.Repo
     root: str
     base: BaseModelInfo
-    hyper: LoadedHypernet
+    loaded_hyper: LoadedHypernet | None  # None: a context that only reads and encodes
     config: SnapshotConfig
     progress: ProgressFn
     loaded: LoadedModel | None = None
+
+    @property
+    def hyper(self) -> LoadedHypernet:
+        """The hypernetwork that pools states and generates adapters."""
+        if self.loaded_hyper is None:
+            raise RuntimeError("this context was opened without a hypernetwork")
+        return self.loaded_hyper
 
     def model(self) -> LoadedModel:
         if self.loaded is None:
@@ -173,18 +180,22 @@ def open_context(
     progress: ProgressFn = no_progress,
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
+    with_hypernet: bool = True,
 ) -> RepoContext:
     """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
     before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
-    them); otherwise the model's weights are loaded only if some chunk needs encoding."""
+    them); otherwise the model's weights are loaded only if some chunk needs encoding. Without
+    `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded)."""
     repo = open_repository(path)
     base = loaded_model.info if loaded_model is not None else describe_base_model(model)
-    hyper = loaded_hypernet if loaded_hypernet is not None else load_hypernet(hypernet, base)
+    hyper = loaded_hypernet
+    if hyper is None and with_hypernet:
+        hyper = load_hypernet(hypernet, base)
     return RepoContext(
         repo=repo,
         root=str(repo.working_tree_dir),
         base=base,
-        hyper=hyper,
+        loaded_hyper=hyper,
         config=config or SnapshotConfig(),
         progress=progress,
         loaded=loaded_model,
@@ -193,9 +204,8 @@ def open_context(
 
 @dataclass
 class SnapshotEncoding:
-    """A commit's encoder-visible chunks and the state (h_0) the hypernetwork gives them."""
+    """A commit's encoder-visible chunks and their vectors (`snapshot_state` pools them)."""
 
-    state: torch.Tensor  # [state_dim]
     chunks: list[Chunk]
     files: int
     skipped: dict[str, int]
@@ -204,7 +214,7 @@ class SnapshotEncoding:
 
 
 def encode_snapshot(ctx: RepoContext, store: Store, commit: git.Commit) -> SnapshotEncoding:
-    """Read `commit` from git objects, chunk it, encode the chunks (cached) and pool them."""
+    """Read `commit` from git objects, chunk it and encode the chunks (cached)."""
     seconds = {}
     t = time.perf_counter()
     cfg = ctx.config
@@ -218,13 +228,19 @@ def encode_snapshot(ctx: RepoContext, store: Store, commit: git.Commit) -> Snaps
     t = time.perf_counter()
     enc = ctx.encode(store, chunked.chunks)
     seconds["encode"] = time.perf_counter() - t
-    t = time.perf_counter()
-    with torch.no_grad():
-        state = ctx.hyper.net.encode(enc.vectors)
-    seconds["pool"] = time.perf_counter() - t
     counts = snap.counts + chunked.counts
     skipped = {k: v for k, v in counts.items() if k.startswith(("skipped", "fallback"))}
-    return SnapshotEncoding(state, chunked.chunks, len(snap.files), skipped, enc, seconds)
+    return SnapshotEncoding(chunked.chunks, len(snap.files), skipped, enc, seconds)
+
+
+def snapshot_state(ctx: RepoContext, snap: SnapshotEncoding) -> torch.Tensor:
+    """h_0: the hypernetwork's pooled state of an encoded snapshot [state_dim] (its seconds
+    are added to the snapshot's as "pool")."""
+    t = time.perf_counter()
+    with torch.no_grad():
+        state = ctx.hyper.net.encode(snap.encoded.vectors)
+    snap.seconds["pool"] = time.perf_counter() - t
+    return state
 
 
 def write_adapter(
@@ -326,13 +342,14 @@ def snapshot_repository(
     seconds = {"resolve": time.perf_counter() - t0}
     with open_store(ctx.root) as store:
         snap = encode_snapshot(ctx, store, commit)
+        state = snapshot_state(ctx, snap)
         seconds.update(snap.seconds)
         t = time.perf_counter()
-        out, weights = write_adapter(ctx, store, commit.hexsha, snap.state, STATIC_KIND)
+        out, weights = write_adapter(ctx, store, commit.hexsha, state, STATIC_KIND)
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
         stats: dict[str, object] = {"files": snap.files, "chunks": len(snap.chunks), **snap.skipped}
-        record_step(store, ctx, commit, snap.state, STATIC_KIND, stats, snap.chunks, out)
+        record_step(store, ctx, commit, state, STATIC_KIND, stats, snap.chunks, out)
         seconds["store"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     base, hyper, enc = ctx.base, ctx.hyper, snap.encoded
@@ -353,6 +370,6 @@ def snapshot_repository(
         hypernet_key=hyper.key,
         hypernet_untrained=hyper.untrained,
         adapter_path=str(out),
-        state_dim=int(snap.state.shape[0]),
+        state_dim=int(state.shape[0]),
         weights=weights,
     )

@@ -26,6 +26,7 @@ from repo2lora.snapshot import (
     encode_snapshot,
     open_context,
     record_step,
+    snapshot_state,
     write_adapter,
 )
 from repo_encoder.errors import UserError
@@ -177,7 +178,7 @@ def update_repository(
             commit = repo.commit(sha)
             if h is None:  # a fresh start: h_0 is the static encoding of this commit
                 snap = encode_snapshot(ctx, store, commit)
-                h = snap.state
+                h = snapshot_state(ctx, snap)
                 rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
             else:
                 diff = commit_chunk_diff(

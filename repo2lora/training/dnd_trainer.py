@@ -24,10 +24,7 @@ from evo_state.store import open_store
 from repo2lora.adapters.functional import BatchedLora
 from repo2lora.adapters.peft_dir import peft_state_dict
 from repo2lora.adapters.weights import LoraTarget, LoraWeights, find_lora_targets
-from repo2lora.hypernet.checkpoint import (
-    build_hypernet,
-    load_hypernet,
-)
+from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context, save_adapter
@@ -353,10 +350,7 @@ def dnd_repo_adapter(
     `out_dir` is given): its prompts are the snapshot's chunk vectors, read from the
     repository's vector cache (`.repo2lora/state.db`) or encoded by the base model."""
     t = time.perf_counter()
-    # the untrained default hypernetwork only satisfies open_context; its pooling is unused
-    ctx = open_context(
-        path, config=config, loaded_model=base, loaded_hypernet=load_hypernet(None, base.info)
-    )
+    ctx = open_context(path, config=config, loaded_model=base, with_hypernet=False)
     commit = resolve_commit(ctx.repo, rev)
     with open_store(ctx.root) as store:
         vectors = encode_snapshot(ctx, store, commit).encoded.vectors
