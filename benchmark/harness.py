@@ -109,7 +109,7 @@ class BenchConfig:
     # where the evolving hypernetwork starts: "static" (the trained static hypernetwork's
     # encoder and head, trained further at `evo_init_lr_scale` x the learning rate) or "scratch"
     evo_init: str = "static"
-    evo_init_lr_scale: float = 0.1
+    evo_init_lr_scale: float = TrainConfig.init_lr_scale
     hypernet_batch: int = 8
     hypernet_lr: float = 3e-3
     rank: int = 8
@@ -119,7 +119,8 @@ class BenchConfig:
     lora_lr: float = 3e-3
     rag_top_k: int = 4
     rag_max_tokens: int = 128  # retrieval's share of the prompt budget
-    with_tests: bool = True  # also score rag and code2lora-static with the test code visible
+    # also score rag, code2lora-static and (on the walk) code2lora-evo with the test code visible
+    with_tests: bool = True
     threads: int = 1  # torch CPU threads; one is fastest for small models on shared cores
 
     def to_json(self) -> dict[str, Any]:
@@ -279,14 +280,26 @@ def _renames_by_step(manifest: SyntheticRepo | None, walk: list[str]) -> dict[in
     return out
 
 
+def held_functions(evaluated: list[AssertionTask]) -> set[tuple[str, str]]:
+    """(file, qualified name) of every test function that holds an evaluated target."""
+    return {(t.path, t.test_qualname) for t in evaluated}
+
+
+def without_functions(
+    chunks: list[Chunk], vectors: torch.Tensor, hidden: set[tuple[str, str]]
+) -> tuple[list[Chunk], torch.Tensor]:
+    """`chunks` and their `vectors` minus every chunk (all pieces of a split one) of the
+    functions in `hidden`, matched by file and qualified name."""
+    keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in hidden]
+    return [chunks[i] for i in keep], vectors[keep]
+
+
 def leak_free(
     chunks: list[Chunk], vectors: torch.Tensor, evaluated: list[AssertionTask]
 ) -> tuple[list[Chunk], torch.Tensor]:
     """The leakage rule for `with-tests`: drop every chunk of a test function that holds an
-    evaluated target (matched by file and qualified name; all pieces of a split chunk)."""
-    held = {(t.path, t.test_qualname) for t in evaluated}
-    keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in held]
-    return [chunks[i] for i in keep], vectors[keep]
+    evaluated target."""
+    return without_functions(chunks, vectors, held_functions(evaluated))
 
 
 class StateWalk:
@@ -358,8 +371,8 @@ class WithTestsHistory:
         base: LoadedModel,
     ) -> None:
         self.ctx = repo_context(path, base, WITH_TESTS)
-        self.commits, self.evaluated, self.store = commits, evaluated, store
-        self.held = {(t.path, t.test_qualname) for t in evaluated}
+        self.commits, self.store = commits, store
+        self.held = held_functions(evaluated)
         self._diffs: dict[int, ChunkDiff] = {}
 
     def diff(self, t: int) -> ChunkDiff:
@@ -374,17 +387,15 @@ class WithTestsHistory:
     def snapshot(self, t: int) -> tuple[list[Chunk], torch.Tensor]:
         """What the tasks of commit t may see of the snapshot after it: chunks and vectors."""
         snap = encode_snapshot(self.ctx, self.store, self.ctx.repo.commit(self.commits[t]))
-        chunks, vectors = leak_free(snap.chunks, snap.encoded.vectors, self.evaluated)
-        if t == 0:
-            return chunks, vectors
-        d = self.diff(t)
-        changed = {
-            (c.path, c.qualname)
-            for c in d.added + [n for _, n in d.modified]
-            if is_test_path(c.path, WITH_TESTS.exclusion)
-        }
-        keep = [i for i, c in enumerate(chunks) if (c.path, c.qualname) not in changed]
-        return [chunks[i] for i in keep], vectors[keep]
+        hidden = set(self.held)
+        if t > 0:  # and the test functions commit t added or changed
+            d = self.diff(t)
+            hidden |= {
+                (c.path, c.qualname)
+                for c in d.added + [n for _, n in d.modified]
+                if is_test_path(c.path, WITH_TESTS.exclusion)
+            }
+        return without_functions(snap.chunks, snap.encoded.vectors, hidden)
 
     def walk(self, net: EvoHypernet) -> StateWalk:
         """The evolving state under this setting."""
@@ -641,13 +652,14 @@ def train_models(
         for r in train_repos
         if r.static is not None
     }
+    static_dir = out / "models" / "static" / m.STATIC
     if m.STATIC in wants:  # both tracks use it (the evolution track on stale snapshots)
         if static_ex:
             net, cost = _train_hypernet(
                 base,
                 static_enc,
                 static_ex,
-                out / "models" / "static" / m.STATIC,
+                static_dir,
                 _hypernet_config(cfg, m.STATIC, cfg.hypernet_steps),
                 progress,
             )
@@ -659,7 +671,6 @@ def train_models(
             encodings = {r.label: r.evo.data.encoding for r in train_repos if r.evo is not None}
             tcfg = _hypernet_config(cfg, m.EVO, cfg.evo_steps)
             if cfg.evo_init != "scratch" and trained.static_net is not None:
-                static_dir = out / "models" / "static" / m.STATIC
                 tcfg = replace(tcfg, init_from=str(static_dir), init_lr_scale=cfg.evo_init_lr_scale)
             net, cost = _train_hypernet(
                 base, encodings, evo_ex, out / "models" / "evo" / m.EVO, tcfg, progress
@@ -966,6 +977,7 @@ class Evaluator:
             costs.setdefault(name, []).append(seconds)
             return model
 
+        @functools.cache
         def stale_state() -> torch.Tensor:  # the static adapter of the walk's start snapshot
             assert static_net is not None
             return static_net.encode(enc.vectors)
@@ -1069,8 +1081,7 @@ def adapter_spread(
             return out
         if states is not None:  # SHINE and DnD have no vector state
             out["state_cosine"] = mean_cosine(states)
-        flat = [torch.cat([t.flatten() for ab in w.tensors.values() for t in ab]) for w in adapters]
-        out["adapter_cosine"] = mean_cosine(flat)
+        out["adapter_cosine"] = mean_cosine([w.flat() for w in adapters])
         return out
 
     result: dict[str, Any] = {}

@@ -330,7 +330,6 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-
     import torch
 
     from benchmark.synthetic import generate_suite
@@ -372,7 +371,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tbptt_window=args.tbptt_window,
         standardize=args.standardize,
         init_from=args.init_from,
-        init_lr_scale=args.init_lr_scale,
+        **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
     )
     show = not args.json and sys.stderr.isatty()
 
@@ -494,7 +493,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-
     from benchmark.harness import bench_config, replace_eval, run_bench
     from benchmark.methods import ALL_METHODS
     from benchmark.progress import progress_display
@@ -675,7 +673,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--init-lr-scale",
         type=float,
-        default=0.1,
         help="with --init-from: the copied encoder and head learn at this x --lr (0: frozen, "
         "only the GRU step learns; default 0.1)",
     )

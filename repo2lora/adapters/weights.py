@@ -39,6 +39,10 @@ class LoraWeights:
     def scaling(self) -> float:
         return self.alpha / self.rank
 
+    def flat(self) -> torch.Tensor:
+        """Every A and B, flattened into one vector (in target order)."""
+        return torch.cat([t.flatten() for ab in self.tensors.values() for t in ab])
+
     def detached(self) -> LoraWeights:
         return LoraWeights(
             self.rank,

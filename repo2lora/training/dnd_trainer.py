@@ -27,7 +27,7 @@ from repo2lora.adapters.weights import LoraTarget, LoraWeights, find_lora_target
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context, save_adapter
+from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, static_schedule
@@ -358,9 +358,5 @@ def dnd_repo_adapter(
     t = time.perf_counter()
     weights = net.generate_from_vectors(vectors)
     seconds = {"read": read, "generate": time.perf_counter() - t}
-    written = None
-    if out_dir is not None:
-        prov: dict[str, object] = {"commit": commit.hexsha, "kind": "static", "generator": "dnd"}
-        save_adapter(weights, out_dir, base.info, prov)
-        written = str(out_dir)
-    return RepoAdapter(commit.hexsha, "dnd", weights, written, seconds, int(vectors.shape[0]))
+    n = int(vectors.shape[0])
+    return RepoAdapter.made(commit.hexsha, "dnd", weights, base, out_dir, seconds, n)

@@ -64,7 +64,7 @@ class TrainConfig:
     # starts from the static adapter; those then learn at `lr * init_lr_scale` (0: frozen, only
     # the GRU step learns)
     init_from: str | None = None
-    init_lr_scale: float = 1.0
+    init_lr_scale: float = 0.1
 
 
 class HypernetLoss(nn.Module):
@@ -204,6 +204,20 @@ def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> N
         raise UserError(f"{static_dir}: its encoder or head differs from this run's settings")
 
 
+def _started_groups(net: EvoHypernet, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Optimizer groups of an evolving run started from a static one: the GRU step at `lr`,
+    the copied encoder and head at `lr * init_lr_scale` (frozen when that is 0 or less)."""
+    copied = [*net.encoder.parameters(), *net.head.parameters()]
+    if cfg.init_lr_scale <= 0:
+        for p in copied:
+            p.requires_grad_(False)
+        return [{"params": list(net.updater.parameters())}]
+    return [
+        {"params": list(net.updater.parameters())},
+        {"params": copied, "lr": cfg.lr * cfg.init_lr_scale},
+    ]
+
+
 def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
     """(repo, start, end) windows covering each repository's walk, in order."""
     out = []
@@ -292,17 +306,12 @@ def train_hypernet(
     net = build_hypernet(hcfg, base.info)
     if hcfg.standardize:  # a resume loads the same statistics
         net.encoder.fit_standardization(corpus_vectors(encodings))
-    groups: list[dict[str, Any]] = [{"params": list(net.parameters())}]
     if cfg.init_from is not None:
         assert isinstance(net, EvoHypernet)
         start_from_static(net, cfg.init_from, base)
-        copied = [*net.encoder.parameters(), *net.head.parameters()]
-        groups = [{"params": list(net.updater.parameters())}]
-        if cfg.init_lr_scale > 0:
-            groups.append({"params": copied, "lr": cfg.lr * cfg.init_lr_scale})
-        else:
-            for p in copied:
-                p.requires_grad_(False)
+        groups = _started_groups(net, cfg)
+    else:
+        groups = [{"params": list(net.parameters())}]
     net.train()
     freeze_base(acc, base.model)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -252,6 +252,25 @@ class RepoAdapter:
     seconds: dict[str, float]  # "read" (git + chunking or vectors), "generate" (the generator)
     inputs: int  # chunks read (SHINE: those that fit the context budget are fewer)
 
+    @classmethod
+    def made(
+        cls,
+        commit: str,
+        generator: str,
+        weights: LoraWeights,
+        base: LoadedModel,
+        out_dir: str | Path | None,
+        seconds: dict[str, float],
+        inputs: int,
+    ) -> RepoAdapter:
+        """The adapter a generator made for `commit`, written as a PEFT directory (with its
+        provenance) when `out_dir` is given."""
+        if out_dir is not None:
+            prov: dict[str, object] = {"commit": commit, "kind": "static", "generator": generator}
+            save_adapter(weights, out_dir, base.info, prov)
+        written = str(out_dir) if out_dir is not None else None
+        return cls(commit, generator, weights, written, seconds, inputs)
+
 
 def shine_repo_adapter(
     path: str | Path,
@@ -270,9 +289,4 @@ def shine_repo_adapter(
     t = time.perf_counter()
     weights = net.generate_from_texts(base.model, base.tokenizer, texts)
     seconds = {"read": read, "generate": time.perf_counter() - t}
-    written = None
-    if out_dir is not None:
-        prov: dict[str, object] = {"commit": commit, "kind": "static", "generator": "shine"}
-        save_adapter(weights, out_dir, base.info, prov)
-        written = str(out_dir)
-    return RepoAdapter(commit, "shine", weights, written, seconds, len(texts))
+    return RepoAdapter.made(commit, "shine", weights, base, out_dir, seconds, len(texts))
