@@ -344,6 +344,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             "--init-from starts an evolving hypernetwork from a static one: "
             "add --generator code2lora-evo"
         )
+    if args.init_from:  # checked before anything (a synthetic suite) is written
+        from repo2lora.hypernet.checkpoint import card_generator
+
+        found = card_generator(args.init_from)
+        if found != "code2lora-static":
+            holds = f"a {found} generator" if found else "no hypernetwork checkpoint"
+            raise UserError(
+                f"{args.init_from} holds {holds}; --init-from needs a code2lora-static checkpoint"
+            )
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = [Path(p) for p in args.repos]

@@ -164,3 +164,12 @@ def test_train_init_from_needs_the_evolving_generator(tmp_path: Path) -> None:
     )  # fmt: skip
     _assert_user_error(proc, "--init-from", "--generator code2lora-evo")
     assert not (tmp_path / "run").exists()
+
+
+def test_train_init_from_needs_a_static_checkpoint(tmp_path: Path) -> None:
+    proc = run_cli(
+        "train", "--model", "tiny-random", "--out", str(tmp_path / "run"), "--synthetic", "1",
+        "--generator", "code2lora-evo", "--init-from", str(tmp_path / "missing"),
+    )  # fmt: skip
+    _assert_user_error(proc, "no hypernetwork checkpoint", "code2lora-static")
+    assert not (tmp_path / "run").exists()
