@@ -43,10 +43,7 @@ import git
 import torch
 
 from benchmark import methods as m
-from benchmark.datasets import RepoData, encode_repo, in_repo_split, repo_context
-from benchmark.miner import AssertionTask, MinerConfig, mine
 from benchmark.retrieval import ChunkRetriever, rag_prompt
-from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from evo_state.diff import ChunkDiff, commit_chunk_diff
 from evo_state.store import Store, open_store
 from repo2lora.adapters.weights import LoraWeights
@@ -58,6 +55,9 @@ from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import DiffInput, SnapshotConfig, encode_snapshot
+from repo2lora.tasks.datasets import RepoData, encode_repo, in_repo_split, repo_context
+from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine
+from repo2lora.tasks.synthetic import SyntheticRepo, generate_suite, load_repo
 from repo2lora.training.baselines import (
     BASELINE_CARD,
     LoraTrainConfig,

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
-from benchmark.synthetic import generate_suite
-from benchmark.training_data import build_training_data
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.baselines import LoraTrainConfig, fresh_copy, train_lora_baseline
 from repo2lora.training.data import TaskExample, pad_vector_sets, per_example_nll, tokenize_examples
 from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, train_hypernet

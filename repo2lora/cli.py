@@ -332,9 +332,9 @@ def cmd_log(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmark.synthetic import generate_suite
-    from benchmark.training_data import build_training_data
     from repo2lora.models.loading import describe_base_model, load_base_model
+    from repo2lora.tasks.synthetic import generate_suite
+    from repo2lora.tasks.training_data import build_training_data
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
 

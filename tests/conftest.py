@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.synthetic import generate_suite
+from repo2lora.tasks.synthetic import generate_suite
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
 
 

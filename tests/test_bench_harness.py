@@ -11,7 +11,6 @@ import git
 import pytest
 import torch
 
-from benchmark.datasets import repo_context
 from benchmark.harness import (
     WITH_TESTS,
     StateWalk,
@@ -22,8 +21,6 @@ from benchmark.harness import (
     split_repos,
     visible_diff,
 )
-from benchmark.miner import mine
-from benchmark.synthetic import generate_suite
 from evo_state.diff import ChunkDiff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import build_hypernet
@@ -31,6 +28,9 @@ from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.snapshot import encode_snapshot
+from repo2lora.tasks.datasets import repo_context
+from repo2lora.tasks.miner import mine
+from repo2lora.tasks.synthetic import generate_suite
 from repo_encoder.errors import UserError
 from repo_encoder.snapshot import resolve_commit
 from tests.gitrepo import GitRepo

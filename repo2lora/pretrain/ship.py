@@ -107,7 +107,7 @@ def ship_default(
             {
                 "name": r["repo"],
                 "commit": r["commit"],
-                "source": origins.get(r["repo"], "synthetic suite (benchmark.synthetic)"),
+                "source": origins.get(r["repo"], "synthetic suite (repo2lora.tasks.synthetic)"),
             }
             for r in report["repos"]
             if r["split"] == "train"

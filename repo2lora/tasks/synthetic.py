@@ -813,11 +813,11 @@ def load_repo(manifest_path: Path) -> SyntheticRepo:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m benchmark.synthetic OUT --repos N --commits M --seed S`: write a suite."""
+    """`python -m repo2lora.tasks.synthetic OUT --repos N --commits M --seed S`: write a suite."""
     import argparse
 
     p = argparse.ArgumentParser(
-        prog="python -m benchmark.synthetic",
+        prog="python -m repo2lora.tasks.synthetic",
         description="Generate a deterministic synthetic suite of evolving Python repositories.",
     )
     p.add_argument("out", type=Path)

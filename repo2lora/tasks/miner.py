@@ -41,8 +41,9 @@ from typing import Literal
 
 import git
 
-from repo_encoder.exclusion import DEFAULT_TEST_GLOBS, ExclusionConfig, is_test_path
+from repo_encoder.exclusion import ExclusionConfig, is_test_path
 from repo_encoder.snapshot import SYMLINK_MODE, open_repository, resolve_commit
+from repo_encoder.tokens import estimate_tokens
 
 TokenCounter = Callable[[str], int]
 
@@ -87,17 +88,13 @@ _SETUP_METHODS = frozenset(
 _UTF8_BOM = "\ufeff"
 
 
-def estimate_tokens(text: str) -> int:
-    """The default token count when no tokenizer is given: UTF-8 bytes / 4, plus one."""
-    return len(text.encode("utf-8")) // 4 + 1
-
-
 @dataclass(frozen=True)
 class MinerConfig:
-    """Which files are test files, the prompt's token budget (None: no cut), the largest file
-    read, and whether `assert x` without a comparison becomes a task."""
+    """Which files are test files (the leakage rule's globs, `ExclusionConfig.test_globs`, so
+    the miner and the encoder agree on what test code is), the prompt's token budget (None: no
+    cut), the largest file read, and whether `assert x` without a comparison becomes a task."""
 
-    test_globs: tuple[str, ...] = DEFAULT_TEST_GLOBS
+    exclusion: ExclusionConfig = field(default_factory=ExclusionConfig)
     max_prompt_tokens: int | None = 1024
     max_file_bytes: int = 1_000_000
     bare_asserts: bool = False
@@ -268,13 +265,12 @@ def _test_blobs(
 ) -> dict[str, git.Blob]:
     """The test `.py` files of `commit` by path, in path order; symlinks (never followed) and
     files over the size limit are counted, not returned."""
-    exclusion = ExclusionConfig(mode="with-tests", test_globs=config.test_globs)
     blobs: dict[str, git.Blob] = {}
     for item in commit.tree.traverse():
         if not isinstance(item, git.Blob):
             continue  # trees, and submodules (never entered)
         path = str(item.path)
-        if not path.endswith(".py") or not is_test_path(path, exclusion):
+        if not path.endswith(".py") or not is_test_path(path, config.exclusion):
             continue
         if item.mode == SYMLINK_MODE:
             counts["skipped_symlink"] += 1
