@@ -502,10 +502,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmark.harness import bench_config, replace_eval, run_bench
+    from benchmark.config import bench_config, replace_eval
+    from benchmark.markdown import render_markdown
     from benchmark.methods import ALL_METHODS
     from benchmark.progress import progress_display
-    from benchmark.report import render_markdown
+    from benchmark.run import run_bench
 
     methods = (
         ALL_METHODS

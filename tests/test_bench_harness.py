@@ -11,16 +11,11 @@ import git
 import pytest
 import torch
 
-from benchmark.harness import (
-    WITH_TESTS,
-    StateWalk,
-    WithTestsHistory,
-    bench_config,
-    leak_free,
-    run_bench,
-    split_repos,
-    visible_diff,
-)
+from benchmark.config import bench_config
+from benchmark.leakage import WITH_TESTS, WithTestsHistory, leak_free, visible_diff
+from benchmark.prepare import split_repos
+from benchmark.run import run_bench
+from benchmark.walk import StateWalk
 from evo_state.diff import ChunkDiff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import build_hypernet
