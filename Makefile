@@ -47,4 +47,4 @@ extension-e2e:
 test: lint typecheck unit extension-test
 
 bench:
-	$(BIN)/python -m benchmark.snapshot_speed
+	$(BIN)/python -m benchmark.speed.snapshot

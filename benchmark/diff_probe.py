@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from benchmark.common import machine_info
 from benchmark.prepare import split_repos
+from benchmark.speed.scaffold import machine_info
 from evo_state.gru import diff_features
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.tasks.synthetic import generate_suite

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -21,6 +19,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
+from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models import describe_base_model, load_base_model
@@ -175,35 +174,25 @@ def _nll(base: Any, adapter_dir: Path, test: list[TaskExample]) -> float:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="tiny-random,random-default")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--repos", type=int, default=3)
     p.add_argument("--lora-steps", type=int, default=120)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    result = {
-        "benchmark": "training_speed",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": a.threads,
-            "load_average_1m": os.getloadavg()[0],
-        },
+
+
+def _measure(run: SpeedRun) -> dict[str, Any]:
+    a = run.args
+    return {
         "throughput": [throughput(m, a.batch, a.seq, a.repeats) for m in a.models.split(",")],
         "adaptation_cost": adaptation_cost(a.repos, a.lora_steps, max(1, a.lora_steps // 4)),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("done", file=sys.stderr)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_speed_benchmark("training", __doc__, _options, _measure, argv)
 
 
 if __name__ == "__main__":
