@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark import methods as m
+from repo2lora.adapters.defaults import DEFAULT_RANK
 from repo2lora.training.hypernet_trainer import TrainConfig
 from repo_encoder.errors import UserError
 
@@ -50,7 +51,7 @@ class BenchConfig:
     evo_init_lr_scale: float = TrainConfig.init_lr_scale
     hypernet_batch: int = 8
     hypernet_lr: float = 3e-3
-    rank: int = 8
+    rank: int = DEFAULT_RANK
     lora_steps: int = 200
     per_repo_steps: int = 60
     lora_batch: int = 8

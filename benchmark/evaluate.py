@@ -24,6 +24,7 @@ from benchmark.runners import (
 )
 from benchmark.train import Trained, is_train
 from evo_state.store import open_store
+from repo2lora.atomic import write_text_atomic
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn
 from repo2lora.tasks.datasets import repo_context
@@ -166,10 +167,7 @@ def evaluate_track(
             continue
         res = evaluate_repo(evaluator, p, tasks)
         res.update(repo=p.label, track=track, split=split, methods=names)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(res))
-        tmp.replace(cache)
+        write_text_atomic(cache, json.dumps(res))
         results[p.label] = res
     progress(stage, total, total)
     return results

@@ -30,8 +30,6 @@ resumes.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -50,6 +48,7 @@ from benchmark.prepare import PreparedRepo, Skip, assign_splits, prepare_repo, r
 from benchmark.report import build_report
 from benchmark.spread import adapter_spread
 from benchmark.train import train_models
+from repo2lora.atomic import write_text_atomic
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
 from repo_encoder.errors import UserError
@@ -167,20 +166,14 @@ def run_bench(
     return report
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     """bench.json, bench.md and the plots, each written atomically."""
     out = Path(out)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
-    _atomic_write(paths["json"], json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
-    _atomic_write(paths["markdown"], render_markdown(report))
+    write_text_atomic(
+        paths["json"], json.dumps(report, indent=1, sort_keys=True, default=str) + "\n"
+    )
+    write_text_atomic(paths["markdown"], render_markdown(report))
     for p in write_plots(report, out / "plots"):
         paths[p.stem] = p
     return paths

@@ -546,6 +546,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
+    from repo2lora.adapters.defaults import DEFAULT_RANK
 
     p = argparse.ArgumentParser(
         prog="repo2lora",
@@ -666,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--rank", type=int, default=DEFAULT_RANK)
     t.add_argument("--tbptt-window", type=int, default=16)
     t.add_argument(
         "--standardize",

@@ -20,6 +20,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models import describe_base_model, load_base_model
@@ -57,7 +58,8 @@ def throughput(model_spec: str, batch: int, seq: int, repeats: int) -> dict[str,
         per_example_nll(logits, labels).sum().backward()
 
     peft_model = get_peft_model(
-        fresh_copy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+        fresh_copy(base),
+        LoraConfig(r=DEFAULT_RANK, lora_alpha=DEFAULT_ALPHA, target_modules=["q_proj", "v_proj"]),
     )
 
     def plain_lora() -> None:

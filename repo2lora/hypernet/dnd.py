@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.weights import LoraTarget, LoraWeights
 from repo2lora.hypernet.config import JsonConfig
@@ -29,8 +30,8 @@ class DndConfig(JsonConfig):
 
     input_dim: int  # prompt vector size (the base model's hidden size)
     generator: Literal["dnd"] = "dnd"
-    rank: int = 8
-    alpha: int = 16
+    rank: int = DEFAULT_RANK
+    alpha: int = DEFAULT_ALPHA
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     num_prompts: int = 32  # prompts per condition: the channels of the first decoder stage
     channels: tuple[int, ...] = (64, 128)  # between the prompt axis and the weight-token axis

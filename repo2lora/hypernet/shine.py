@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights, functional_lora
 from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
 from repo2lora.hypernet.config import JsonConfig
@@ -28,8 +29,8 @@ class ShineConfig(JsonConfig):
 
     input_dim: int  # the base model's hidden size (memory embeddings live in its input space)
     generator: Literal["shine"] = "shine"
-    rank: int = 8
-    alpha: int = 16
+    rank: int = DEFAULT_RANK
+    alpha: int = DEFAULT_ALPHA
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     memory_tokens: int = 8
     # the meta-LoRA sits on the same target modules while the base model reads the context

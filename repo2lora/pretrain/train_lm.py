@@ -8,7 +8,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from repo2lora.atomic import atomic_directory
 from repo2lora.models.presets import EOS, SPECIAL_TOKENS
 from repo2lora.pretrain.corpus import Corpus, SourceDoc
 from repo2lora.training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
@@ -212,17 +212,13 @@ def pretrain(
             on_log(ev)
 
     def save(val_loss: float) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out))
-        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
-        tensors, ometa = optimizer_to_safetensors(opt.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(ometa))
-        (tmp / "state.json").write_text(
-            json.dumps({"step": step, "tokens": tokens, "seconds": seconds, "val_loss": val_loss})
-        )
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
-        os.replace(tmp, ckpt)
+        with atomic_directory(ckpt) as tmp:
+            save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
+            tensors, ometa = optimizer_to_safetensors(opt.state_dict())
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(ometa))
+            state = {"step": step, "tokens": tokens, "seconds": seconds, "val_loss": val_loss}
+            (tmp / "state.json").write_text(json.dumps(state))
 
     model.train()
     autocast = (
@@ -268,9 +264,6 @@ def pretrain(
     val_loss = eval_loss(model, val, cfg, device)
     save(val_loss)
     final = out / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
-    model.to(torch.float32).save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
     params = sum(p.numel() for p in model.parameters())
     card = {
         "kind": "repo2lora default base model",
@@ -285,10 +278,10 @@ def pretrain(
         "data": {k: v for k, v in meta.items()},
         "data_manifest_file": "manifest.json",
     }
-    (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-    shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        model.to(torch.float32).save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
     log({"event": "done", "step": step, "val_loss": val_loss, "tokens": tokens})
     return PretrainResult(str(final), step, tokens, seconds, val_loss, params)
