@@ -110,6 +110,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 OTHER_GENERATORS = ("shine", "dnd")  # generators whose input is not a chunk-vector state
+HYPERNET_HELP = (
+    "hypernetwork checkpoint directory; default: the trained code2lora-evo hypernetwork "
+    "shipped with the embedded default model (for another --model, train one with "
+    "`repo2lora train`)"
+)
 
 
 def _check_generator(spec: str, wanted: str) -> None:
@@ -298,7 +303,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     from repo2lora.update import state_log
 
-    entries = state_log(args.path, args.limit)
+    entries = state_log(args.path, args.limit, all_hypernets=args.all)
     if args.json:
         _print_json([e.__dict__ for e in entries])
         return 0
@@ -309,7 +314,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"):
+    cols = ["commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"]
+    for col in cols + (["hypernet"] if args.all else []):
         table.add_column(
             col, justify="right" if col in ("added", "removed", "modified", "seconds") else "left"
         )
@@ -324,8 +330,9 @@ def cmd_log(args: argparse.Namespace) -> int:
             str(e.modified),
             f"{e.seconds:.2f}",
             e.adapter.rsplit("/", 1)[-1] if e.adapter else "-",
+            *([e.hypernet] if args.all else []),
         )
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(160 if args.all else 120, Console().width)).print(table)
     return 0
 
 
@@ -561,10 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="base model: a local transformers directory, a hub id, or a preset "
             "(tiny-random); default: the embedded default model",
         )
-        sp.add_argument(
-            "--hypernet",
-            help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-        )
+        sp.add_argument("--hypernet", help=HYPERNET_HELP)
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
     s = sub.add_parser(
@@ -639,9 +643,16 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--json", action="store_true", help="print JSON for scripts")
     mo.set_defaults(func=cmd_models)
 
-    lg = sub.add_parser("log", help="list the stored evolving states, newest first")
+    lg = sub.add_parser(
+        "log", help="list the stored evolving states of the current hypernetwork, newest first"
+    )
     lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")
     lg.add_argument("-n", "--limit", type=int, default=50)
+    lg.add_argument(
+        "--all",
+        action="store_true",
+        help="the states of every hypernetwork (default: the one that stored the newest state)",
+    )
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     lg.set_defaults(func=cmd_log)
 
@@ -744,10 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base model: a local transformers directory, a cached hub id, or a preset "
         "(tiny-random); default: the embedded default model",
     )
-    sv.add_argument(
-        "--hypernet",
-        help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-    )
+    sv.add_argument("--hypernet", help=HYPERNET_HELP)
     sv.add_argument(
         "--lora-mode",
         choices=["auto", "merged", "peft"],
