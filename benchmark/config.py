@@ -23,7 +23,8 @@ CONFIG_FILE = "bench-config.json"
 @dataclass(frozen=True)
 class BenchConfig:
     """Everything that decides a run's numbers (the output directory's cache is valid only for
-    the same config). `suite` is ("ci",), ("synthetic",) or local repository paths."""
+    the same config). `suite` is one synthetic suite's name (`SYNTHETIC_SUITES`) or local
+    repository paths."""
 
     suite: tuple[str, ...] = ("ci",)
     tracks: tuple[str, ...] = TRACKS
@@ -76,8 +77,23 @@ class BenchConfig:
 
 # Suite profiles: the sizes and training budgets `--suite NAME` stands for. `ci` is sized so
 # that the whole run (both tracks, every method) takes a few minutes on 2 CPU cores with
-# tiny-random; `synthetic` is a larger suite for a longer run.
+# tiny-random (`make bench`); `quick` is the test suite's: the same kind of repositories, fewer
+# of them and shorter training and completions, about a minute; `synthetic` is a larger suite
+# for a longer run.
 PROFILES: dict[str, dict[str, Any]] = {
+    "quick": dict(
+        model="tiny-random",
+        n_repos=6,
+        n_commits=6,
+        hypernet_steps=150,
+        evo_steps=100,
+        shine_steps=20,
+        dnd_steps=40,
+        dnd_collect_steps=10,
+        lora_steps=60,
+        per_repo_steps=10,
+        eval=m.EvalConfig(prompt_tokens=128, max_new_tokens=8),
+    ),
     "ci": dict(
         model="tiny-random",
         n_repos=8,
@@ -100,9 +116,12 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
+SYNTHETIC_SUITES = tuple(name for name in PROFILES if name != "paths")
+
+
 def bench_config(suite: tuple[str, ...], **overrides: Any) -> BenchConfig:
     """The config for `suite` with its profile's defaults, then `overrides` (None = keep)."""
-    profile = suite[0] if len(suite) == 1 and suite[0] in ("ci", "synthetic") else "paths"
+    profile = suite[0] if len(suite) == 1 and suite[0] in SYNTHETIC_SUITES else "paths"
     fields: dict[str, Any] = {"suite": suite, **PROFILES[profile]}
     fields.update({k: v for k, v in overrides.items() if v is not None})
     return BenchConfig(**fields)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from benchmark import methods as m
-from benchmark.config import BenchConfig
+from benchmark.config import SYNTHETIC_SUITES, BenchConfig
 from benchmark.leakage import WITH_TESTS
 from evo_state.store import open_store
 from repo2lora.models.loading import LoadedModel
@@ -80,7 +80,7 @@ class PreparedRepo:
 
 def resolve_sources(cfg: BenchConfig, out: Path) -> list[RepoSource]:
     """The repositories of the suite: generated (once) into `out`, or the given paths."""
-    if cfg.suite in (("ci",), ("synthetic",)):
+    if len(cfg.suite) == 1 and cfg.suite[0] in SYNTHETIC_SUITES:
         suite_dir = out / f"suite-{cfg.suite[0]}"
         done = suite_dir / "done"
         if not done.exists():

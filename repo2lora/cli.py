@@ -780,9 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         nargs="+",
         default=["ci"],
-        metavar="ci|synthetic|PATH",
-        help="`ci` (small synthetic suite, minutes), `synthetic` (larger), or local git "
-        "repositories (default: ci)",
+        metavar="ci|quick|synthetic|PATH",
+        help="`ci` (small synthetic suite, minutes), `quick` (smaller, shorter training: the "
+        "test suite's, about a minute), `synthetic` (larger), or local git repositories "
+        "(default: ci)",
     )
     b.add_argument("--track", choices=["static", "evo", "both"], default="both")
     b.add_argument(
