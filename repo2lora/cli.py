@@ -422,53 +422,129 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from repo2lora.pretrain.corpus import DEFAULT_PACKAGE_LIST, CorpusConfig, build_corpus
+
+    cfg = CorpusConfig(
+        package_list=None if args.no_pypi else (args.packages or str(DEFAULT_PACKAGE_LIST)),
+        reserved=args.reserved,
+        stdlib=not args.no_stdlib,
+        installed=not args.no_installed,
+        heldout_share=args.heldout_share,
+        seed=args.seed,
+        cache=args.cache,
+    )
+    with progress_bars(not args.json and sys.stderr.isatty()) as bar:
+        res = build_corpus(args.out, cfg, bar)
+    if args.json:
+        _print_json(res.__dict__)
+        return 0
+    mb = {k: v / 1e6 for k, v in res.bytes.items()}
+    print(f"corpus {res.out}: {res.distributions} distributions in {res.seconds:.0f}s")
+    print(f"  train    {res.files['train']} files, {mb['train']:.1f} MB")
+    print(f"  held-out {res.files['heldout']} files, {mb['heldout']:.1f} MB")
+    print(f"  dropped  {', '.join(f'{k} {v}' for k, v in sorted(res.dropped.items())) or 'none'}")
+    if res.refused_reserved or res.reserved_files_dropped:
+        print(
+            f"  reserved {len(res.refused_reserved)} distributions refused, "
+            f"{sum(res.reserved_files_dropped.values())} vendored files dropped"
+        )
+    for f in res.failed:
+        print(f"  failed   {f['distribution']}: {f['error']}")
+    return 0
+
+
+def cmd_corpus_subset(args: argparse.Namespace) -> int:
+    from repo2lora.pretrain.corpus import subset_corpus
+
+    res = subset_corpus(
+        args.corpus, args.out, int(args.train_mb * 1e6), int(args.heldout_mb * 1e6), args.seed
+    )
+    _print_json(res)
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
 
-    from repo2lora.pretrain.corpus import gather_corpus
-    from repo2lora.pretrain.train_lm import PretrainConfig, pretrain
+    from repo2lora.pretrain.budget import config_for_budget
+    from repo2lora.pretrain.config import PretrainConfig
+    from repo2lora.pretrain.train_lm import pretrain, stored_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        layers=args.layers,
-        heads=args.heads,
-        kv_heads=max(1, args.heads // 2),
-        intermediate=args.intermediate or int(args.hidden * 8 / 3 // 8 * 8),
-        context=args.context,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        minutes=args.minutes,
-        eval_every=args.eval_every,
-        checkpoint_every=args.eval_every,
-        tokenizer_sample_bytes=min(args.corpus_mb, 30) * 1_000_000,
-    )
+    plan: dict[str, Any] = {}
+    cfg = stored_config(args.out)
+    if cfg is not None:  # resuming: the run's own config; only this invocation's clock changes
+        from dataclasses import replace
+
+        cfg = replace(cfg, minutes=args.minutes)
+    else:
+        base = PretrainConfig(
+            vocab_size=args.vocab,
+            context=args.context,
+            batch_size=args.batch_size,
+            minutes=args.minutes,
+            eval_every=args.eval_every,
+            checkpoint_every=args.eval_every,
+            precision=args.precision,
+            compile=args.compile,
+        )
+        if args.hidden:
+            from dataclasses import replace
+
+            heads = max(1, args.hidden // 32)
+            cfg = replace(
+                base,
+                hidden_size=args.hidden,
+                layers=args.layers or 4,
+                heads=heads,
+                kv_heads=max(1, heads // 2),
+                steps=args.steps or base.steps,
+                intermediate=args.intermediate or int(args.hidden * 8 / 3 // 16 * 16),
+            )
+        else:
+            budget_minutes = args.budget_minutes or args.minutes
+            if not args.tokens and not budget_minutes:
+                raise UserError(
+                    "give a budget: --tokens N or --minutes M (or --hidden to size by hand)"
+                )
+            cfg, plan = config_for_budget(
+                base, args.tokens, budget_minutes, args.flops, args.max_params
+            )
 
     def on_log(ev: dict[str, Any]) -> None:
         if args.json:
             return
         if ev["event"] == "eval":
-            print(f"step {ev['step']}  val loss {ev['val_loss']:.3f}", file=sys.stderr)
+            print(
+                f"step {ev['step']}  held-out {ev['bits_per_byte']:.3f} bits/byte  "
+                f"{ev['val_loss']:.3f} nats/token",
+                file=sys.stderr,
+            )
         elif ev["event"] == "step" and ev["step"] % 100 == 0:
             print(
                 f"step {ev['step']}  loss {ev['loss']:.3f}  {ev['tokens_per_s']:.0f} tok/s",
                 file=sys.stderr,
             )
 
-    res = pretrain(
-        args.out, lambda: gather_corpus(max_bytes=args.corpus_mb * 1_000_000), cfg, on_log
-    )
+    if plan and not args.json:
+        print(f"plan: {plan}", file=sys.stderr)
+    res = pretrain(args.out, args.corpus, cfg, on_log, finish_at_stop=args.finish_at_stop)
     if args.json:
-        _print_json(res.__dict__)
-    else:
+        _print_json({**res.__dict__, "plan": plan})
+    elif res.out_dir:
         print(
             f"pretrained {res.params / 1e6:.1f}M parameters: {res.steps} steps, "
-            f"{res.tokens_seen} tokens, {res.seconds / 60:.1f} min, held-out loss "
-            f"{res.val_loss:.3f} nats/token"
+            f"{res.tokens_seen} tokens, {res.seconds / 60:.1f} min, held-out "
+            f"{res.bits_per_byte:.3f} bits/byte"
         )
         print(f"model {res.out_dir}")
+    else:
+        print(
+            f"paused at step {res.steps}/{cfg.steps} ({res.tokens_seen} tokens, held-out "
+            f"{res.bits_per_byte:.3f} bits/byte); run the same command again to continue"
+        )
     return 0
 
 
@@ -693,25 +769,102 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     t.set_defaults(func=cmd_train)
 
+    co = sub.add_parser(
+        "corpus",
+        help="build the pretraining corpus (Python source from pinned, named sources)",
+    )
+    co_sub = co.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+    cb = co_sub.add_parser(
+        "build",
+        help="gather, check, deduplicate and split Python source into a corpus directory",
+        description="Python source from the standard library, the installed environment and "
+        "the pinned PyPI list (downloaded and unpacked, never installed), each file UTF-8, at "
+        "most 1 MB and parsing; reserved distributions dropped wherever they appear; exact and "
+        "near duplicates removed; split into train / held-out by distribution. Resumable: run "
+        "it again with the same --out after an interruption.",
+    )
+    cb.add_argument("--out", required=True, help="the corpus directory to create")
+    cb.add_argument(
+        "--packages",
+        default=None,
+        help="pinned name==version list (default: data/corpus-packages.txt of the checkout)",
+    )
+    cb.add_argument(
+        "--reserved",
+        default=None,
+        help="the evaluation-reserved list (default: "
+        "../shared/eval-reserved.tsv beside the checkout)",
+    )
+    cb.add_argument(
+        "--cache", default=None, help="keep downloads here (default: inside OUT.partial)"
+    )
+    cb.add_argument("--heldout-share", type=float, default=0.06)
+    cb.add_argument("--seed", type=int, default=0)
+    cb.add_argument("--no-pypi", action="store_true", help="leave out the pinned PyPI list")
+    cb.add_argument("--no-stdlib", action="store_true", help="leave out the standard library")
+    cb.add_argument("--no-installed", action="store_true", help="leave out installed packages")
+    cb.add_argument("--json", action="store_true", help="print one JSON summary for scripts")
+    cb.set_defaults(func=cmd_corpus)
+    cs = co_sub.add_parser(
+        "subset",
+        help="a seeded sample of a corpus, same format (e.g. to carry to a GPU machine)",
+    )
+    cs.add_argument("corpus", help="a corpus directory")
+    cs.add_argument("--out", required=True, help="the subset directory to create")
+    cs.add_argument("--train-mb", type=float, required=True)
+    cs.add_argument("--heldout-mb", type=float, default=2.0)
+    cs.add_argument("--seed", type=int, default=0)
+    cs.set_defaults(func=cmd_corpus_subset)
+
     pt = sub.add_parser(
         "pretrain",
-        help="pretrain a small Python code LM and BPE tokenizer on the machine's Python source",
-        description="Gather the standard library's and installed packages' Python source, "
-        "de-duplicate it, hold out packages for validation, train a byte-level BPE tokenizer "
-        "and a Llama-architecture LM. Resumable: run it again with the same --out.",
+        help="pretrain a Python code LM and its BPE tokenizer on a corpus (CPU or CUDA)",
+        description="Train a byte-level BPE tokenizer on the corpus' train split and a "
+        "Llama-architecture LM sized from the budget (about 20 tokens per parameter), reporting "
+        "held-out bits per byte. Resumable: run it again with the same --out (only --minutes "
+        "may change).",
     )
-    pt.add_argument("--out", required=True, help="output directory (data, checkpoint, model)")
-    pt.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes")
-    pt.add_argument("--steps", type=int, default=20_000)
-    pt.add_argument("--corpus-mb", type=int, default=200)
+    pt.add_argument("--out", required=True, help="run directory (data, checkpoint, model)")
+    pt.add_argument("--corpus", required=True, help="a corpus directory (repo2lora corpus build)")
+    pt.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="stop this invocation after M minutes (resume later)",
+    )
+    pt.add_argument(
+        "--tokens", type=int, default=0, help="planned training tokens (sizes the model)"
+    )
+    pt.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=0.0,
+        help="size the model for this much compute (default: --minutes)",
+    )
+    pt.add_argument(
+        "--flops",
+        type=float,
+        default=None,
+        help="training FLOP/s of this machine (default: measured)",
+    )
+    pt.add_argument(
+        "--max-params", type=int, default=None, help="cap the budget-sized model's parameters"
+    )
     pt.add_argument("--vocab", type=int, default=8192)
-    pt.add_argument("--hidden", type=int, default=256)
-    pt.add_argument("--layers", type=int, default=4)
-    pt.add_argument("--heads", type=int, default=8)
+    pt.add_argument("--hidden", type=int, default=0, help="size by hand instead of the budget")
+    pt.add_argument("--layers", type=int, default=0)
     pt.add_argument("--intermediate", type=int, default=0, help="default: 8/3 x hidden")
+    pt.add_argument("--steps", type=int, default=0, help="with --hidden: training steps")
     pt.add_argument("--context", type=int, default=512)
     pt.add_argument("--batch-size", type=int, default=16)
     pt.add_argument("--eval-every", type=int, default=250)
+    pt.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    pt.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    pt.add_argument(
+        "--finish-at-stop",
+        action="store_true",
+        help="write the model when --minutes ends the run early (one-shot GPU runs)",
+    )
     pt.add_argument("--threads", type=int, default=0)
     pt.add_argument("--json", action="store_true")
     pt.set_defaults(func=cmd_pretrain)
