@@ -111,7 +111,9 @@ def test_pretrain_resumes_exactly_and_loads_as_a_base_model(tmp_path: Path) -> N
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     for k in b:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
-    events = [json.loads(x) for x in (tmp_path / "b" / "pretrain_log.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(x) for x in (tmp_path / "b" / "pretrain_log.jsonl").read_text().splitlines()
+    ]
     evals = [e for e in events if e["event"] == "eval"]
     assert evals and all(0 < e["bits_per_byte"] < 8 for e in evals)
     info = describe_base_model(str(tmp_path / "b" / "model"))
