@@ -347,3 +347,19 @@ def plot_bpb_curve(curve: list[dict[str, Any]], xz: float | None, path: Path) ->
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def load_checkpoint_model(
+    out_dir: str | Path,
+) -> tuple[Any, PreTrainedTokenizerFast, dict[str, Any]]:
+    """The model of a run's last checkpoint (float32, eval mode), its tokenizer and its state,
+    so a run in progress can be measured by the same code as a finished model."""
+    out = Path(out_dir)
+    cfg = stored_config(out)
+    if cfg is None:
+        raise PretrainError(f"{out} has no checkpoint yet; let the run reach its first checkpoint")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "data" / "tokenizer"))
+    model: Any = LlamaForCausalLM(lm_config(cfg, tokenizer))
+    load_model(model, str(out / "checkpoint" / "model.safetensors"))
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    return model.eval(), tokenizer, state
