@@ -510,7 +510,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
                     "give a budget: --tokens N or --minutes M (or --hidden to size by hand)"
                 )
             cfg, plan = config_for_budget(
-                base, args.tokens, budget_minutes, args.flops, args.max_params
+                base, args.tokens or None, budget_minutes, args.flops, args.max_params
             )
 
     def on_log(ev: dict[str, Any]) -> None:
