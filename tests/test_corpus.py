@@ -111,6 +111,8 @@ def test_reserved_code_never_reaches_the_corpus_and_files_are_checked(tmp_path: 
     held = {d.package for d in iter_docs(tmp_path / "corpus", "heldout")}
     assert train and held and not train & held
     assert {by_name[n]["split"] for n in held} == {"heldout"}
+    hashes = (tmp_path / "corpus" / "file-sha256.tsv").read_text().splitlines()
+    assert len(hashes) == len(docs) == res.files["train"] + res.files["heldout"]
 
 
 def test_an_interrupted_build_is_reported_and_finishes(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from repo_encoder.errors import UserError
 
 CORPUS_FORMAT = 1
 MANIFEST = "corpus.json"
+HASHES = "file-sha256.tsv"  # sha256 of each kept file's text, and its split
 DEFAULT_PACKAGE_LIST = (
     Path(__file__).resolve().parent.parent.parent / "data" / "corpus-packages.txt"
 )
@@ -274,6 +275,8 @@ def _assemble(
     writers = {s: _ShardWriter(final / s, cfg.shard_bytes) for s in ("train", "heldout")}
     dists: list[dict[str, Any]] = []
     dropped: Counter[str] = Counter()
+    # sha256 of every kept file, so a test repository can be checked against the corpus
+    hashes = (final / HASHES).open("w", encoding="utf-8")
     reserved_files: Counter[str] = Counter()
     for i, key in enumerate(order):
         meta = json.loads((work / "dists" / f"{key}.json").read_text())
@@ -299,6 +302,7 @@ def _assemble(
                     continue
                 lsh.insert(f"{i}:{n}", mh)
                 writers[stats.split].write({"d": stats.name, "p": doc["p"], "t": doc["t"]})
+                hashes.write(f"{h}\t{stats.split}\n")
                 stats.files += 1
                 stats.bytes += len(doc["t"].encode())
         dropped.update(stats.dropped)
@@ -306,6 +310,7 @@ def _assemble(
         if on_progress:
             on_progress("deduplicate", i + 1, len(order))
     shards = {s: w.close() for s, w in writers.items()}
+    hashes.close()
     files = {s: sum(d["files"] for d in dists if d["split"] == s) for s in writers}
     nbytes = {s: sum(d["bytes"] for d in dists if d["split"] == s) for s in writers}
     if not files["train"] or not files["heldout"]:
