@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.targets import LoraTarget, uses_fan_in_fan_out
+from repo2lora.adapters.weights import LoraWeights
 
 # module type -> (A [b, L, r, in], B [b, L, out, r]): what a LoraHead returns
 BatchedLora = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -21,10 +22,13 @@ BatchedLora = dict[str, tuple[torch.Tensor, torch.Tensor]]
 def functional_lora(
     model: Any, targets: list[LoraTarget], batched: BatchedLora, scaling: float
 ) -> Iterator[None]:
-    """Within the block, every target linear computes W x + scaling * B_b A_b x for sample b.
+    """Within the block, every target projection computes W x + scaling * B_b A_b x for
+    sample b.
 
-    Implemented with forward hooks, so the base model is used unchanged (and may be shared
-    with other users outside the block)."""
+    Implemented with forward hooks on the projections' outputs, so the base model is used
+    unchanged (and may be shared with other users outside the block), and a Conv1D ([in, out]
+    weight) or a fused QKV projection gets the same update as any Linear: only its input and
+    output widths matter."""
     handles = []
 
     def hook_for(a: torch.Tensor, b: torch.Tensor) -> Any:
@@ -62,4 +66,4 @@ def batched_to_weights(
         for t in targets
     }
     types = tuple(sorted({t.module_type for t in targets}))
-    return LoraWeights(rank, alpha, types, tensors)
+    return LoraWeights(rank, alpha, types, tensors, uses_fan_in_fan_out(targets))

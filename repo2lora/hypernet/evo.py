@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from evo_state.gru import StateUpdater, diff_features
-from repo2lora.adapters.weights import LoraTarget
+from repo2lora.adapters.targets import LoraTarget
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 
 

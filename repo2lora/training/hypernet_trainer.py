@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import functional_lora
+from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
@@ -50,7 +51,8 @@ class TrainConfig:
     eval_every: int = 50
     seed: int = 0
     rank: int = 8
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # `attention`, `all-linear` or module names (`targets.select_targets`)
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     layer_conditioning: str = "embedding"
     # the shipped untrained default starts B near zero (1e-3) so it barely moves the model; a
     # training run starts wider, or the bound itself takes hundreds of steps to open up

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import BatchedLora, functional_lora
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.targets import LoraTarget
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.shine import (
     ShineConfig,
