@@ -181,14 +181,20 @@ class StaticHypernet(nn.Module):
             self.encoder = SetEncoder(cfg)
             self.head = LoraHead(cfg, targets)
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.log_b_bound.device
+
     def encode(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim])."""
+        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim]), on the
+        network's device."""
         single = vectors.dim() == 2
+        vectors = vectors.to(self.device)
         if single:
             vectors = vectors[None]
         if mask is None:
-            mask = torch.ones(vectors.shape[:2], dtype=torch.bool)
-        state = self.encoder(vectors, mask)
+            mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=self.device)
+        state = self.encoder(vectors, mask.to(self.device))
         return state[0] if single else state
 
     def generate(self, state: torch.Tensor) -> LoraWeights:

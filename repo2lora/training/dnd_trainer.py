@@ -36,8 +36,9 @@ from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, static_schedule
+from repo2lora.training.hypernet_trainer import TrainConfig, static_schedule
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult
+from repo2lora.training.placement import make_accelerator
 from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters
 from repo_encoder.snapshot import resolve_commit
 
@@ -249,7 +250,7 @@ def train_dnd(
     if missing:
         raise ValueError(f"no prompt vectors for repositories {missing}")
     out = Path(out_dir)
-    acc = _accelerator()
+    acc = make_accelerator(cfg.precision)
     net = build_hypernet(arch or default_dnd_config(base, cfg), base.info)
     collect = collect or CollectConfig(
         lora=LoraTrainConfig(
