@@ -123,3 +123,20 @@ def batched_to_weights(
     }
     types = tuple(sorted({t.module_type for t in targets}))
     return LoraWeights(rank, alpha, types, tensors, uses_fan_in_fan_out(targets))
+
+
+def weights_to_batched(weights: list[LoraWeights], targets: list[LoraTarget]) -> BatchedLora:
+    """Adapters keyed by module path (one per sample) as one batch for `functional_lora`: the
+    inverse of `batched_to_weights`."""
+    layers = max(t.layer for t in targets) + 1
+    out: BatchedLora = {}
+    for mt in sorted({t.module_type for t in targets}):
+        mine = {t.layer: t.path for t in targets if t.module_type == mt}
+        a = torch.stack(
+            [torch.stack([w.tensors[mine[i]][0] for i in range(layers)]) for w in weights]
+        )  # [b, L, r, in]
+        b = torch.stack(
+            [torch.stack([w.tensors[mine[i]][1] for i in range(layers)]) for w in weights]
+        )  # [b, L, out, r]
+        out[mt] = (a, b)
+    return out
