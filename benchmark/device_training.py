@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     texts, examples = synthetic_repos(args.repos, args.tasks_per_repo, args.prompt_chars)
     t = time.perf_counter()
-    embed = EmbedConfig(batch_size=args.encode_batch)
+    embed = EmbedConfig(batch_size=args.encode_batch, gpu_batch_size=args.encode_batch)
     encodings = {
         r: RepoEncoding(r, embed_texts(base.model, base.tokenizer, chunks, embed))
         for r, chunks in texts.items()

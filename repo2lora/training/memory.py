@@ -46,8 +46,8 @@ fragmentation.
 
 Time: a token costs 2 FLOPs per weight of the layers it passes forward, 2 more backward (frozen
 weights: only the input gradients), 2 more to recompute with checkpointing, plus causal
-attention (2 * t * q per layer forward, twice that backward) and the LM head at the k kept
-positions. Seconds = FLOPs / (the GPU's dense bf16 peak * utilisation); the utilisation is an
+attention (2 * t * q per layer forward, twice that backward, once more to recompute) and the
+LM head at the k kept positions (2 * h * V forward, as much backward). Seconds = FLOPs / (the GPU's dense bf16 peak * utilisation); the utilisation is an
 assumption (`--mfu`, default 0.3), to be replaced by the one a run measures (its step time)."""
 
 from __future__ import annotations
@@ -207,10 +207,13 @@ def estimate_training(
         "mask": b * t * t * s,
     }
     total = sum(memory.values())
-    layer_flops = 2 * shapes.layer_weights + 2 * t * shapes.q_width / 2  # forward, per token
-    passes = 3 if shape.checkpointing else 2  # forward, backward, recompute
-    step_flops = b * t * n_l * (layer_flops * passes + 2 * t * shapes.q_width / 2)
-    step_flops += b * k * 2 * h * shapes.vocab * 2  # LM head forward + input gradient
+    # per token and layer, forward: 2 per projection weight; causal attention over t/2 keys on
+    # average, for scores and values: 2 * 2 * (t / 2) * q
+    proj, attn = 2 * shapes.layer_weights, 2 * t * shapes.q_width
+    recompute = 1 if shape.checkpointing else 0
+    # backward: input gradients only for the frozen projections (1x), attention 2x
+    step_flops = b * t * n_l * (proj * (2 + recompute) + attn * (3 + recompute))
+    step_flops += b * k * 2 * h * shapes.vocab * 2  # LM head at k positions: forward, backward
     peak = GPU_PEAK_TFLOPS[gpu] * 1e12
     seconds = step_flops / (peak * mfu)
     return {
