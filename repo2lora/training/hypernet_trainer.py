@@ -193,7 +193,7 @@ def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
 def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> None:
     """Copy a trained static hypernetwork's encoder and LoRA head into the evolving `net`
     (their configs must agree)."""
-    static = load_generator(static_dir, base.info).net
+    static = load_generator(static_dir, base.info, net.cfg.target_modules).net
     if not isinstance(static, StaticHypernet) or isinstance(static, EvoHypernet):
         raise UserError(
             f"{static_dir} holds a {static.generator_name} generator; --init-from needs a "
