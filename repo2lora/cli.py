@@ -165,7 +165,7 @@ def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
             base, TrainConfig(generator=args.generator, target_modules=choice)
         )
         net = build_hypernet(arch, info)
-        key = f"untrained-{args.generator}-{arch.digest()[:12]}"
+        key = f"untrained-{args.generator}-{net.cfg.digest()[:12]}"
         description = f"UNTRAINED {args.generator} generator (seeded init)"
         untrained = True
     net.eval()

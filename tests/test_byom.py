@@ -388,6 +388,30 @@ def test_a_checkpoint_refuses_other_target_modules(
     assert cli.main(["snapshot", str(project.root), "--model", "tiny-random", *same]) == 0
 
 
+def test_bf16_autocast_and_checkpointing_train_on_the_cpu_too(
+    project: GitRepo, tmp_path: Path
+) -> None:
+    """The GPU path's precision and recompute, exercised where CI runs."""
+    hn = tmp_path / "hn"
+    args = ["--model", "tiny-random", "--steps", "2", "--batch-size", "2", "--json"]
+    gpu_path = ["--precision", "bf16", "--gradient-checkpointing", "on"]
+    assert (
+        cli.main(["train", "--repos", str(project.root), "--out", str(hn), *args, *gpu_path]) == 0
+    )
+    log = [json.loads(line) for line in (hn / "train_log.jsonl").read_text().splitlines()]
+    start = next(e for e in log if e["event"] == "start")
+    assert start["precision"] == "bf16" and start["gradient_checkpointing"]
+    losses = [e["loss"] for e in log if e["event"] == "step"]
+    assert len(losses) == 2 and all(0 < x < 20 for x in losses)
+
+
+def test_model_identity_tells_gpt2_sizes_apart() -> None:
+    from repo2lora.models.loading import model_identity
+
+    small, wider = GPT2Config(**_GPT), GPT2Config(**{**_GPT, "n_embd": 64})
+    assert model_identity(small) != model_identity(wider)
+
+
 # --- the training memory estimate --------------------------------------------------------------
 
 

@@ -216,6 +216,8 @@ class TrainingRun:
             self.step += 1
             self.tokens += outcome.tokens
             last_loss = outcome.loss
+            if acc.device.type == "cuda":  # the step's kernels are queued, not yet run
+                torch.cuda.synchronize(acc.device)
             dt = time.perf_counter() - t
             entry = StepLog(
                 self.step,

@@ -47,8 +47,9 @@ fragmentation.
 Time: a token costs 2 FLOPs per weight of the layers it passes forward, 2 more backward (frozen
 weights: only the input gradients), 2 more to recompute with checkpointing, plus causal
 attention (2 * t * q per layer forward, twice that backward, once more to recompute) and the
-LM head at the k kept positions (2 * h * V forward, as much backward). Seconds = FLOPs / (the GPU's dense bf16 peak * utilisation); the utilisation is an
-assumption (`--mfu`, default 0.3), to be replaced by the one a run measures (its step time)."""
+LM head at the k kept positions (2 * h * V forward, as much backward). Seconds = FLOPs / (the
+GPU's dense bf16 peak * utilisation); the utilisation is an assumption (`--mfu`, default 0.3),
+to be replaced by the one a run measures (its step time)."""
 
 from __future__ import annotations
 

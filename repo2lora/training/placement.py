@@ -50,12 +50,19 @@ def checkpoints_layers(setting: str) -> bool:
 
 def make_accelerator(precision: str = "auto") -> Any:
     """The run's Accelerator: DDP across the processes `accelerate launch` starts (NCCL on GPUs,
-    gloo on CPUs), bf16 autocast per `precision`."""
+    gloo on CPUs), bf16 autocast per `precision`. Accelerate keeps one state per process; a
+    single process that runs with another precision than its last run (tests, a benchmark)
+    starts it afresh."""
     from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
 
+    wanted = mixed_precision(precision)
+    state = AcceleratorState() if AcceleratorState._shared_state else None
+    if state is not None and state.num_processes == 1 and state.mixed_precision != wanted:
+        AcceleratorState._reset_state()
     return Accelerator(
         cpu=not on_cuda(),
-        mixed_precision=mixed_precision(precision),
+        mixed_precision=wanted,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
 
