@@ -49,6 +49,7 @@ from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
 from evo_state.diff import ChunkDiff, commit_chunk_diff
 from evo_state.store import Store, open_store
+from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import Generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
@@ -122,6 +123,7 @@ class BenchConfig:
     # also score rag, code2lora-static and (on the walk) code2lora-evo with the test code visible
     with_tests: bool = True
     threads: int = 1  # torch CPU threads; one is fastest for small models on shared cores
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # what every LoRA method adapts
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -577,6 +579,7 @@ def _lora_config(cfg: BenchConfig, steps: int) -> LoraTrainConfig:
         max_prompt_tokens=cfg.eval.prompt_tokens,
         max_target_tokens=cfg.eval.target_tokens,
         seed=cfg.seed,
+        target_modules=cfg.target_modules,
     )
 
 
@@ -595,6 +598,7 @@ def _hypernet_config(cfg: BenchConfig, generator: str, steps: int) -> TrainConfi
         eval_every=steps + 1,
         seed=cfg.seed,
         rank=cfg.rank,
+        target_modules=cfg.target_modules,
     )
 
 

@@ -26,6 +26,7 @@ class ServerConfig:
 
     model: str | None = None
     hypernet: str | None = None
+    target_modules: tuple[str, ...] | None = None  # None: what the hypernetwork was trained for
     lora_mode: LoraMode = "auto"
     threads: int = 0  # torch intra-op threads; 0: half the CPU cores (at least one)
     max_new_tokens: int = 48

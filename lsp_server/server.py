@@ -334,7 +334,8 @@ def serve(config: ServerConfig, tcp: tuple[str, int] | None = None) -> int:
     torch.set_num_threads(config.torch_threads())
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedProtocolNoise())
-    server = build_server(config, resolve_models(config.model, config.hypernet))
+    models = resolve_models(config.model, config.hypernet, config.target_modules)
+    server = build_server(config, models)
     if tcp is not None:
         server.start_tcp(*tcp)
         return _exit_status(server)

@@ -98,9 +98,11 @@ class ServingModels:
     hyper: LoadedHypernet
 
 
-def resolve_models(model: str | None, hypernet: str | None) -> ServingModels:
+def resolve_models(
+    model: str | None, hypernet: str | None, target_modules: tuple[str, ...] | None = None
+) -> ServingModels:
     info = describe_base_model(model)
-    hyper = load_hypernet(hypernet, info)
+    hyper = load_hypernet(hypernet, info, target_modules)
     if not isinstance(hyper.net, EvoHypernet):
         raise UserError(
             f"{hyper.description} is a {hyper.net.generator_name} generator; the server follows "

@@ -86,7 +86,13 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         args.hypernet = str(shipped) if shipped is not None else None
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = snapshot_repository(
-            args.path, args.rev, model=args.model, hypernet=args.hypernet, config=cfg, progress=bar
+            args.path,
+            args.rev,
+            model=args.model,
+            hypernet=args.hypernet,
+            config=cfg,
+            progress=bar,
+            target_modules=args.target_modules,
         )
     if args.json:
         _print_json(res.to_json())
@@ -144,7 +150,7 @@ def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
     if args.hypernet:
         if args.generator is not None:
             _check_generator(args.hypernet, args.generator)
-        loaded = load_generator(args.hypernet, info)
+        loaded = load_generator(args.hypernet, info, args.target_modules)
         net, key, description, untrained = (
             loaded.net,
             loaded.key,
@@ -154,11 +160,12 @@ def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
         base = load_base_model(info)
     else:
         base = load_base_model(info)
+        choice = args.target_modules or TrainConfig.target_modules
         arch = (default_shine_config if args.generator == "shine" else default_dnd_config)(
-            base, TrainConfig(generator=args.generator)
+            base, TrainConfig(generator=args.generator, target_modules=choice)
         )
         net = build_hypernet(arch, info)
-        key = f"untrained-{args.generator}-{arch.digest()[:12]}"
+        key = f"untrained-{args.generator}-{net.cfg.digest()[:12]}"
         description = f"UNTRAINED {args.generator} generator (seeded init)"
         untrained = True
     net.eval()
@@ -222,6 +229,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             start=args.start,
             worktree=args.worktree,
             progress=bar,
+            target_modules=args.target_modules,
         )
     if args.json:
         _print_json(res.to_json())
@@ -337,6 +345,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.models.loading import describe_base_model, load_base_model
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
+    from repo2lora.training.placement import encoding_on_training_device
 
     evolving = args.generator == "code2lora-evo"
     if args.init_from and not evolving:
@@ -365,7 +374,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
     base = load_base_model(describe_base_model(args.model))
-    data = build_training_data(paths, base, evolving, seed=args.seed)
+    with encoding_on_training_device(base):  # the main process encodes; the others read its cache
+        data = build_training_data(paths, base, evolving, seed=args.seed)
     if not data.train:
         raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
     cfg = TrainConfig(
@@ -381,13 +391,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         standardize=args.standardize,
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
+        target_modules=args.target_modules or TrainConfig.target_modules,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     show = not args.json and sys.stderr.isatty()
 
     def on_step(s: StepLog) -> None:
         if show or s.step % max(1, args.steps // 10) == 0:
             print(
-                f"step {s.step}/{args.steps}  loss {s.loss:.4f}  {s.tokens_per_s:.0f} tok/s",
+                f"step {s.step}/{args.steps}  loss {s.loss:.4f}  {s.tokens_per_s:.0f} tok/s  "
+                f"{s.peak_memory_mb:.0f} MB",
                 file=sys.stderr,
             )
 
@@ -572,7 +586,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tcp = parse_host_port(args.tcp) if args.tcp else None
     cfg = ServerConfig(
-        model=args.model, hypernet=args.hypernet, lora_mode=args.lora_mode, threads=args.threads
+        model=args.model,
+        hypernet=args.hypernet,
+        target_modules=args.target_modules,
+        lora_mode=args.lora_mode,
+        threads=args.threads,
     )
     return serve(cfg, tcp=tcp)
 
@@ -605,6 +623,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_eval_tasks=args.max_tasks,
         threads=args.threads,
         test_repos=tuple(args.test_repos) if args.test_repos else None,
+        target_modules=args.target_modules,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -619,6 +638,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_modules(text: str) -> tuple[str, ...]:
+    from repo2lora.adapters.targets import parse_target_modules
+
+    try:
+        return parse_target_modules(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
 
@@ -628,6 +656,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"repo2lora {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def target_modules_arg(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument(
+            "--target-modules",
+            type=_target_modules,
+            metavar="attention|all-linear|NAME,...",
+            help=f"which projections {what}: attention (query and value, or the fused QKV "
+            "projection), all-linear, or module names (q_proj,v_proj); default: "
+            "attention, or what --hypernet was trained for",
+        )
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -668,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(s)
+    target_modules_arg(s, "the adapter adapts")
     s.set_defaults(func=cmd_snapshot)
 
     u = sub.add_parser(
@@ -702,6 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(u)
+    target_modules_arg(u, "the adapter adapts")
     u.set_defaults(func=cmd_update)
 
     mo = sub.add_parser(
@@ -766,6 +806,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    target_modules_arg(t, "the generated adapters adapt")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast with the frozen base in bf16, or fp32 (default auto: bf16 on GPUs "
+        "that have it)",
+    )
+    t.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="recompute the frozen base's layers in the backward pass instead of keeping their "
+        "activations (default auto: on with a GPU)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     t.set_defaults(func=cmd_train)
 
@@ -909,6 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: half the CPU cores)"
     )
+    target_modules_arg(sv, "the adapter adapts")
     sv.set_defaults(func=cmd_serve)
 
     b = sub.add_parser(
@@ -969,6 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
     b.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    target_modules_arg(b, "every LoRA method adapts")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
     b.add_argument("--json", action="store_true", help="print the report (no per-task records)")
     b.set_defaults(func=cmd_bench)

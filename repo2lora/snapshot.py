@@ -181,16 +181,19 @@ def open_context(
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
     with_hypernet: bool = True,
+    target_modules: tuple[str, ...] | None = None,
 ) -> RepoContext:
     """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
     before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
     them); otherwise the model's weights are loaded only if some chunk needs encoding. Without
-    `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded)."""
+    `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded).
+    `target_modules` (`--target-modules`): the untrained default adapts those, and a
+    checkpoint must have been trained for them."""
     repo = open_repository(path)
     base = loaded_model.info if loaded_model is not None else describe_base_model(model)
     hyper = loaded_hypernet
     if hyper is None and with_hypernet:
-        hyper = load_hypernet(hypernet, base)
+        hyper = load_hypernet(hypernet, base, target_modules)
     return RepoContext(
         repo=repo,
         root=str(repo.working_tree_dir),
@@ -326,6 +329,7 @@ def snapshot_repository(
     progress: ProgressFn = no_progress,
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
+    target_modules: tuple[str, ...] | None = None,
 ) -> SnapshotResult:
     """Snapshot `rev` of the repository at `path` into a stored state and a PEFT adapter."""
     t0 = time.perf_counter()
@@ -337,6 +341,7 @@ def snapshot_repository(
         progress=progress,
         loaded_model=loaded_model,
         loaded_hypernet=loaded_hypernet,
+        target_modules=target_modules,
     )
     commit = resolve_commit(ctx.repo, rev)
     seconds = {"resolve": time.perf_counter() - t0}

@@ -138,6 +138,7 @@ def update_repository(
     progress: ProgressFn = no_progress,
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
+    target_modules: tuple[str, ...] | None = None,
 ) -> UpdateResult:
     """Bring the stored evolving state up to `rev` and write its adapter.
 
@@ -155,6 +156,7 @@ def update_repository(
         progress=progress,
         loaded_model=loaded_model,
         loaded_hypernet=loaded_hypernet,
+        target_modules=target_modules,
     )
     _evo_net(ctx)
     repo = ctx.repo

@@ -11,6 +11,7 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from repo2lora.adapters.peft_dir import lora_config_for
+from repo2lora.adapters.targets import is_fan_in_fan_out
 from repo2lora.adapters.weights import LoraWeights
 
 ADAPTER_NAME = "default"
@@ -70,10 +71,14 @@ def weight_sharing_twin(model: Any, own: Iterable[str] = ()) -> Any:
 @torch.no_grad()
 def merged_target_weights(base_model: Any, weights: LoraWeights) -> dict[str, torch.Tensor]:
     """W + (alpha / r) B A for every target of `weights`, from the frozen, never-adapted W of
-    `base_model`: computed aside, so installing them is a pointer swap."""
+    `base_model`: computed aside, so installing them is a pointer swap. A Conv1D keeps W as
+    [in, out], so it gets the transposed update."""
     staged = {}
     for path, (a, b) in weights.tensors.items():
-        w = base_model.get_submodule(path).weight
+        module = base_model.get_submodule(path)
+        w = module.weight
         delta = weights.scaling * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
+        if is_fan_in_fan_out(module):
+            delta = delta.T  # [in, out]
         staged[path] = (w.float() + delta.to(w.device)).to(w.dtype)
     return staged

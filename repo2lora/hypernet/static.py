@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import batched_to_weights
-from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
+from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
 
 
@@ -27,7 +28,8 @@ class HypernetConfig(JsonConfig):
     diff_hidden: int = 256
     rank: int = 8
     alpha: int = 16
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # the choice (`targets.choose_target_modules`); a built generator records the module types
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     pooling: Literal["attention", "meanmax"] = "attention"
     num_queries: int = 4
     attn_dim: int = 64
@@ -129,7 +131,10 @@ class LoraHead(nn.Module):
         self.mixer = nn.Sequential(nn.Linear(in_dim, cfg.head_dim), nn.GELU())
         r = cfg.rank
         self.out = nn.ModuleDict(
-            {mt: nn.Linear(cfg.head_dim, r * (fi + fo)) for mt, (fi, fo) in self.shapes.items()}
+            {
+                param_key(mt): nn.Linear(cfg.head_dim, r * (fi + fo))
+                for mt, (fi, fo) in self.shapes.items()
+            }
         )
         self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
 
@@ -147,7 +152,7 @@ class LoraHead(nn.Module):
             if not shared:
                 parts.append(self.layer_emb.weight[None, :, :].expand(b, -1, -1))
             h = self.mixer(torch.cat(parts, dim=-1))  # [b, L, head]
-            raw = self.out[mt](h)  # [b, L, r*(fi+fo)]
+            raw = self.out[param_key(mt)](h)  # [b, L, r*(fi+fo)]
             a = torch.tanh(raw[..., : r * fi]).reshape(b, n_l, r, fi) / math.sqrt(fi)
             bb = torch.tanh(raw[..., r * fi :]).reshape(b, n_l, fo, r) * self.log_b_bound.exp()
             if shared:
@@ -176,14 +181,20 @@ class StaticHypernet(nn.Module):
             self.encoder = SetEncoder(cfg)
             self.head = LoraHead(cfg, targets)
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.log_b_bound.device
+
     def encode(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim])."""
+        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim]), on the
+        network's device."""
         single = vectors.dim() == 2
+        vectors = vectors.to(self.device)
         if single:
             vectors = vectors[None]
         if mask is None:
-            mask = torch.ones(vectors.shape[:2], dtype=torch.bool)
-        state = self.encoder(vectors, mask)
+            mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=self.device)
+        state = self.encoder(vectors, mask.to(self.device))
         return state[0] if single else state
 
     def generate(self, state: torch.Tensor) -> LoraWeights:

@@ -3,6 +3,7 @@ repository (and commit) whose encoding generates the adapter."""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,4 +96,31 @@ def per_example_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
     )  # [b, t-1]
     n = (shift_labels != -100).sum(1).clamp(min=1)
+    return nll.sum(1) / n
+
+
+def target_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits predict a target token in some example [k] (sorted): labels
+    shifted by one."""
+    return (labels[:, 1:] != -100).any(0).nonzero().flatten()
+
+
+def target_nll(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean per-token NLL of each example's target [b], as `per_example_nll` of the full
+    logits, but with the LM head run only at the positions that predict a target token
+    (`logits_to_keep`): over a long prompt and a large vocabulary the full logits would be most
+    of a training step's memory."""
+    keep = target_positions(labels).to(input_ids.device)
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits  # [b, k, V]
+    else:
+        logits = model(**kwargs).logits[:, keep]
+    wanted = labels.to(logits.device)[:, keep + 1]  # [b, k]
+    nll = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), wanted, ignore_index=-100, reduction="none"
+    )  # [b, k]
+    n = (wanted != -100).sum(1).clamp(min=1)
     return nll.sum(1) / n

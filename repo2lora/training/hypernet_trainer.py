@@ -2,7 +2,8 @@
 sample's generated LoRA applied functionally in one batch, gradients only in the generator.
 
 Runs as one CPU process by default and unchanged under `accelerate launch` (DDP: gloo on CPU,
-NCCL on GPUs; bf16 on CUDA). The data schedule is a pure function of (seed, step), and an
+NCCL on GPUs; on CUDA by default bf16 autocast and activation checkpointing of the frozen base:
+`placement`). The data schedule is a pure function of (seed, step), and an
 evolving window's starting state is replayed without gradient from h_0, so any step can run on
 any process and a resumed run repeats exactly what an uninterrupted one would have done."""
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.functional import functional_lora
+from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
@@ -26,10 +28,11 @@ from repo2lora.training.data import (
     RepoEncoding,
     TaskExample,
     pad_vector_sets,
-    per_example_nll,
+    target_nll,
     tokenize_examples,
 )
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
+from repo2lora.training.placement import checkpoints_layers, make_accelerator
 from repo_encoder.errors import UserError
 
 
@@ -50,7 +53,8 @@ class TrainConfig:
     eval_every: int = 50
     seed: int = 0
     rank: int = 8
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # `attention`, `all-linear` or module names (`targets.select_targets`)
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     layer_conditioning: str = "embedding"
     # the shipped untrained default starts B near zero (1e-3) so it barely moves the model; a
     # training run starts wider, or the bound itself takes hundreds of steps to open up
@@ -65,6 +69,8 @@ class TrainConfig:
     # the GRU step learns)
     init_from: str | None = None
     init_lr_scale: float = 0.1
+    precision: str = "auto"  # "bf16" autocast (auto: on CUDA), "fp32"
+    gradient_checkpointing: str = "auto"  # of the frozen base's layers (auto: on CUDA)
 
 
 class HypernetLoss(nn.Module):
@@ -73,27 +79,28 @@ class HypernetLoss(nn.Module):
 
     _base: Any
 
-    def __init__(self, net: StaticHypernet, base_model: Any) -> None:
+    def __init__(self, net: StaticHypernet, base_model: Any, checkpoint_layers: bool = False):
         super().__init__()
         self.net = net
+        self.checkpoint_layers = checkpoint_layers
         object.__setattr__(self, "_base", base_model)
 
     def lm_loss_sum(self, states: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Summed target-token NLL of each example under the LoRA generated from its state."""
         batched = self.net.head(states)
         base = self._base
-        with functional_lora(
-            base, self.net.head.targets, batched, self.net.cfg.alpha / self.net.cfg.rank
-        ):
-            logits = base(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-        nll = per_example_nll(logits, batch["labels"])  # [b] mean per token
-        return (nll * batch["n_target"]).sum()
+        device = base.get_input_embeddings().weight.device
+        tok = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+        scaling = self.net.cfg.alpha / self.net.cfg.rank
+        targets = self.net.head.targets
+        with functional_lora(base, targets, batched, scaling, self.checkpoint_layers):
+            nll = target_nll(base, **tok)  # [b] mean per token
+        return (nll * batch["n_target"].to(nll.device)).sum()
 
     def forward(self, kind: str, **batch: Any) -> torch.Tensor:
         if kind == "static":
-            states = self.net.encoder(batch["vectors"], batch["mask"])
+            device = self.net.device
+            states = self.net.encoder(batch["vectors"].to(device), batch["mask"].to(device))
             return self.lm_loss_sum(states, batch)
         return self._evo_window(batch)
 
@@ -103,14 +110,10 @@ class HypernetLoss(nn.Module):
         enc: RepoEncoding = batch["repo"]
         start, end = batch["start"], batch["end"]  # steps (start, end]; step 0 is h_0
         if start == 0:
-            h = net.encoder(
-                enc.vectors[None], torch.ones(1, enc.vectors.shape[0], dtype=torch.bool)
-            )[0]
+            h = net.encode(enc.vectors)
         else:
             with torch.no_grad():  # truncated BPTT: the window starts from a replayed state
-                h = net.encoder(
-                    enc.vectors[None], torch.ones(1, enc.vectors.shape[0], dtype=torch.bool)
-                )[0]
+                h = net.encode(enc.vectors)
                 for t in range(1, start + 1):
                     h = net.step(h, *enc.diffs[t - 1])
         states = {0: h} if start == 0 else {}
@@ -190,7 +193,7 @@ def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
 def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> None:
     """Copy a trained static hypernetwork's encoder and LoRA head into the evolving `net`
     (their configs must agree)."""
-    static = load_generator(static_dir, base.info).net
+    static = load_generator(static_dir, base.info, net.cfg.target_modules).net
     if not isinstance(static, StaticHypernet) or isinstance(static, EvoHypernet):
         raise UserError(
             f"{static_dir} holds a {static.generator_name} generator; --init-from needs a "
@@ -232,17 +235,6 @@ def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[s
     return out
 
 
-def _accelerator() -> Any:
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    cuda = torch.cuda.is_available()
-    return Accelerator(
-        cpu=not cuda,
-        mixed_precision="bf16" if cuda else "no",
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
-
-
 @torch.no_grad()
 def evaluate(
     loss_module: HypernetLoss,
@@ -269,8 +261,10 @@ def evaluate(
                     h = net.step(h, *enc.diffs[t - 1])
             states.append(h)
         gen_sum += float(loss_module.lm_loss_sum(torch.stack(states), tok))
-        logits = base(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).logits
-        base_sum += float((per_example_nll(logits, tok["labels"]) * tok["n_target"]).sum())
+        device = base.get_input_embeddings().weight.device
+        ids, mask, labels = (tok[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+        nll = target_nll(base, ids, mask, labels).cpu()
+        base_sum += float((nll * tok["n_target"]).sum())
         n_sum += float(tok["n_target"].sum())
     return {"nll_generated": gen_sum / n_sum, "nll_base": base_sum / n_sum, "target_tokens": n_sum}
 
@@ -291,7 +285,7 @@ def train_hypernet(
     checkpoints and the final hypernetwork to `out_dir`. `stop_after` ends the run early at that
     step (as a kill would), for tests."""
     out = Path(out_dir)
-    acc = _accelerator()
+    acc = make_accelerator(cfg.precision)
     hcfg = HypernetConfig(
         input_dim=int(base.info.config.hidden_size),
         generator=cfg.generator,  # type: ignore[arg-type]
@@ -316,8 +310,10 @@ def train_hypernet(
     freeze_base(acc, base.model)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), card, resume)
-    model = run.prepare(HypernetLoss(net, base.model))
+    checkpointing = checkpoints_layers(cfg.gradient_checkpointing)
+    model = run.prepare(HypernetLoss(net, base.model, checkpointing))
     rank, world = acc.process_index, acc.num_processes
+    run.log_start(base.model, net, cfg, checkpointing)
 
     windows = evo_windows(encodings, cfg.tbptt_window) if cfg.generator == "code2lora-evo" else []
     by_step: dict[tuple[str, int], list[TaskExample]] = {}
@@ -327,7 +323,7 @@ def train_hypernet(
     def evo_step(step: int) -> StepOutcome:
         # each process takes its own windows of the global batch of windows
         picks = static_schedule(len(windows), step, cfg.batch_size, cfg.seed)[rank::world]
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), device=acc.device)
         n_tok = 0.0
         for wi in picks:
             repo, s0, s1 = windows[wi]
