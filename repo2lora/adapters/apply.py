@@ -48,7 +48,7 @@ def swap_lora_weights(
                 f"{path}: adapter shapes {tuple(a.shape)}/{tuple(b.shape)} do not fit the loaded "
                 f"LoRA slot {tuple(la.shape)}/{tuple(lb.shape)}"
             )
-        if abs(module.scaling[adapter_name] - weights.scaling) > 1e-9:
+        if abs(module.scaling[adapter_name] - weights.scaling_for(path)) > 1e-9:
             raise ValueError(f"{path}: LoRA scaling differs from the loaded slot")
         plan.append((la, a, lb, b))
     for la, a, lb, b in plan:
@@ -58,12 +58,21 @@ def swap_lora_weights(
 
 def weight_sharing_twin(model: Any, own: Iterable[str] = ()) -> Any:
     """A second module tree over `model`'s parameters (the same tensors, not copies), except the
-    parameters named in `own`, which the twin gets its own copies of."""
+    parameters named in `own`, which the twin gets its own copies of. A parameter tied to
+    another one (an LM head tied to the input embeddings) is untied in the twin when only one
+    of its names is in `own`: writing the twin's LM head never reaches the embeddings."""
     own = set(own)
     memo: dict[int, Any] = {
         id(p): p for name, p in model.named_parameters(remove_duplicate=False) if name not in own
     }
     twin = copy.deepcopy(model, memo)
+    shared = {id(p) for p in model.parameters()}
+    for name in own:
+        where, _, attr = name.rpartition(".")
+        module = twin.get_submodule(where)
+        p = getattr(module, attr)
+        if id(p) in shared:  # tied to a parameter the twin shares with `model`
+            setattr(module, attr, torch.nn.Parameter(p.detach().clone(), requires_grad=False))
     twin.eval()
     return twin
 
@@ -77,7 +86,7 @@ def merged_target_weights(base_model: Any, weights: LoraWeights) -> dict[str, to
     for path, (a, b) in weights.tensors.items():
         module = base_model.get_submodule(path)
         w = module.weight
-        delta = weights.scaling * (b.float() @ a.float())  # [out, r] @ [r, in] -> [out, in]
+        delta = weights.scaling_for(path) * (b.float() @ a.float())  # [out, r] @ [r, in]
         if is_fan_in_fan_out(module):
             delta = delta.T  # [in, out]
         staged[path] = (w.float() + delta.to(w.device)).to(w.dtype)
