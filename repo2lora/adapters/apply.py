@@ -4,6 +4,7 @@ every LoRA tensor in place (no reload) whenever a new adapter is generated."""
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,7 +23,11 @@ def attach_lora(
 ) -> PeftModel:
     """Wrap `model` (modified in place, as peft does) with a LoRA slot shaped for `weights` and
     fill it with them."""
-    peft_model = get_peft_model(model, lora_config_for(weights, base_model_name_or_path))
+    with warnings.catch_warnings():
+        # a LoRA on an LM head tied to the embeddings: peft warns that merging it would reach
+        # the embeddings; this slot is never merged (the merged twin unties its head instead)
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")
+        peft_model = get_peft_model(model, lora_config_for(weights, base_model_name_or_path))
     peft_model.eval()
     peft_model.requires_grad_(False)
     swap_lora_weights(peft_model, weights)

@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from repo_encoder.names import NameIndex
+
 
 @dataclass(frozen=True)
 class TaskExample:
@@ -33,6 +35,9 @@ class RepoEncoding:
         default_factory=list
     )  # per commit after the snapshot: (brought_in [n_in, d], taken_out [n_out, d], counts)
     commits: list[str] = field(default_factory=list)  # commits[0] is the snapshot commit
+    # the names each step's commit defines (names[0]: the snapshot's), for generators that read
+    # them (code2lora-names); empty when they were not read
+    names: list[NameIndex] = field(default_factory=list)
 
 
 @dataclass
