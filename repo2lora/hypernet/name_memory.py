@@ -7,8 +7,9 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
   tokenizer gives that another first token), entry 0 raises the first token t_0 and entry j
   raises t_j once t_0 .. t_{j-1} are written.
 * keys, in the space of the last hidden state h that the LM head reads:
-    entry 0: g + W_0(e(t_0)): a learned "a repository name fits here" direction g, plus a
-             learned map of the base model's own (normalised) LM-head row of t_0;
+    entry 0: g_kind + W_0(e(t_0)): a learned "a name of this kind fits here" direction (one per
+             kind: an exception after `raises(`, a function after `module.`), plus a learned
+             map of the base model's own (normalised) LM-head row of t_0;
     entry j: W_1(h(t_0 .. t_{j-1})) + c: a learned map of the base model's own (normalised)
              last hidden state after reading "\\n" t_0 .. t_{j-1}, the state it is in while
              writing the name, plus a learned bias.
@@ -16,8 +17,12 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
 * scores: s_n = softplus(MLP(features of name n)): its kind, how often it is defined and
   mentioned, where in the tree it lives, its shape. Every entry of a name carries its score.
 * A's row for token v sums s_n * key over the entries whose value is v, so the rank is the
-  number of distinct tokens raised. Names are taken by score, best first, while their distinct
-  tokens fit in R (`names_rank`), up to `names_max` names.
+  number of distinct tokens raised, plus one: the last slot stops a name once it is written.
+  Its B column holds every raised token, and its A row is -k * sum of s_n * (W_1(h(spelling))
+  + c) over the full spellings, so after a complete name its tokens are lowered about as much
+  as a matching prefix raises them (k learned, starting at 1): without it a name's last token
+  keeps raising itself ("ErrorErrorError"). Names are taken by score, best first, while their
+  distinct tokens fit in R - 1 (`names_rank` - 1), up to `names_max` names.
 
 So dlogit(v | h) = sum over entries e -> v of s_e (key_e . h): zero prompt tokens, a plain LoRA
 on the head. The base model is only read, through a `NameProbe` (its tokenizer, LM-head rows and
@@ -131,8 +136,8 @@ class NameProbe:
     @torch.no_grad()
     def states(self, prefixes: Sequence[tuple[int, ...]], names: Sequence[str]) -> torch.Tensor:
         """Normalised last hidden states [n, hidden] (float32, CPU) after reading "\\n" and
-        each prefix, which must be a prefix of a spelling of one of `names` (whose spellings are
-        read in one batch when any prefix is missing)."""
+        each prefix, which must be a (non-empty, possibly whole) prefix of a spelling of one of
+        `names` (whose spellings are read in one batch when any prefix is missing)."""
         missing = [p for p in prefixes if p not in self._states]
         if missing:
             if len(self._states) >= self.cache_size:
@@ -142,7 +147,7 @@ class NameProbe:
                 sp
                 for n in dict.fromkeys(names)
                 for sp in self.spellings(n)
-                if any(sp[:j] in wanted for j in range(1, len(sp)))
+                if any(sp[:j] in wanted for j in range(1, len(sp) + 1))
             ]
             self._read(todo)
         return torch.stack([self._states[p] for p in prefixes]) if prefixes else torch.zeros(0)
@@ -166,7 +171,7 @@ class NameProbe:
         out = backbone(input_ids=ids.to(device), attention_mask=mask.to(device))
         hidden = nn.functional.normalize(out.last_hidden_state.float(), dim=-1).cpu()  # [b,t,d]
         for i, sp in enumerate(spellings):
-            for j in range(1, len(sp)):
+            for j in range(1, len(sp) + 1):
                 self._states[sp[:j]] = hidden[i, len(ctx) + j - 1]
 
 
@@ -188,6 +193,12 @@ class NameSelection:
     values: list[int]
 
 
+# A scalar parameter is read as this multiple of itself, so that Adam, whose steps are about
+# `lr` in every parameter, moves a scalar that must reach ~1 as fast as a vector whose entries
+# must reach ~1/sqrt(hidden)
+_SCALAR_RATE = 10.0
+
+
 class _KeyMap(nn.Module):
     """W(x) = a x + U (V^T x) (+ bias): starts at zero, so an untrained memory changes nothing."""
 
@@ -199,12 +210,13 @@ class _KeyMap(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [n, d] -> [n, d]
-        out = self.a * x + (x @ self.v) @ self.u.T
+        out = _SCALAR_RATE * self.a * x + (x @ self.v) @ self.u.T
         return out + self.bias if self.bias is not None else out
 
 
 class NameMemory(nn.Module):
-    """Learned parts of the names memory: the score MLP, the gate g and the two key maps."""
+    """Learned parts of the names memory: the score MLP, the kind gates, the two key maps and the
+    stop slot's strength."""
 
     def __init__(self, head: LoraTarget, rank: int, max_names: int, key_rank: int) -> None:
         super().__init__()
@@ -213,9 +225,10 @@ class NameMemory(nn.Module):
         self.max_names = max_names
         d = head.in_features
         self.score = nn.Sequential(nn.Linear(N_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
-        self.gate = nn.Parameter(torch.zeros(d))
+        self.gate = nn.Parameter(torch.zeros(len(KINDS), d))
         self.first = _KeyMap(d, key_rank, bias=False)
         self.then = _KeyMap(d, key_rank, bias=True)
+        self.stop = nn.Parameter(torch.full((), 1 / _SCALAR_RATE))
 
     def scores(self, names: Sequence[RepoName]) -> torch.Tensor:
         """s_n for each name [n] (positive)."""
@@ -233,7 +246,7 @@ class NameMemory(nn.Module):
         for i in order[: _SCAN * self.max_names]:
             entries = probe.entries(names[i].name)
             new = list(dict.fromkeys(v for _, v in entries if v not in slots))
-            if not entries or len(slots) + len(new) > self.rank:
+            if not entries or len(slots) + len(new) > self.rank - 1:  # the last slot stops
                 continue
             sel.names.append(names[i])
             sel.entries.append(entries)
@@ -253,7 +266,9 @@ class NameMemory(nn.Module):
         if not sel.names:
             return a, b
         slot_of = {v: i for i, v in enumerate(sel.values)}
-        b[torch.tensor(sel.values, device=device), torch.arange(len(sel.values), device=device)] = 1
+        values = torch.tensor(sel.values, device=device)
+        b[values, torch.arange(len(sel.values), device=device)] = 1
+        b[values, r - 1] = 1  # the stop slot lowers every raised token
         s = self.scores(sel.names)  # [c]
         first: list[tuple[int, int, int]] = []  # (name, slot, token)
         then: list[tuple[int, int, tuple[int, ...]]] = []  # (name, slot, prefix)
@@ -263,14 +278,19 @@ class NameMemory(nn.Module):
                     then.append((n, slot_of[value], prefix))
                 else:
                     first.append((n, slot_of[value], value))
+        # the stop entries: each name's whole spellings, in the last slot
+        for n, name in enumerate(sel.names):
+            then += [(n, r - 1, sp) for sp in probe.spellings(name.name)]
         if first:
             rows = probe.head_rows([t for _, _, t in first]).to(device)  # [e0, d]
-            keys = self.gate + self.first(rows)
+            kinds = torch.tensor([KINDS.index(sel.names[n].kind) for n, _, _ in first])
+            keys = self.gate[kinds.to(device)] + self.first(rows)
             a = _write(a, first, s, keys)
-        if then:
-            words = [sel.names[n].name for n, _, _ in then]
-            states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
-            a = _write(a, then, s, self.then(states))
+        words = [sel.names[n].name for n, _, _ in then]
+        states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
+        sign = torch.tensor([-1.0 if slot == r - 1 else 1.0 for _, slot, _ in then], device=device)
+        stop = torch.where(sign < 0, _SCALAR_RATE * self.stop, torch.ones((), device=device))
+        a = _write(a, then, s, (sign * stop)[:, None] * self.then(states))
         return a, b
 
 

@@ -31,6 +31,7 @@ from repo2lora.training.data import (
     pad_vector_sets,
     target_nll,
     tokenize_examples,
+    with_target_end,
 )
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 from repo2lora.training.placement import checkpoints_layers, make_accelerator
@@ -65,6 +66,10 @@ class TrainConfig:
     # suite it spreads the adapters (pairwise cosine 1.00 -> 0.70) but overfits the few training
     # repositories (cross-repo target NLL 4.83 -> 5.06)
     standardize: bool = False
+    # also train on what closes each target (`data.target_end`: ")" after `pytest.raises(X`),
+    # so completions learn to stop; None: for code2lora-names, whose memory raises a name's
+    # tokens wherever they fit and would otherwise go on after a name is written
+    target_end: bool | None = None
     # code2lora-names: the LM head pair's rank and the most names its memory holds
     names_rank: int = HypernetConfig.names_rank
     names_max: int = HypernetConfig.names_max
@@ -132,9 +137,15 @@ class HypernetLoss(nn.Module):
         return self.lm_loss_sum(st, batch)
 
 
+def learns_target_end(cfg: TrainConfig) -> bool:
+    return cfg.target_end if cfg.target_end is not None else cfg.generator == "code2lora-names"
+
+
 def _tokens(
     tokenizer: Any, examples: list[TaskExample], cfg: TrainConfig
 ) -> dict[str, torch.Tensor]:
+    if learns_target_end(cfg):
+        examples = with_target_end(examples)
     tb = tokenize_examples(tokenizer, examples, cfg.max_prompt_tokens, cfg.max_target_tokens)
     n_target = (tb.labels[:, 1:] != -100).sum(1).float()
     return {
