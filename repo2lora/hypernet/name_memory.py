@@ -200,11 +200,11 @@ _SCALAR_RATE = 10.0
 
 
 class _KeyMap(nn.Module):
-    """W(x) = a x + U (V^T x) (+ bias): starts at zero, so an untrained memory changes nothing."""
+    """W(x) = a x + U (V^T x) (+ bias), starting at a x."""
 
-    def __init__(self, dim: int, rank: int, bias: bool) -> None:
+    def __init__(self, dim: int, rank: int, bias: bool, a: float = 0.0) -> None:
         super().__init__()
-        self.a = nn.Parameter(torch.zeros(()))
+        self.a = nn.Parameter(torch.full((), a / _SCALAR_RATE))
         self.u = nn.Parameter(torch.randn(dim, rank) / math.sqrt(dim))
         self.v = nn.Parameter(torch.zeros(dim, rank))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
@@ -227,7 +227,11 @@ class NameMemory(nn.Module):
         self.score = nn.Sequential(nn.Linear(N_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
         self.gate = nn.Parameter(torch.zeros(len(KINDS), d))
         self.first = _KeyMap(d, key_rank, bias=False)
-        self.then = _KeyMap(d, key_rank, bias=True)
+        # starts as the identity: a prefix's state, centred, is its key (a matching state raises
+        # the next token from the first step on)
+        self.then = _KeyMap(d, key_rank, bias=True, a=1.0)
+        self.last = _KeyMap(d, key_rank, bias=False)
+        self.prev = _KeyMap(d, key_rank, bias=False)
         self.stop = nn.Parameter(torch.full((), 1 / _SCALAR_RATE))
 
     def scores(self, names: Sequence[RepoName]) -> torch.Tensor:
@@ -288,9 +292,18 @@ class NameMemory(nn.Module):
             a = _write(a, first, s, keys)
         words = [sel.names[n].name for n, _, _ in then]
         states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
+        # centred on this memory's mean state: what every state shares matches any context
+        states = states - states.mean(0)
+        lasts = probe.head_rows([p[-1] for _, _, p in then]).to(device)  # [e1, d]
+        # the token before it (a one-token prefix has none: the zero vector adds nothing)
+        prevs = probe.head_rows([p[-2] if len(p) > 1 else 0 for _, _, p in then]).to(device)
+        prevs = (
+            prevs * torch.tensor([float(len(p) > 1) for _, _, p in then], device=device)[:, None]
+        )
         sign = torch.tensor([-1.0 if slot == r - 1 else 1.0 for _, slot, _ in then], device=device)
         stop = torch.where(sign < 0, _SCALAR_RATE * self.stop, torch.ones((), device=device))
-        a = _write(a, then, s, (sign * stop)[:, None] * self.then(states))
+        keys = self.then(states) + self.last(lasts) + self.prev(prevs)
+        a = _write(a, then, s, (sign * stop)[:, None] * keys)
         return a, b
 
 

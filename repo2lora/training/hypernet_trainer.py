@@ -23,6 +23,7 @@ from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.training.data import (
@@ -73,6 +74,7 @@ class TrainConfig:
     # code2lora-names: the LM head pair's rank and the most names its memory holds
     names_rank: int = HypernetConfig.names_rank
     names_max: int = HypernetConfig.names_max
+    names_lr_scale: float = 3.0  # the names memory learns at `lr` times this
     # evo and names only: start the snapshot encoder and LoRA head (and, from an evolving
     # checkpoint, the GRU step) from this trained hypernetwork (a checkpoint directory), so that
     # h_0 is its state and training starts from its adapter; what was copied then learns at
@@ -240,6 +242,18 @@ def _started_groups(net: EvoHypernet, cfg: TrainConfig, copied: set[str]) -> lis
     return [{"params": new}, {"params": old, "lr": cfg.lr * cfg.init_lr_scale}]
 
 
+def _names_apart(
+    net: StaticHypernet, groups: list[dict[str, Any]], cfg: TrainConfig
+) -> list[dict[str, Any]]:
+    """The names memory's parameters in a group of their own at `lr * names_lr_scale`."""
+    if not isinstance(net, NamesHypernet):
+        return groups
+    mine = {id(p) for p in net.names.parameters()}
+    out = [{**g, "params": [p for p in g["params"] if id(p) not in mine]} for g in groups]
+    memory = [p for p in net.names.parameters() if p.requires_grad]
+    return [g for g in out if g["params"]] + [{"params": memory, "lr": cfg.lr * cfg.names_lr_scale}]
+
+
 class NameInputs:
     """Each example's `NameInput` for a names generator: its repository's names at its step,
     read through one probe of the frozen base model (None for other generators)."""
@@ -352,6 +366,7 @@ def train_hypernet(
         groups = _started_groups(net, cfg, start_from_static(net, cfg.init_from, base))
     else:
         groups = [{"params": list(net.parameters())}]
+    groups = _names_apart(net, groups, cfg)
     net.train()
     freeze_base(acc, base.model)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
