@@ -215,8 +215,8 @@ class _KeyMap(nn.Module):
 
 
 class NameMemory(nn.Module):
-    """Learned parts of the names memory: the score MLP, the kind gates, the two key maps and the
-    stop slot's strength."""
+    """Learned parts of the names memory: the score MLP, the kind gates, the key maps, the stop
+    slot's strength and the pair's gain (zero at first: an untrained memory changes nothing)."""
 
     def __init__(self, head: LoraTarget, rank: int, max_names: int, key_rank: int) -> None:
         super().__init__()
@@ -233,6 +233,8 @@ class NameMemory(nn.Module):
         self.last = _KeyMap(d, key_rank, bias=False)
         self.prev = _KeyMap(d, key_rank, bias=False)
         self.stop = nn.Parameter(torch.full((), 1 / _SCALAR_RATE))
+        # the whole pair's gain starts at zero: an untrained memory leaves the model as it is
+        self.gain = nn.Parameter(torch.zeros(()))
 
     def scores(self, names: Sequence[RepoName]) -> torch.Tensor:
         """s_n for each name [n] (positive)."""
@@ -304,7 +306,7 @@ class NameMemory(nn.Module):
         stop = torch.where(sign < 0, _SCALAR_RATE * self.stop, torch.ones((), device=device))
         keys = self.then(states) + self.last(lasts) + self.prev(prevs)
         a = _write(a, then, s, (sign * stop)[:, None] * keys)
-        return a, b
+        return _SCALAR_RATE * self.gain * a, b
 
 
 def _write(
