@@ -29,6 +29,7 @@ from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.generation import Cancelled, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
     LoadedModel,
@@ -191,6 +192,7 @@ class Session:
         self.stats = CompletionStats()
         self.ready: Future[None] = Future()
         self.encoder: LoadedModel | None = None
+        self.name_probe: NameProbe | None = None
         self.generation: GenerationModel | None = None
         self.repo_root: Path | None = None
         self._git_dirs: list[Path] = []
@@ -233,6 +235,10 @@ class Session:
     def _start(self) -> None:
         try:
             self.encoder = load_base_model(self.models.info)
+            net = self.models.hyper.net
+            if net.reads_names:  # kept across updates: names read once are not read again
+                model, tok = self.encoder.model, self.encoder.tokenizer
+                self.name_probe = NameProbe(model, tok, net.cfg.names_tokens)
             with torch.no_grad():  # an adapter of the right shape; the slot starts neutral
                 template = self.models.hyper.net.generate(
                     torch.zeros(self.models.hyper.net.cfg.state_dim)
@@ -339,6 +345,7 @@ class Session:
             progress=self._progress(),
             loaded_model=self.encoder,  # the plain base model: encoding never sees an adapter
             loaded_hypernet=self.models.hyper,
+            name_probe=self.name_probe,
         )
 
     def _run_update(self, force: bool) -> None:

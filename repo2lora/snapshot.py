@@ -201,6 +201,7 @@ def open_context(
     with_hypernet: bool = True,
     target_modules: tuple[str, ...] | None = None,
     generator: str | None = None,
+    name_probe: NameProbe | None = None,
 ) -> RepoContext:
     """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
     before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
@@ -208,7 +209,8 @@ def open_context(
     `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded).
     `target_modules` (`--target-modules`): the untrained default adapts those, and a
     checkpoint must have been trained for them. `generator`: which default stands in for a
-    missing `hypernet` (`load_hypernet`)."""
+    missing `hypernet` (`load_hypernet`). `name_probe`: a names generator's probe of the loaded
+    model kept from earlier steps (the server's), so names read before are not read again."""
     repo = open_repository(path)
     base = loaded_model.info if loaded_model is not None else describe_base_model(model)
     hyper = loaded_hypernet
@@ -222,6 +224,7 @@ def open_context(
         config=config or SnapshotConfig(),
         progress=progress,
         loaded=loaded_model,
+        probe=name_probe,
     )
 
 

@@ -17,6 +17,7 @@ from evo_state.store import Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
@@ -149,6 +150,7 @@ def update_repository(
     loaded_hypernet: LoadedHypernet | None = None,
     target_modules: tuple[str, ...] | None = None,
     generator: str | None = None,
+    name_probe: NameProbe | None = None,
 ) -> UpdateResult:
     """Bring the stored evolving state up to `rev` and write its adapter.
 
@@ -170,6 +172,7 @@ def update_repository(
         loaded_hypernet=loaded_hypernet,
         target_modules=target_modules,
         generator=generator,
+        name_probe=name_probe,
     )
     _evo_net(ctx)
     reads_names = ctx.hyper.net.reads_names

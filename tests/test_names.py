@@ -324,3 +324,33 @@ def test_target_end_reads_the_slot_the_prefix_leaves_open() -> None:
     assert target_end("    assert f(1) == ") == "\n"
     assert target_end('    assert g([1, 2], "(") == ') == "\n"
     assert target_end("    assert d == [1, ") == "]"
+
+
+def test_the_server_follows_a_repository_with_a_names_generator(
+    sample_repo: GitRepo, tmp_path: Path
+) -> None:
+    from lsp_server.config import ServerConfig
+    from lsp_server.prompt import Prompt
+    from lsp_server.session import QuietEvents, Session, resolve_models
+
+    cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
+    net = build_hypernet(cfg, INFO)
+    _trained_like(net)
+    from repo2lora.hypernet.checkpoint import save_hypernet
+
+    ckpt = save_hypernet(net, INFO, tmp_path / "ckpt")
+    config = ServerConfig(model="tiny-random", watch=False, max_new_tokens=4)
+    session = Session(
+        [sample_repo.root], config, resolve_models("tiny-random", str(ckpt)), QuietEvents()
+    )
+    session.start()
+    try:
+        session.ready.result(timeout=60)
+        session.regenerate().result(timeout=120)
+        status = session.status()
+        assert status["adapter"]["commit"] == open_repository(sample_repo.root).head.commit.hexsha
+        assert session.name_probe is not None and session.name_probe._states  # kept warm
+        res = session.complete(Prompt("x = Vec", ""), lambda: False)
+        assert res.version == status["adapter"]["version"] >= 1
+    finally:
+        session.close()

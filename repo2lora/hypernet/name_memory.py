@@ -30,6 +30,7 @@ hidden states on the names' spellings); it is never trained and never a submodul
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,25 +63,26 @@ def name_features(names: Sequence[RepoName]) -> torch.Tensor:
     in how many files, in how many chunks it is mentioned (log), its depth in the tree, whether
     a package's __init__ defines it, its length, and its shape (UPPER, Capitalised, has "_",
     has a digit)."""
-    rows = []
-    for n in names:
-        word = n.name
-        rows.append(
-            [1.0 if n.kind == k else 0.0 for k in KINDS]
-            + [
-                math.log1p(n.definitions),
-                math.log1p(n.files),
-                math.log1p(n.mentions),
-                min(n.depth, 8) / 4,
-                float(n.in_init),
-                min(len(word), 48) / 16,
-                float(word.isupper()),
-                float(word[:1].isupper() and not word.isupper()),
-                float("_" in word),
-                float(any(ch.isdigit() for ch in word)),
-            ]
-        )
+    rows = [_feature_row(n) for n in names]
     return torch.tensor(rows, dtype=torch.float32).reshape(len(names), N_FEATURES)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a repository's names barely change between commits
+def _feature_row(n: RepoName) -> tuple[float, ...]:
+    word = n.name
+    return (
+        *(1.0 if n.kind == k else 0.0 for k in KINDS),
+        math.log1p(n.definitions),
+        math.log1p(n.files),
+        math.log1p(n.mentions),
+        min(n.depth, 8) / 4,
+        float(n.in_init),
+        min(len(word), 48) / 16,
+        float(word.isupper()),
+        float(word[:1].isupper() and not word.isupper()),
+        float("_" in word),
+        float(any(ch.isdigit() for ch in word)),
+    )
 
 
 class NameProbe:
@@ -109,21 +111,36 @@ class NameProbe:
         """The name's entries (see the module docstring), without repeats."""
         return self._lookup(name)[1]
 
+    def prepare(self, names: Sequence[str]) -> None:
+        """Tokenize the names not seen yet in one batch (the fast tokenizers batch in Rust)."""
+        todo = [n for n in dict.fromkeys(names) if n not in self._entries]
+        if not todo:
+            return
+        ids = self.tokenizer([*todo, *(" " + n for n in todo)], add_special_tokens=False)[
+            "input_ids"
+        ]
+        for i, name in enumerate(todo):
+            self._remember(name, ids[i], ids[len(todo) + i])
+
     def _lookup(self, name: str) -> tuple[tuple[tuple[int, ...], ...], list[Entry]]:
         hit = self._entries.get(name)
         if hit is None:
-            bare = tuple(self._ids(name)[: self.max_tokens])
-            spaced = tuple(self._ids(" " + name)[: self.max_tokens])
-            spellings = [bare] if bare else []
-            own_start = spaced and (not bare or spaced[0] != bare[0])
-            if own_start and self.tokenizer.decode([spaced[0]]).strip():
-                spellings.append(spaced)
-            entries = list(
-                dict.fromkeys((sp[:j], sp[j]) for sp in spellings for j in range(len(sp)))
-            )
-            if len(self._entries) >= self.cache_size:
-                self._entries.clear()
-            hit = self._entries[name] = (tuple(spellings), entries)
+            hit = self._remember(name, self._ids(name), self._ids(" " + name))
+        return hit
+
+    def _remember(
+        self, name: str, bare_ids: Sequence[int], spaced_ids: Sequence[int]
+    ) -> tuple[tuple[tuple[int, ...], ...], list[Entry]]:
+        bare = tuple(bare_ids[: self.max_tokens])
+        spaced = tuple(spaced_ids[: self.max_tokens])
+        spellings = [bare] if bare else []
+        own_start = spaced and (not bare or spaced[0] != bare[0])
+        if own_start and self.tokenizer.decode([spaced[0]]).strip():
+            spellings.append(spaced)
+        entries = list(dict.fromkeys((sp[:j], sp[j]) for sp in spellings for j in range(len(sp))))
+        if len(self._entries) >= self.cache_size:
+            self._entries.clear()
+        hit = self._entries[name] = (tuple(spellings), entries)
         return hit
 
     @torch.no_grad()
@@ -248,8 +265,10 @@ class NameMemory(nn.Module):
         if not names:
             return sel
         order = torch.argsort(self.scores(names).cpu(), descending=True, stable=True).tolist()
+        order = order[: _SCAN * self.max_names]
+        probe.prepare([names[i].name for i in order])
         slots: set[int] = set()
-        for i in order[: _SCAN * self.max_names]:
+        for i in order:
             entries = probe.entries(names[i].name)
             new = list(dict.fromkeys(v for _, v in entries if v not in slots))
             if not entries or len(slots) + len(new) > self.rank - 1:  # the last slot stops
