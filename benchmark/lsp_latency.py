@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from benchmark.common import machine_info
+from benchmark.speed.scaffold import machine_info
 from lsp_server.config import ServerConfig
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess, prompt_at

@@ -116,6 +116,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 OTHER_GENERATORS = ("shine", "dnd")  # generators whose input is not a chunk-vector state
+HYPERNET_HELP = (
+    "hypernetwork checkpoint directory; default: the trained code2lora-evo hypernetwork "
+    "shipped with the embedded default model (for another --model, train one with "
+    "`repo2lora train`)"
+)
 
 
 def _check_generator(spec: str, wanted: str) -> None:
@@ -306,7 +311,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     from repo2lora.update import state_log
 
-    entries = state_log(args.path, args.limit)
+    entries = state_log(args.path, args.limit, all_hypernets=args.all)
     if args.json:
         _print_json([e.__dict__ for e in entries])
         return 0
@@ -317,7 +322,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"):
+    cols = ["commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"]
+    for col in cols + (["hypernet"] if args.all else []):
         table.add_column(
             col, justify="right" if col in ("added", "removed", "modified", "seconds") else "left"
         )
@@ -332,17 +338,18 @@ def cmd_log(args: argparse.Namespace) -> int:
             str(e.modified),
             f"{e.seconds:.2f}",
             e.adapter.rsplit("/", 1)[-1] if e.adapter else "-",
+            *([e.hypernet] if args.all else []),
         )
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(160 if args.all else 120, Console().width)).print(table)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmark.synthetic import generate_suite
-    from benchmark.training_data import build_training_data
     from repo2lora.models.loading import describe_base_model, load_base_model
+    from repo2lora.tasks.synthetic import generate_suite
+    from repo2lora.tasks.training_data import build_training_data
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
     from repo2lora.training.placement import encoding_on_training_device
@@ -596,10 +603,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmark.harness import bench_config, replace_eval, run_bench
+    from benchmark.config import bench_config, replace_eval
+    from benchmark.markdown import render_markdown
     from benchmark.methods import ALL_METHODS
     from benchmark.progress import progress_display
-    from benchmark.report import render_markdown
+    from benchmark.run import run_bench
 
     methods = (
         ALL_METHODS
@@ -649,6 +657,7 @@ def _target_modules(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
+    from repo2lora.adapters.defaults import DEFAULT_RANK
 
     p = argparse.ArgumentParser(
         prog="repo2lora",
@@ -673,10 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="base model: a local transformers directory, a hub id, or a preset "
             "(tiny-random); default: the embedded default model",
         )
-        sp.add_argument(
-            "--hypernet",
-            help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-        )
+        sp.add_argument("--hypernet", help=HYPERNET_HELP)
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
     s = sub.add_parser(
@@ -753,9 +759,16 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--json", action="store_true", help="print JSON for scripts")
     mo.set_defaults(func=cmd_models)
 
-    lg = sub.add_parser("log", help="list the stored evolving states, newest first")
+    lg = sub.add_parser(
+        "log", help="list the stored evolving states of the current hypernetwork, newest first"
+    )
     lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")
     lg.add_argument("-n", "--limit", type=int, default=50)
+    lg.add_argument(
+        "--all",
+        action="store_true",
+        help="the states of every hypernetwork (default: the one that stored the newest state)",
+    )
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     lg.set_defaults(func=cmd_log)
 
@@ -781,7 +794,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--rank", type=int, default=DEFAULT_RANK)
     t.add_argument("--tbptt-window", type=int, default=16)
     t.add_argument(
         "--standardize",
@@ -950,10 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base model: a local transformers directory, a cached hub id, or a preset "
         "(tiny-random); default: the embedded default model",
     )
-    sv.add_argument(
-        "--hypernet",
-        help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-    )
+    sv.add_argument("--hypernet", help=HYPERNET_HELP)
     sv.add_argument(
         "--lora-mode",
         choices=["auto", "merged", "peft"],
@@ -979,9 +989,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         nargs="+",
         default=["ci"],
-        metavar="ci|synthetic|PATH",
-        help="`ci` (small synthetic suite, minutes), `synthetic` (larger), or local git "
-        "repositories (default: ci)",
+        metavar="ci|quick|synthetic|PATH",
+        help="`ci` (small synthetic suite, minutes), `quick` (smaller, shorter training: the "
+        "test suite's, about a minute), `synthetic` (larger), or local git repositories "
+        "(default: ci)",
     )
     b.add_argument("--track", choices=["static", "evo", "both"], default="both")
     b.add_argument(

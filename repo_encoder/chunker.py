@@ -25,10 +25,11 @@ Rules, in the order they apply:
   def's; a comment after a def's last statement is the def's when indented like its body and
   the enclosing level's when indented less (that is how tree-sitter nests it). Blank lines
   between chunks belong to none.
-* A chunk over `max_tokens` (estimated as UTF-8 bytes / 4) is cut into consecutive runs of its
-  lines, each within budget; a single line over budget is cut by characters into pieces of its
-  own. Pieces keep the qualname and kind, are numbered `part` 1..k and span their own first to
-  last line, which for a class may enclose a method (unsplit chunks have part 0).
+* A chunk over `max_tokens` (estimated as UTF-8 bytes / 4, `repo_encoder.tokens`) is cut into
+  consecutive runs of its lines, each within budget; a single line over budget is cut by
+  characters into pieces of its own. Pieces keep the qualname and kind, are numbered `part`
+  1..k and span their own first to last line, which for a class may enclose a method
+  (unsplit chunks have part 0).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tree_sitter import Language, Node, Parser
 
 from repo_encoder.chunk import Chunk, ChunkKind, content_hash
 from repo_encoder.errors import UserError
+from repo_encoder.tokens import BYTES_PER_TOKEN
 
 SkipReason = Literal["binary", "undecodable", "too_large", "empty"]
 FallbackReason = Literal["syntax_error"]
@@ -63,7 +65,6 @@ COUNT_KEYS = (
 _PYTHON = Language(tree_sitter_python.language())
 _BINARY_SNIFF_BYTES = 8192
 _UTF8_BOM = b"\xef\xbb\xbf"
-_BYTES_PER_TOKEN = 4
 
 # A chunk before it is hashed and fitted to the budget: qualname, kind, first and last row of its
 # span (0-based, inclusive) and the row ranges whose lines make up its text.
@@ -106,11 +107,6 @@ class ChunkedSnapshot:
     chunks: list[Chunk]
     counts: collections.Counter[str]
     bytes_read: int
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free token estimate: UTF-8 bytes / 4, rounded up."""
-    return -(-len(text.encode("utf-8", "surrogatepass")) // _BYTES_PER_TOKEN)
 
 
 def chunk_source(path: str, data: bytes, config: ChunkerConfig = ChunkerConfig()) -> FileChunks:
@@ -264,7 +260,7 @@ def _without(first: int, last: int, holes: list[tuple[int, int]]) -> tuple[tuple
 
 def _chunks(path: str, lines: list[str], drafts: list[_Draft], max_tokens: int) -> list[Chunk]:
     """Hash the drafts' texts, splitting those over budget, in source order."""
-    budget = max_tokens * _BYTES_PER_TOKEN
+    budget = max_tokens * BYTES_PER_TOKEN
     drafts.sort(key=operator.itemgetter(2))
     chunks: list[Chunk] = []
     split_class = False

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from repo2lora.atomic import atomic_directory
 from repo2lora.pretrain.bpb import bits_per_byte
 from repo2lora.pretrain.budget import PEAK_FLOPS, flops_per_token
 from repo2lora.pretrain.config import (
@@ -158,28 +158,20 @@ def pretrain(
             on_log(ev)
 
     def save(val_loss: float, bpb: float) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out))
-        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
-        tensors, ometa = optimizer_to_safetensors(opt.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(ometa))
-        (tmp / "state.json").write_text(
-            json.dumps(
-                {
-                    "step": step,
-                    "tokens": tokens,
-                    "seconds": seconds,
-                    "val_loss": val_loss,
-                    "bits_per_byte": bpb,
-                    "config": asdict(cfg),
-                }
-            )
-        )
-        old = out / ".checkpoint-old"
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_directory(ckpt) as tmp:
+            save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
+            tensors, ometa = optimizer_to_safetensors(opt.state_dict())
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(ometa))
+            state = {
+                "step": step,
+                "tokens": tokens,
+                "seconds": seconds,
+                "val_loss": val_loss,
+                "bits_per_byte": bpb,
+                "config": asdict(cfg),
+            }
+            (tmp / "state.json").write_text(json.dumps(state))
 
     def evaluate() -> tuple[float, float]:
         """(held-out nats per token, held-out bits per byte) on the curve sample."""
@@ -272,42 +264,39 @@ def finish(
             model, tokenizer, heldout_sample(out, "heldout-report"), cfg.context, device=device
         )
     final = out / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
-    model.to(torch.float32).save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    params = sum(p.numel() for p in model.parameters())
-    curve = [
-        {k: ev.get(k) for k in ("step", "tokens", "val_loss", "bits_per_byte")}
-        for ev in map(json.loads, (out / "pretrain_log.jsonl").read_text().splitlines())
-        if ev.get("event") == "eval"
-    ]
-    cuda = device.type == "cuda"
-    card = {
-        "kind": "repo2lora default base model",
-        "architecture": "llama",
-        "params": params,
-        "config": asdict(cfg),
-        "tokens_seen": tokens,
-        "tokens_per_param": round(tokens / params, 2),
-        "steps": step,
-        "wall_seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
-        "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
-        "held_out_bits_per_byte": report.bits_per_byte,
-        "held_out_xz_bits_per_byte": meta.get("xz_bits_per_byte"),
-        "held_out_bytes": report.bytes,
-        "held_out_bytes_per_token": meta.get("heldout_bytes_per_token"),
-        "held_out_loss_nats_per_token": val_loss,
-        "curve": curve,
-        "data": {k: v for k, v in meta.items() if k != "shards"},
-        "data_manifest_file": "manifest.json",
-    }
-    (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-    shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
-    plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        model.to(torch.float32).save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        params = sum(p.numel() for p in model.parameters())
+        curve = [
+            {k: ev.get(k) for k in ("step", "tokens", "val_loss", "bits_per_byte")}
+            for ev in map(json.loads, (out / "pretrain_log.jsonl").read_text().splitlines())
+            if ev.get("event") == "eval"
+        ]
+        cuda = device.type == "cuda"
+        card = {
+            "kind": "repo2lora default base model",
+            "architecture": "llama",
+            "params": params,
+            "config": asdict(cfg),
+            "tokens_seen": tokens,
+            "tokens_per_param": round(tokens / params, 2),
+            "steps": step,
+            "wall_seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
+            "held_out_bits_per_byte": report.bits_per_byte,
+            "held_out_xz_bits_per_byte": meta.get("xz_bits_per_byte"),
+            "held_out_bytes": report.bytes,
+            "held_out_bytes_per_token": meta.get("heldout_bytes_per_token"),
+            "held_out_loss_nats_per_token": val_loss,
+            "curve": curve,
+            "data": {k: v for k, v in meta.items() if k != "shards"},
+            "data_manifest_file": "manifest.json",
+        }
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
+        plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
     log(
         {
             "event": "done",
