@@ -38,6 +38,7 @@ class ServerConfig:
     follow_worktree: bool = True  # fold saved, uncommitted edits into the adapter
     watch: bool = True  # watch the repository with watchdog (HEAD, refs, saved files)
     decoder: DecoderKind = "auto"  # the forward completions run on (repo2lora.decoding)
+    device: str = "cpu"  # where the model runs ("cuda" on a GPU machine)
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(

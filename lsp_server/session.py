@@ -26,6 +26,7 @@ from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
+from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
@@ -234,6 +235,9 @@ class Session:
     def _start(self) -> None:
         try:
             self.encoder = load_base_model(self.models.info)
+            if self.config.device != "cpu":  # before the twin: it shares these tensors
+                self.encoder.model.to(self.config.device)
+            prepare_for_decoding(self.encoder.model)  # the encoder shares the layout: no copy
             with torch.no_grad():  # an adapter of the right shape; the slot starts neutral
                 template = self.models.hyper.net.generate(
                     torch.zeros(self.models.hyper.net.cfg.state_dim)

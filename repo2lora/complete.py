@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repo2lora.adapters.apply import attach_lora
+from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import GenerationConfig, generate_completion
 from repo2lora.hypernet.checkpoint import load_hypernet
 from repo2lora.models.loading import describe_base_model, load_base_model
@@ -83,6 +84,7 @@ def complete_at(
         root, "HEAD", config=config, progress=progress, loaded_model=loaded, loaded_hypernet=hyper
     )
     assert snap.weights is not None
+    prepare_for_decoding(loaded.model)  # after encoding, so its chunk vectors are the CLI's
     peft_model = attach_lora(loaded.model, snap.weights, base.spec)
     out = generate_completion(
         peft_model, loaded.tokenizer, prefix, generation or GenerationConfig()

@@ -240,3 +240,45 @@ class StaticKVDecoder:
             )
         out = out.transpose(1, 2).contiguous().reshape(1, n, -1).contiguous()
         return attn.o_proj(out)  # type: ignore[no-any-return]
+
+
+WeightLayout = Literal["row", "column"]
+
+
+def prepare_for_decoding(model: Any) -> None:
+    """Lay the model's weights out for one-token forwards: column-major on a CPU (see
+    `set_linear_layout`), as loaded elsewhere. Call it once, before the model is shared."""
+    if next(model.parameters()).device.type == "cpu":
+        set_linear_layout(model, "column")
+
+
+def set_linear_layout(model: Any, layout: WeightLayout) -> None:
+    """Store every linear layer's weight [out, in] row-major (as loaded) or column-major (the
+    same values, the module's weight a transposed view of a contiguous [in, out] tensor).
+
+    Chosen by measurement (MKL on the project's 2-core AMD EPYC machines): column-major, a
+    one-token forward's matrix-vector products run about a quarter faster, a prompt's matrix
+    products at the same speed, and an embedding lookup tied to such a weight gathers strided
+    rows (well under a millisecond per prompt). The values are unchanged; the summation order,
+    and so the last bits of a product, may differ."""
+    seen: set[int] = set()
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear) or id(module.weight) in seen:
+            continue
+        seen.add(id(module.weight))
+        module.weight.data = in_layout(module.weight.data, layout)
+
+
+def layout_of(weight: torch.Tensor) -> WeightLayout:
+    return (
+        "column"
+        if weight.dim() == 2 and not weight.is_contiguous() and weight.t().is_contiguous()
+        else "row"
+    )
+
+
+def in_layout(weight: torch.Tensor, layout: WeightLayout) -> torch.Tensor:
+    """`weight` [out, in] stored in `layout` (itself when it already is)."""
+    if weight.dim() != 2 or layout_of(weight) == layout:
+        return weight
+    return weight.contiguous() if layout == "row" else weight.t().contiguous().t()

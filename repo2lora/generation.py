@@ -46,6 +46,11 @@ class PromptCache:
     decoder: Decoder | None = None
     reused_tokens: int = 0  # of the last request, for status and tests
 
+    def forget(self) -> None:
+        """Hold nothing reusable (the next request processes its whole prompt); the decoder's
+        buffers are kept."""
+        self.ids = []
+
     def usable_prefix(self, model: Any, key: object, ids: list[int]) -> int:
         if self.decoder is None or self.decoder.model is not model or key != self.key:
             return 0
