@@ -145,7 +145,7 @@ class StaticKVDecoder:
         self._head_dim = int(attn.head_dim)
         self._groups = int(attn.num_key_value_groups)
         self._kv_heads = cfg.num_attention_heads // self._groups
-        self._gqa = {"enable_gqa": True} if self._groups > 1 else {}
+        self._gqa = self._groups > 1  # transformers passes enable_gqa only then
         self._max_positions = int(getattr(cfg, "max_position_embeddings", 0) or 0)
         weight = self._body.embed_tokens.weight
         self._device, self._dtype = weight.device, weight.dtype
@@ -227,7 +227,7 @@ class StaticKVDecoder:
                 dropout_p=dropout,
                 scale=attn.scaling,
                 is_causal=n > 1,
-                **self._gqa,
+                enable_gqa=self._gqa,
             )
         else:
             out = F.scaled_dot_product_attention(
@@ -239,7 +239,7 @@ class StaticKVDecoder:
                 scale=attn.scaling,
             )
         out = out.transpose(1, 2).contiguous().reshape(1, n, -1).contiguous()
-        return attn.o_proj(out)  # type: ignore[no-any-return]
+        return attn.o_proj(out)
 
 
 WeightLayout = Literal["row", "column"]
