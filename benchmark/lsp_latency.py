@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -100,11 +101,12 @@ def _git(root: Path, *args: str) -> str:
     return out.stdout.strip()
 
 
-def make_repository(root: Path) -> Path:
-    """A git repository holding copies of this project's own source packages."""
+def make_repository(root: Path, sources: list[Path] | None = None) -> Path:
+    """A git repository holding copies of `sources` (directories of Python code; by default
+    this project's own source packages)."""
     project = Path(__file__).resolve().parent.parent
-    for pkg in SOURCE_PACKAGES:
-        shutil.copytree(project / pkg, root / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    for src in sources or [project / pkg for pkg in SOURCE_PACKAGES]:
+        shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("__pycache__"))
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "sources")
@@ -634,6 +636,10 @@ async def _end_to_end(spec: str | None, root: Path, n: int) -> dict[str, Any]:
         client.exit(None)
     finally:
         await client.stop()
+    stderr = b""
+    if client._server.stderr is not None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            stderr = await asyncio.wait_for(client._server.stderr.read(), 5)
     return {
         "requests": n,
         **_summary(ms),
@@ -642,11 +648,29 @@ async def _end_to_end(spec: str | None, root: Path, n: int) -> dict[str, Any]:
         "first_completion_adapter_version": first_version,  # 0: the base model served it
         "start_to_first_adapter_completion_s": round(first_adapter_s, 3),
         "server": memory,
+        "stderr_lines": stderr.decode(errors="replace").splitlines()[:20],  # [] in normal use
     }
 
 
 def end_to_end(spec: str | None, root: Path, n: int) -> dict[str, Any]:
-    return asyncio.run(_end_to_end(spec, root, n))
+    """A first start (no state: the first adapter is built from scratch), then a restart after
+    a new commit (chunk vectors cached, the last adapter stored: served at once, the new
+    commit's adapter one update step later)."""
+    cold = asyncio.run(_end_to_end(spec, root, n))
+    (root / "added_after_start.py").write_text("def added_helper(x):\n    return x * 3\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "a commit between two starts")
+    warm = asyncio.run(_end_to_end(spec, root, n))
+    keep = (
+        "stderr_lines",
+        "start_to_initialize_s",
+        "start_to_first_completion_s",
+        "first_completion_adapter_version",
+        "start_to_first_adapter_completion_s",
+        "server",
+    )
+    lines = sum(len(f.read_text().splitlines()) for f in root.rglob("*.py"))
+    return {**cold, "repository_python_lines": lines, "restart": {k: warm[k] for k in keep}}
 
 
 # -- main -----------------------------------------------------------------------------------
@@ -696,11 +720,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--e2e", type=int, default=10, help="requests timed over stdio (0: none)")
     ap.add_argument("--profile", action="store_true", help="only where a completion's time goes")
     ap.add_argument("--device", default="cpu", help="where the in-process model runs (cuda)")
+    ap.add_argument(
+        "--e2e-sources",
+        help="comma-separated directories of Python code the server follows end to end "
+        "(default: this project's repo_encoder and evo_state)",
+    )
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
     os.environ["HF_HUB_OFFLINE"] = "1"
     load_before = round(os.getloadavg()[0], 2)
     models = args.models or ("default" if args.profile else "tiny-random,default")
+    sources = [Path(p).resolve() for p in args.e2e_sources.split(",")] if args.e2e_sources else None
     results: dict[str, Any] = {}
     for spec in models.split(","):
         model = None if spec == "default" else spec
@@ -712,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             results[spec] = {"in_process": in_process(model, root, args.requests, args.device)}
         if args.e2e > 0 and args.device == "cpu":  # the server runs on the CPU only
             with tempfile.TemporaryDirectory(prefix="lsp-latency-") as tmp:
-                root = make_repository(Path(tmp) / "repo")
+                root = make_repository(Path(tmp) / "repo", sources)
                 e2e = end_to_end(model, root, args.e2e)
             e2e["meets"] = {
                 "single_line_p50": e2e["p50_ms"] <= TARGETS["single_line_p50_ms"],
