@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import json
 import math
 import os
@@ -50,7 +51,7 @@ from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess, prompt_at
 from lsp_server.session import QuietEvents, Session, resolve_models
 from repo2lora.adapters.peft_dir import load_peft_adapter
-from repo2lora.decoding import DecoderKind, WeightLayout, set_linear_layout
+from repo2lora.decoding import DecoderKind, TransformersDecoder, WeightLayout, set_linear_layout
 from repo2lora.generation import CompletionTimings, GenerationConfig, PromptCache
 from repo2lora.generation import generate_completion as generate
 from repo_encoder.chunker import ChunkerConfig, chunk_files
@@ -68,11 +69,12 @@ RETRIEVAL_TOKENS = 256  # at most this much of the prompt budget goes to retriev
 RETRIEVAL_TOP_K = 8
 TYPED_CHARS = 12  # keystrokes typed along at each cursor
 SOURCE_PACKAGES = ("repo_encoder", "evo_state")  # real Python code for the served repository
-# the profile's variants: (decoder, weight layout); the first is the path before issue 19
-VARIANTS: dict[str, tuple[DecoderKind, WeightLayout]] = {
-    "transformers_row_major": ("transformers", "row"),
-    "static_kv_row_major": ("auto", "row"),
-    "static_kv_column_major": ("auto", "column"),  # what the server runs
+# the profile's variants: (decoder, weight layout, every position's logits)
+VARIANTS: dict[str, tuple[DecoderKind, WeightLayout, bool]] = {
+    "before": ("transformers", "row", True),  # the path before the static-KV decoder
+    "transformers_last_logits": ("transformers", "row", False),
+    "static_kv_row_major": ("auto", "row", False),
+    "static_kv_column_major": ("auto", "column", False),  # what the server runs
 }
 _CURSOR = re.compile(r"(return |= )")
 
@@ -143,6 +145,10 @@ def _median(xs: list[float], digits: int = 3) -> float | None:
     return round(statistics.median(xs), digits) if xs else None
 
 
+def _ratio(before: dict[str, float], after: dict[str, float]) -> float:
+    return round(before["p50_ms"] / after["p50_ms"], 2)
+
+
 def _overhead(adapted: dict[str, float], base: dict[str, float]) -> float:
     return round(100 * (adapted["p50_ms"] / base["p50_ms"] - 1), 2)
 
@@ -182,11 +188,20 @@ def interleaved(
 
 
 def decoder(
-    model: Any, tokenizer: Any, cfg: GenerationConfig, per_token_ms: list[float] | None = None
+    model: Any,
+    tokenizer: Any,
+    cfg: GenerationConfig,
+    per_token_ms: list[float] | None = None,
+    before: bool = False,
 ) -> Runner:
     """What `Session.complete` runs under the lock: generate, then post-process. A cold prompt
-    every time (nothing reused), with the decoder's buffers kept, as in the server."""
+    every time (nothing reused), with the decoder's buffers kept, as in the server. `before`:
+    the decode path before the static-KV decoder (the transformers forward computing every
+    position's logits; give it a row-major `model`)."""
     cache = PromptCache()
+    if before:
+        cache.decoder = TransformersDecoder(model, all_logits=True)  # reused: kinds match
+        cfg = replace(cfg, decoder="transformers")
 
     def run(prefix: str, prompt: Prompt) -> int:
         cache.forget()
@@ -324,6 +339,8 @@ def in_process(spec: str | None, root: Path, n: int, device: str) -> dict[str, A
     picks = cursors(root, n)
     prompts = [p for _, p in picks]
     single = session.config.generation()
+    row_major = copy.deepcopy(base.model)  # the base model as the path before ran it
+    set_linear_layout(row_major, "row")
 
     def through_session(prefix: str, prompt: Prompt) -> int:
         session.cache.clear()  # time the model, not the cache
@@ -331,6 +348,7 @@ def in_process(spec: str | None, root: Path, n: int, device: str) -> dict[str, A
         return len(session.complete(prompt, lambda: False).text)
 
     runners = {
+        "before_base": decoder(row_major, tok, single, before=True),
         "base": decoder(base.model, tok, single),
         "adapter_merged": decoder(gen.model, tok, single),
         "adapter_peft": decoder(peft.model, tok, single),
@@ -340,9 +358,15 @@ def in_process(spec: str | None, root: Path, n: int, device: str) -> dict[str, A
     typing = typing_along(session, picks[: max(4, n // 8)])
 
     fixed_cfg = GenerationConfig(max_new_tokens=16, single_line=False)
-    per_token: dict[str, list[float]] = {"base": [], "adapter_merged": [], "adapter_peft": []}
+    per_token: dict[str, list[float]] = {
+        "before_base": [],
+        "base": [],
+        "adapter_merged": [],
+        "adapter_peft": [],
+    }
     fixed = interleaved(
         {
+            "before_base": decoder(row_major, tok, fixed_cfg, per_token["before_base"], True),
             "base": decoder(base.model, tok, fixed_cfg, per_token["base"]),
             "adapter_merged": decoder(gen.model, tok, fixed_cfg, per_token["adapter_merged"]),
             "adapter_peft": decoder(peft.model, tok, fixed_cfg, per_token["adapter_peft"]),
@@ -390,6 +414,7 @@ def in_process(spec: str | None, root: Path, n: int, device: str) -> dict[str, A
         "startup_to_first_adapter_s": round(first_adapter_s, 3),
         "single_line": {
             **single_line,
+            "speedup_over_before_p50": _ratio(single_line["before_base"], single_line["base"]),
             "overhead_pct": {
                 "merged": merged_over,
                 "peft": _overhead(single_line["adapter_peft"], single_line["base"]),
@@ -399,6 +424,7 @@ def in_process(spec: str | None, root: Path, n: int, device: str) -> dict[str, A
         "fixed_16_tokens": {
             **fixed,
             "decode_ms_per_token": decode_ms,
+            "speedup_over_before_p50": _ratio(fixed["before_base"], fixed["base"]),
             "overhead_pct": {
                 "merged": _overhead(fixed["adapter_merged"], fixed["base"]),
                 "peft": _overhead(fixed["adapter_peft"], fixed["base"]),
@@ -498,18 +524,25 @@ def profile(spec: str | None, root: Path, n: int, device: str) -> dict[str, Any]
     fixed = replace(served, max_new_tokens=33, single_line=False)
     stages: dict[str, dict[str, list[float]]] = {}
 
+    caches = {variant: PromptCache() for variant in VARIANTS}  # each keeps its decoder
+    for variant, (_, _, all_logits) in VARIANTS.items():
+        if all_logits:
+            caches[variant].decoder = TransformersDecoder(gen.model, all_logits=True)
+
     def run(variant: str, prompt: Prompt, config: ServerConfig) -> None:
-        kind, layout = VARIANTS[variant]
+        kind, layout, _ = VARIANTS[variant]
         set_linear_layout(base.model, layout)  # a copy when it changes: outside the timing
         set_linear_layout(gen.model, layout)
         session.config = replace(config, decoder=kind)
         session.cache.clear()
+        session.prompt_cache = caches[variant]
         session.prompt_cache.forget()
         t0, cpu0 = time.perf_counter(), time.thread_time()
         res = session.complete(prompt, lambda: False)
         wall, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
         t = res.timings
         assert t is not None
+        assert t.decoder == ("StaticKVDecoder" if kind == "auto" else "TransformersDecoder")
         into = stages.setdefault(variant, {})
         if config is fixed:  # the fixed-length decode: only its per-token cost
             per_token = 1000 * t.decode / max(1, t.new_tokens)
@@ -537,12 +570,15 @@ def profile(spec: str | None, root: Path, n: int, device: str) -> dict[str, Any]
     stages.clear()
     names = list(VARIANTS)
     for i, p in enumerate(prompts):  # the order rotating, so none always runs first
-        for variant in names[i % 3 :] + names[: i % 3]:
+        for variant in names[i % len(names) :] + names[: i % len(names)]:
             run(variant, p, served)
     for i, p in enumerate(prompts):
-        for variant in names[i % 3 :] + names[: i % 3]:
+        for variant in names[i % len(names) :] + names[: i % len(names)]:
             run(variant, p, fixed)
     session.config = served
+    set_linear_layout(base.model, "column")
+    set_linear_layout(gen.model, "column")
+    session.prompt_cache = PromptCache()
     swaps = []
     weights = load_peft_adapter(str(session.status()["adapter"]["path"]))
     for _ in range(10):
@@ -553,7 +589,7 @@ def profile(spec: str | None, root: Path, n: int, device: str) -> dict[str, Any]
         variant: {k: _median(v) for k, v in values.items()} for variant, values in stages.items()
     }
     now = by_variant["static_kv_column_major"]
-    before = by_variant["transformers_row_major"]
+    before = by_variant["before"]
     floors = token_floors(gen.model, int(now["prompt_tokens"] or 0))
     floor = max(floors["compute_floor_ms"], floors["memory_floor_ms"])
     fast = now["fixed_32_decode_ms_per_token"] or math.nan
@@ -573,7 +609,7 @@ def profile(spec: str | None, root: Path, n: int, device: str) -> dict[str, Any]
             "memory": round(fast / floors["memory_floor_ms"], 1),
             "larger_floor": round(fast / floor, 1),
         },
-        "speedup_over_transformers_row_major": {
+        "speedup_over_before": {
             k: round((before[k] or math.nan) / (now[k] or math.nan), 2)
             for k in ("fixed_32_decode_ms_per_token", "prefill_ms", "total_ms", "total_cpu_ms")
         },

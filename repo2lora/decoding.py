@@ -40,6 +40,7 @@ class Decoder(Protocol):
     """Feeds tokens to a causal LM, keeping the keys and values of everything fed so far."""
 
     model: Any
+    kind: str  # "static" or "transformers" (`decoder_kind`)
     length: int  # positions whose keys and values are held
 
     def truncate(self, length: int) -> None:
@@ -79,20 +80,31 @@ def static_kv_supported(model: Any) -> bool:
     return all(hasattr(module, f) for f in ("apply_rotary_pos_emb", "repeat_kv"))
 
 
-def make_decoder(model: Any, kind: DecoderKind = "auto") -> Decoder:
-    """The static-KV decoder where the architecture has one ("auto"), else the transformers
-    forward; "static" insists (a ValueError for an unsupported model)."""
+def decoder_kind(model: Any, kind: DecoderKind = "auto") -> Literal["static", "transformers"]:
+    """Which decoder `make_decoder(model, kind)` builds: the static-KV one where the
+    architecture has one ("auto"), else the transformers forward; "static" insists (a
+    ValueError for an unsupported model)."""
     if kind == "transformers" or (kind == "auto" and not static_kv_supported(model)):
-        return TransformersDecoder(model)
+        return "transformers"
     if not static_kv_supported(model):
         raise ValueError("the static-KV decoder supports Llama-family models run with SDPA only")
+    return "static"
+
+
+def make_decoder(model: Any, kind: DecoderKind = "auto") -> Decoder:
+    if decoder_kind(model, kind) == "transformers":
+        return TransformersDecoder(model)
     return StaticKVDecoder(model)
 
 
 class TransformersDecoder:
-    """Any causal LM through its own forward and a `DynamicCache`."""
+    """Any causal LM through its own forward and a `DynamicCache`. `all_logits` computes every
+    position's logits, as the path before the static-KV decoder did (the benchmark's
+    baseline); the default computes the last position's only."""
 
-    def __init__(self, model: Any) -> None:
+    kind = "transformers"
+
+    def __init__(self, model: Any, all_logits: bool = False) -> None:
         from transformers import DynamicCache
 
         self.model = model
@@ -100,7 +112,8 @@ class TransformersDecoder:
         params = inspect.signature(self._lm.forward).parameters
         # transformers renamed `past_key_values` to `cache` during 5.x; the old name warns
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
-        self._keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        keep_last = "logits_to_keep" in params and not all_logits
+        self._keep_last = {"logits_to_keep": 1} if keep_last else {}
         self._new_cache: Callable[[], Any] = lambda: DynamicCache(config=self._lm.config)
         self._cache = self._new_cache()
         self._device = next(model.parameters()).device
@@ -130,6 +143,8 @@ class StaticKVDecoder:
     (grown in steps when a longer sequence comes). Shapes: hidden [1, n, hidden]; q
     [1, heads, n, head_dim]; k, v [1, kv_heads, n, head_dim]; each layer's buffers
     [1, kv_heads, capacity, head_dim]."""
+
+    kind = "static"
 
     def __init__(self, model: Any) -> None:
         self.model = model

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from repo2lora.decoding import Decoder, DecoderKind, make_decoder
+from repo2lora.decoding import Decoder, DecoderKind, decoder_kind, make_decoder
 
 # the prompt window's start moves in steps of this many tokens, not on every keystroke, so a
 # request typed after the previous one still shares its processed start
@@ -113,10 +113,16 @@ def generate_completion(
     if max_pos:
         limit = min(limit, int(max_pos) - config.max_new_tokens)
     ids = prompt_ids(tokenizer, prefix, limit, config.window_step) or [tokenizer.eos_token_id]
-    reuse = cache.usable_prefix(model, cache_key, ids) if cache is not None else 0
-    decoder = cache.decoder if cache is not None and cache.decoder is not None else None
-    if decoder is None or decoder.model is not model:
+    decoder = cache.decoder if cache is not None else None
+    if (
+        decoder is None
+        or decoder.model is not model
+        or decoder.kind != decoder_kind(model, config.decoder)
+    ):
         decoder = make_decoder(model, config.decoder)
+    reuse = 0
+    if cache is not None and cache.decoder is decoder:
+        reuse = cache.usable_prefix(model, cache_key, ids)
     decoder.truncate(reuse)
     held = ids[:reuse]  # what the decoder holds keys and values of
     if cache is not None:

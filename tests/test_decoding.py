@@ -237,3 +237,15 @@ def test_an_unsupported_model_is_refused_by_the_static_decoder_only() -> None:
     assert isinstance(make_decoder(model), TransformersDecoder)
     with pytest.raises(ValueError, match="Llama-family"):
         make_decoder(model, "static")
+
+
+def test_a_cache_never_reuses_a_decoder_of_another_kind() -> None:
+    m = load_base_model(describe_base_model("tiny-random"))
+    cache = PromptCache()
+    seen = []
+    for kind in ("auto", "transformers", "auto"):
+        t = CompletionTimings()
+        cfg = GenerationConfig(max_new_tokens=4, decoder=kind)  # type: ignore[arg-type]
+        generate_completion(m.model, m.tokenizer, PROMPTS[0], cfg, cache=cache, timings=t)
+        seen.append((t.decoder, t.reused_tokens))
+    assert seen == [("StaticKVDecoder", 0), ("TransformersDecoder", 0), ("StaticKVDecoder", 0)]
