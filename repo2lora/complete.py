@@ -84,7 +84,7 @@ def complete_at(
         root, "HEAD", config=config, progress=progress, loaded_model=loaded, loaded_hypernet=hyper
     )
     assert snap.weights is not None
-    prepare_for_decoding(loaded.model)  # after encoding, so its chunk vectors are the CLI's
+    prepare_for_decoding(loaded.model)  # after encoding: chunk vectors as `snapshot` makes them
     peft_model = attach_lora(loaded.model, snap.weights, base.spec)
     out = generate_completion(
         peft_model, loaded.tokenizer, prefix, generation or GenerationConfig()

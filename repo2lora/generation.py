@@ -1,5 +1,7 @@
 """Greedy completion with a (possibly adapted) causal LM: the prompt is the text around the
-cursor only; the repository knowledge comes from the adapter. Cancellable between steps."""
+cursor only; the repository knowledge comes from the adapter. One loop for the CLI, the server
+and the benchmarks, over a `repo2lora.decoding` decoder; cancellable between steps, and a
+request that shares its start with the previous one reuses its keys and values."""
 
 from __future__ import annotations
 
