@@ -1,19 +1,22 @@
 """The forward passes of greedy decoding: a causal LM fed a growing token sequence, its keys and
 values kept between calls, only the last position's logits computed.
 
-A completion needs one forward over the prompt (prefill) and one per new token. A 5M-parameter
-model needs about 10 MFLOPs per token, well under a millisecond, but the transformers forward
-spends several milliseconds per call on bookkeeping (mask construction, cache objects, output
-dataclasses, decorators), so on a CPU it, not the arithmetic, sets the per-token cost. Hence
-two implementations of one `Decoder` protocol:
+A completion needs one forward over the prompt (prefill) and one per new token. A token of the
+5M-parameter default needs about 12 MFLOPs but must read all 21 MB of its weights, so on a CPU a
+decoding step is bound by memory traffic and per-call overhead, not by arithmetic. What cuts
+it here, each part chosen by measurement (`python -m benchmark.lsp_latency --profile`):
 
 - `StaticKVDecoder`, for Llama-family models (llama, qwen2, mistral; full attention over
   SDPA): a loop written for one sequence over preallocated key/value buffers, where dropping a
-  cached suffix is setting a length. It calls the model's own modules (norms, projections, MLP,
-  rotary embedding), so a merged or PEFT adapter, biases and rope scaling all apply, and it
-  mirrors transformers' SDPA path op for op (the same attention calls with the same masks), so
-  it produces the same logits.
+  cached suffix is setting a length, without the transformers forward's per-call bookkeeping
+  (mask construction, cache objects, output dataclasses, decorators). It calls the model's own
+  modules (norms, projections, MLP, rotary embedding), so a merged or PEFT adapter, biases and
+  rope scaling all apply, and it mirrors transformers' SDPA path op for op (the same attention
+  calls with the same masks): the same logits, bit for bit.
 - `TransformersDecoder`, for every other causal LM: the model's forward with a `DynamicCache`.
+- Both compute the last position's logits only: for a prompt, the LM head over every position
+  is most of the work that is thrown away (for the default, about 40% of a prefill).
+- `set_linear_layout`: weights stored column-major make one-token products faster.
 
 `make_decoder` picks one; `repo2lora.generation` runs the greedy loop over either.
 """

@@ -129,6 +129,26 @@ def _qwen2() -> tuple[Any, Any]:
     return Qwen2ForCausalLM(cfg).eval(), tok
 
 
+def _mistral() -> tuple[Any, Any]:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = MistralConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        sliding_window=None,
+        initializer_range=0.1,
+        eos_token_id=tok.eos_token_id,
+    )
+    return MistralForCausalLM(cfg).eval(), tok
+
+
 def _gpt2() -> tuple[Any, Any]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -149,8 +169,8 @@ def _gpt2() -> tuple[Any, Any]:
 
 @pytest.mark.parametrize(
     ("build", "decoder"),
-    [(_qwen2, "StaticKVDecoder"), (_gpt2, "TransformersDecoder")],
-    ids=["qwen2 (q/k/v biases)", "gpt2 (no static-KV path)"],
+    [(_qwen2, "StaticKVDecoder"), (_mistral, "StaticKVDecoder"), (_gpt2, "TransformersDecoder")],
+    ids=["qwen2 (q/k/v biases)", "mistral", "gpt2 (no static-KV path)"],
 )
 def test_other_architectures_decode_exactly_too(build: Any, decoder: str) -> None:
     model, tok = build()
