@@ -496,6 +496,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan: dict[str, Any] = {}
     cfg = stored_config(args.out)
+    if cfg is None and args.warm_start:
+        cfg = stored_config(args.warm_start, warm_start=True)
     if cfg is not None:  # resuming: the run's own config; only this invocation's clock changes
         from dataclasses import replace
 
@@ -551,7 +553,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if plan and not args.json:
         print(f"plan: {plan}", file=sys.stderr)
-    res = pretrain(args.out, args.corpus, cfg, on_log, finish_at_stop=args.finish_at_stop)
+    res = pretrain(
+        args.out,
+        args.corpus,
+        cfg,
+        on_log,
+        finish_at_stop=args.finish_at_stop,
+        warm_start=args.warm_start,
+    )
     if args.json:
         _print_json({**res.__dict__, "plan": plan})
     elif res.out_dir:
@@ -928,6 +937,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--eval-every", type=int, default=250)
     pt.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     pt.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    pt.add_argument(
+        "--warm-start",
+        metavar="DIR",
+        help="start a new --out from committed weights (python -m repo2lora.pretrain.export "
+        "--checkpoint RUN), with their tokenizer, config and step; the optimizer starts fresh",
+    )
     pt.add_argument(
         "--finish-at-stop",
         action="store_true",

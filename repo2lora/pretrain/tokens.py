@@ -136,9 +136,12 @@ def _corpus_texts(
     )
 
 
-def prepare_data(out: Path, corpus: CorpusSource, cfg: PretrainConfig) -> dict[str, Any]:
+def prepare_data(
+    out: Path, corpus: CorpusSource, cfg: PretrainConfig, tokenizer_dir: Path | None = None
+) -> dict[str, Any]:
     """Tokenizer, packed train shards and the held-out samples in `out/data`, made once and
-    reused on resume; a run prepared from another corpus or tokenizer setting is refused."""
+    reused on resume; a run prepared from another corpus or tokenizer setting is refused.
+    `tokenizer_dir` takes that tokenizer instead of training one (a warm restart)."""
     data = out / "data"
     meta_path = data / "meta.json"
     want = {
@@ -169,7 +172,11 @@ def prepare_data(out: Path, corpus: CorpusSource, cfg: PretrainConfig) -> dict[s
             cfg.tokenizer_sample_bytes,
             cfg.seed,
         )
-        tokenizer = train_tokenizer(sample, cfg)
+        tokenizer = (
+            PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+            if tokenizer_dir is not None
+            else train_tokenizer(sample, cfg)
+        )
         tokenizer.save_pretrained(str(tmp / "tokenizer"))
         counts = pack_tokens(tokenizer, train_texts(), tmp)
         curve = sample_documents(heldout, cfg.eval_bytes, cfg.seed)

@@ -71,6 +71,8 @@ class PretrainResult:
 
 
 def _check_resume(ckpt: Path, cfg: PretrainConfig) -> None:
+    """Refuse to continue the state in `ckpt` (a checkpoint or warm-start directory) with a
+    config that changes anything but this invocation's clock and cadence."""
     st = json.loads((ckpt / "state.json").read_text())
     old = st.get("config")
     if not old:
@@ -87,9 +89,10 @@ def _check_resume(ckpt: Path, cfg: PretrainConfig) -> None:
         )
 
 
-def stored_config(out_dir: str | Path) -> PretrainConfig | None:
-    """The config a run was started with (None when it has no checkpoint yet)."""
-    state = Path(out_dir) / "checkpoint" / "state.json"
+def stored_config(out_dir: str | Path, warm_start: bool = False) -> PretrainConfig | None:
+    """The config a run was started with (None when it has no checkpoint yet); with
+    `warm_start`, the config recorded in a warm-start directory."""
+    state = Path(out_dir) / ("state.json" if warm_start else "checkpoint/state.json")
     if not state.is_file():
         return None
     old = json.loads(state.read_text()).get("config")
@@ -106,20 +109,33 @@ def pretrain(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
     finish_at_stop: bool = False,
+    warm_start: str | Path | None = None,
 ) -> PretrainResult:
     """Run (or resume) pretraining into `out_dir`; the finished model is `out_dir/model`.
     `corpus` is a corpus directory (`repo2lora corpus build`) or a function giving a Corpus.
     `stop_after` ends the run at that step after its checkpoint, as a kill would (for tests).
     `finish_at_stop` writes the model when the wall clock stops the run before its planned
-    steps (a one-call GPU run); otherwise such a run pauses, to be resumed."""
+    steps (a one-call GPU run); otherwise such a run pauses, to be resumed.
+    `warm_start` (a directory from `export --checkpoint`: weights, tokenizer, state) starts a
+    new run directory from committed weights, with its tokenizer and at its step, the optimizer
+    fresh: the way on when the run directory itself is gone."""
     if not callable(corpus):
         read_manifest(corpus)  # a clear error before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
+    warm = None
     if (ckpt / "state.json").is_file():
         _check_resume(ckpt, cfg)
-    meta = prepare_data(out, corpus, cfg)
+    elif warm_start is not None:
+        warm = Path(warm_start)
+        if not (warm / "state.json").is_file() or not (warm / "model.safetensors").is_file():
+            raise PretrainError(
+                f"{warm} is not a warm-start directory (state.json, model.safetensors, "
+                "tokenizer); make one with `python -m repo2lora.pretrain.export --checkpoint RUN`"
+            )
+        _check_resume(warm, cfg)
+    meta = prepare_data(out, corpus, cfg, tokenizer_dir=warm)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "data" / "tokenizer"))
     shards = TokenShards(out / "data", meta["shards"])
     curve_docs = heldout_sample(out, "heldout-curve")
@@ -143,6 +159,10 @@ def pretrain(
             )
         )
         st = json.loads((ckpt / "state.json").read_text())
+        step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
+    elif warm is not None:
+        load_model(model, str(warm / "model.safetensors"))
+        st = json.loads((warm / "state.json").read_text())
         step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
     step_fn = torch.compile(model) if cfg.compile and cuda else model
     log_path = out / "pretrain_log.jsonl"
