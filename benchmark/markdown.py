@@ -64,6 +64,23 @@ def _overlap_line(report: dict[str, Any], track: str) -> str:
     return "Overlap — " + "; ".join(parts) + "." if parts else ""
 
 
+def _contamination_lines(report: dict[str, Any]) -> list[str]:
+    """A scoring run's (`--generator-dir`) contamination check, and what it kept."""
+    check = report.get("contamination")
+    if check is None:
+        return []
+    found = check["contaminated"]
+    lines = [
+        "## Contamination check",
+        "",
+        f"Test repositories compared with {len(check['manifests'])} training manifests "
+        "(base model and scored checkpoints) by name/URL and by .py file sha256: "
+        + (f"{len(found)} CONTAMINATED, kept by --allow-contaminated:" if found else "all clean."),
+    ]
+    lines += [f"- **CONTAMINATED** {line}" for hits in found.values() for line in hits]
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     src = report["source"]
@@ -89,6 +106,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         compact_table(report),
         "",
     ]
+    lines += _contamination_lines(report)
     titles = {"static": "Static track (snapshot of HEAD)", "evo": "Evolution track"}
     for track in ("static", "evo"):
         table = _track_table(report, track)
