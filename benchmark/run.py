@@ -112,7 +112,7 @@ def run_bench(
         contaminated, manifests = ck.check_contamination(
             sources, base, given_dirs, cfg.allow_contaminated
         )
-        for label, lines in contaminated.items():
+        for lines in contaminated.values():
             log(f"CONTAMINATED, kept (--allow-contaminated): {lines[0]}")
     skips: list[Skip] = []
     prepared: list[PreparedRepo] = []
