@@ -193,6 +193,12 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} {v:.0f}" for k, v in report["timings"].items())
         )
     for name, cost in report["training"].items():
+        if "checkpoint" in cost:  # scored as given (--generator-dir), not trained here
+            lines.append(
+                f"- `{name}`: the given checkpoint {cost['checkpoint']} (not trained here), "
+                f"{cost['params'] / 1e6:.2f}M parameters"
+            )
+            continue
         secs = cost.get("seconds")
         lines.append(
             f"- train `{name}`: {cost.get('steps')} steps"
