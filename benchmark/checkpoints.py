@@ -13,8 +13,8 @@ import git
 
 from benchmark import contamination as c
 from benchmark import methods as m
-from benchmark.config import BenchConfig
-from benchmark.prepare import RepoSource
+from benchmark.config import SYNTHETIC_SUITES, BenchConfig, check_config
+from benchmark.prepare import RepoSource, resolve_sources
 from benchmark.train import Trained
 from repo2lora.hypernet.checkpoint import card_generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
@@ -90,6 +90,15 @@ def scoring_config(cfg: BenchConfig, generators: list[str]) -> tuple[BenchConfig
         )
     methods = tuple(generators) + tuple(x for x in UNTRAINED_BASELINES if x in asked)
     return dataclasses.replace(cfg, methods=methods), notes
+
+
+def scoring_sources(cfg: BenchConfig, out: Path) -> list[RepoSource]:
+    """The repositories a scoring run scores, resolved without writing into `out` for local
+    paths (a synthetic suite is generated there first, as `resolve_sources` does)."""
+    synthetic = len(cfg.suite) == 1 and cfg.suite[0] in SYNTHETIC_SUITES
+    if synthetic:
+        check_config(out, cfg)
+    return resolve_sources(cfg, out)
 
 
 def check_contamination(

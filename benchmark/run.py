@@ -94,12 +94,13 @@ def run_bench(
     if not set(cfg.tracks) <= set(TRACKS):
         raise UserError(f"unknown track in {cfg.tracks}; choose static, evo or both")
     out = Path(out)
-    check_config(out, cfg)
+    scoring = bool(cfg.generator_dirs)
+    if not scoring:  # a scoring run refuses contaminated input before writing anything
+        check_config(out, cfg)
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     base = load_base_model(describe_base_model(cfg.model))
     notes: list[str] = []
-    scoring = bool(cfg.generator_dirs)
     if scoring:  # given checkpoints: nothing is trained
         given_dirs = ck.checkpoint_dirs(cfg.generator_dirs)
         given, generators = ck.load_checkpoints(base, given_dirs)
@@ -107,11 +108,14 @@ def run_bench(
 
     timings: dict[str, float] = {}
     t_stage = time.perf_counter()
-    sources = resolve_sources(cfg, out)
     if scoring:
+        sources = ck.scoring_sources(cfg, out)
         contaminated, manifests = ck.check_contamination(
             sources, base, given_dirs, cfg.allow_contaminated
         )
+        check_config(out, cfg)
+    else:
+        sources = resolve_sources(cfg, out)
         for lines in contaminated.values():
             log(f"CONTAMINATED, kept (--allow-contaminated): {lines[0]}")
     skips: list[Skip] = []
