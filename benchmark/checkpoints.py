@@ -126,6 +126,6 @@ def mark_report(
 ) -> dict[str, Any]:
     """The report of a scoring run, with its contamination check and marks."""
     report["contamination"] = {"manifests": manifests, "contaminated": found}
-    for r in report["repos"]:
+    for r in (*report["repos"], *report["records"]):
         r["contaminated"] = r["repo"] in found
     return report
