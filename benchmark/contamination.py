@@ -199,11 +199,11 @@ def repo_identity(label: str, path: Path) -> RepoIdentity:
                 names.add(norm_name(key.split("/")[-1]))
     hashes: dict[str, str] = {}
     if repo.head.is_valid():
-        for blob in repo.head.commit.tree.traverse():
-            if getattr(blob, "type", "") == "blob" and str(blob.path).endswith(".py"):
+        for item in repo.head.commit.tree.traverse():
+            if isinstance(item, git.Blob) and str(item.path).endswith(".py"):
                 try:
-                    text = blob.data_stream.read().decode("utf-8")
+                    text = item.data_stream.read().decode("utf-8")
                 except UnicodeDecodeError:
                     continue
-                hashes.setdefault(hashlib.sha256(text.encode()).hexdigest(), str(blob.path))
+                hashes.setdefault(hashlib.sha256(text.encode()).hexdigest(), str(item.path))
     return RepoIdentity(label, frozenset(keys), frozenset(names), hashes)

@@ -101,6 +101,8 @@ def run_bench(
     torch.manual_seed(cfg.seed)
     base = load_base_model(describe_base_model(cfg.model))
     notes: list[str] = []
+    contaminated: dict[str, list[str]] = {}
+    manifests: list[str] = []
     if scoring:  # given checkpoints: nothing is trained
         given_dirs = ck.checkpoint_dirs(cfg.generator_dirs)
         given, generators = ck.load_checkpoints(base, given_dirs)
@@ -114,10 +116,10 @@ def run_bench(
             sources, base, given_dirs, cfg.allow_contaminated
         )
         check_config(out, cfg)
-    else:
-        sources = resolve_sources(cfg, out)
         for lines in contaminated.values():
             log(f"CONTAMINATED, kept (--allow-contaminated): {lines[0]}")
+    else:
+        sources = resolve_sources(cfg, out)
     skips: list[Skip] = []
     prepared: list[PreparedRepo] = []
     failures: list[dict[str, str]] = []

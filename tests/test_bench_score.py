@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmark.report import find_row
 from repo2lora.models import embedded
 from tests.cli import run_cli
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
+
+pytestmark = pytest.mark.slow
 
 MORE_TESTS: dict[str, str | bytes] = {
     "tests/test_shapes.py": (
