@@ -88,3 +88,20 @@ def test_a_repository_is_hashed_at_head_not_in_its_work_tree(tmp_path: Path) -> 
     (root / "a.py").write_text(LEAKED)  # an uncommitted edit is not what is scored
     ident = c.repo_identity("r", root)
     assert set(ident.hashes) == {hashlib.sha256(b"A = 1\n").hexdigest()}
+
+
+def test_a_card_lists_its_training_repositories_and_their_file_hashes(tmp_path: Path) -> None:
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    digest = hashlib.sha256(LEAKED.encode()).hexdigest()
+    repos = [{"name": "proj", "source": "https://github.com/acme/proj", "file_sha256": [digest]}]
+    (ckpt / "hypernet.json").write_text(json.dumps({"training_repositories": repos}))
+    (manifest,) = c.checkpoint_manifests(ckpt)
+    assert manifest.keys == {"acme/proj"} and digest in manifest.hashes
+    copy = _repo(tmp_path / "vendored", {"third/leak.py": LEAKED})
+    (hit,) = c.collisions(c.repo_identity("vendored", copy), manifest)
+    assert (hit.by, hit.manifest) == ("file", str(ckpt / "hypernet.json"))
+    assert (
+        c.collisions(c.repo_identity("other", _repo(tmp_path / "o", {"a.py": "A = 1\n"})), manifest)
+        == []
+    )
