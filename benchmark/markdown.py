@@ -64,6 +64,23 @@ def _overlap_line(report: dict[str, Any], track: str) -> str:
     return "Overlap — " + "; ".join(parts) + "." if parts else ""
 
 
+def _contamination_lines(report: dict[str, Any]) -> list[str]:
+    """A scoring run's (`--generator-dir`) contamination check, and what it kept."""
+    check = report.get("contamination")
+    if check is None:
+        return []
+    found = check["contaminated"]
+    lines = [
+        "## Contamination check",
+        "",
+        f"Test repositories compared with {len(check['manifests'])} training manifests "
+        "(base model and scored checkpoints) by name/URL and by .py file sha256: "
+        + (f"{len(found)} CONTAMINATED, kept by --allow-contaminated:" if found else "all clean."),
+    ]
+    lines += [f"- **CONTAMINATED** {line}" for hits in found.values() for line in hits]
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     src = report["source"]
@@ -89,6 +106,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         compact_table(report),
         "",
     ]
+    lines += _contamination_lines(report)
     titles = {"static": "Static track (snapshot of HEAD)", "evo": "Evolution track"}
     for track in ("static", "evo"):
         table = _track_table(report, track)
@@ -175,6 +193,12 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} {v:.0f}" for k, v in report["timings"].items())
         )
     for name, cost in report["training"].items():
+        if "checkpoint" in cost:  # scored as given (--generator-dir), not trained here
+            lines.append(
+                f"- `{name}`: the given checkpoint {cost['checkpoint']} (not trained here), "
+                f"{cost['params'] / 1e6:.2f}M parameters"
+            )
+            continue
         secs = cost.get("seconds")
         lines.append(
             f"- train `{name}`: {cost.get('steps')} steps"

@@ -623,8 +623,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.methods == "all"
         else tuple(x.strip() for x in args.methods.split(",") if x.strip())
     )
+    suite = tuple(args.suite)
+    if args.generator_dir and args.test_repos and suite == ("ci",):  # scoring: the given repos
+        suite = tuple(args.test_repos)
     cfg = bench_config(
-        tuple(args.suite),
+        suite,
         tracks=("static", "evo") if args.track == "both" else (args.track,),
         methods=methods,
         model=args.model,
@@ -641,6 +644,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         test_repos=tuple(args.test_repos) if args.test_repos else None,
         target_modules=args.target_modules,
+        generator_dirs=tuple(args.generator_dir or ()),
+        allow_contaminated=args.allow_contaminated,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -1047,6 +1052,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="repositories held out entirely (cross-repo); the --suite paths train (default: "
         "a seeded quarter of the suite)",
+    )
+    b.add_argument(
+        "--generator-dir",
+        nargs="+",
+        metavar="DIR",
+        help="score these hypernetwork checkpoints (`default`: the shipped static and evolving "
+        "ones) on the --test-repos/--suite repositories, training nothing; --methods base,rag "
+        "run beside them",
+    )
+    b.add_argument(
+        "--allow-contaminated",
+        action="store_true",
+        help="with --generator-dir: keep test repositories found in a training manifest, marked "
+        "as contaminated in the report (default: refused)",
     )
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
