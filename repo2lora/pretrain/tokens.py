@@ -19,7 +19,7 @@ from repo2lora.atomic import atomic_directory
 from repo2lora.models.presets import EOS, SPECIAL_TOKENS
 from repo2lora.pretrain.bpb import sample_documents, xz_bits_per_byte
 from repo2lora.pretrain.config import PretrainConfig, PretrainError
-from repo2lora.pretrain.corpus import Corpus, iter_docs, read_manifest
+from repo2lora.pretrain.corpus import HASHES, Corpus, iter_docs, read_manifest
 
 SHARD_TOKENS = 1 << 27  # 256 MiB of uint16 per shard
 
@@ -202,6 +202,8 @@ def prepare_data(
             "xz_bits_per_byte": xz_bits_per_byte(report),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if not callable(corpus) and (Path(corpus) / HASHES).is_file():  # for contamination checks
+            shutil.copy(Path(corpus) / HASHES, tmp / HASHES)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 

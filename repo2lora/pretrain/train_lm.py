@@ -31,7 +31,7 @@ from repo2lora.pretrain.config import (
     autocast,
     use_bf16,
 )
-from repo2lora.pretrain.corpus import read_manifest
+from repo2lora.pretrain.corpus import HASHES, read_manifest
 from repo2lora.pretrain.tokens import CorpusSource, TokenShards, heldout_sample, prepare_data
 from repo2lora.training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
 
@@ -316,6 +316,8 @@ def finish(
         }
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
         shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
+        if (out / "data" / HASHES).is_file():
+            shutil.copy(out / "data" / HASHES, tmp / HASHES)
         plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
     log(
         {
