@@ -46,5 +46,9 @@ extension-e2e:
 
 test: lint typecheck unit extension-test
 
+# The benchmarks (they print numbers and never fail on timing): the full CI suite of the
+# RepoPeftBench-style harness (about five minutes on 2 cores; the tests run the smaller
+# `quick` suite) and snapshot speed. Results go to bench-out/.
 bench:
-	$(BIN)/python -m benchmark.snapshot_speed
+	$(BIN)/repo2lora bench --suite ci --out bench-out/ci
+	$(BIN)/python -m benchmark.speed.snapshot --out bench-out/snapshot_speed.json

@@ -1,6 +1,8 @@
 """Compares base models in bits per byte on the same held-out text, by the same code: each
 model's total NLL over a fixed seeded sample of a corpus' held-out split divided by its UTF-8
-bytes and ln 2, with xz -9e's bits per byte on that text beside them. A model is the embedded
+bytes and ln 2, with xz -9e's bits per byte on that text beside them. Held-out
+distributions that any compared model's pretraining manifest lists as training data are left
+out (the first default trained on some of them). A model is the embedded
 default (`default`), a model directory, or a pretraining run directory (its last checkpoint).
 Prints one JSON object.
 
@@ -17,10 +19,11 @@ from typing import Any
 
 import torch
 
-from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.models import describe_base_model, embedded, load_base_model
 from repo2lora.pretrain.bpb import bits_per_byte, sample_documents, xz_bits_per_byte
 from repo2lora.pretrain.corpus import iter_docs
 from repo2lora.pretrain.train_lm import load_checkpoint_model
+from repo2lora.reserved import normalize_distribution
 
 
 def load_any(spec: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -35,6 +38,31 @@ def load_any(spec: str) -> tuple[Any, Any, dict[str, Any]]:
     return loaded.model, loaded.tokenizer, {"model": spec}
 
 
+def trained_distributions(specs: list[str]) -> set[str]:
+    """Distributions some compared model trained on, by its pretraining manifest (the embedded
+    default's `data/pretrain-manifest.json`, a model directory's `manifest.json`): their
+    held-out text is left out, so no model is scored on code it saw."""
+    out: set[str] = set()
+    for spec in specs:
+        path = Path(spec)
+        candidates = [path / "manifest.json", path / "model" / "manifest.json"]
+        if spec == "default":
+            candidates = [embedded.DEFAULT_DIR / "data" / "pretrain-manifest.json"]
+        for c in candidates:
+            if not c.is_file():
+                continue
+            m = json.loads(c.read_text())
+            if "packages" in m:  # the first default's format: top-level package -> entry
+                for top, entry in m["packages"].items():
+                    if entry.get("split", "train") == "train":
+                        out.add(normalize_distribution(top))
+                        out.add(normalize_distribution(str(entry.get("distribution", top))))
+            for d in m.get("distributions", []):
+                if d.get("split") == "train":
+                    out.add(normalize_distribution(d["name"]))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="default | MODEL_DIR | RUN_DIR")
@@ -45,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    held = ((d.package, d.text) for d in iter_docs(args.corpus, "heldout"))
+    seen = trained_distributions(args.models)
+    held = (
+        (d.package, d.text)
+        for d in iter_docs(args.corpus, "heldout")
+        if normalize_distribution(d.package) not in seen
+    )
     docs = sample_documents(held, int(args.mb * 1e6), args.seed)
     rows = []
     for spec in args.models:

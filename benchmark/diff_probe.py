@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from benchmark.common import machine_info
-from benchmark.harness import split_repos
-from benchmark.synthetic import generate_suite
-from benchmark.training_data import build_training_data
+from benchmark.prepare import split_repos
+from benchmark.speed.scaffold import machine_info
 from evo_state.gru import diff_features
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import build_training_data
 
 PROBES = ("prior", "counts", "vectors")
 MAX_TARGET_TOKENS = 32

@@ -60,13 +60,15 @@ def _write_error(where: Path, exc: BaseException) -> StateWriteError:
 
 def _translate_sqlite(where: Path, exc: sqlite3.Error) -> UserError:
     msg = str(exc).lower()
-    if any(s in msg for s in ("readonly", "read-only", "unable to open", "disk", "full", "i/o")):
-        return _write_error(where, exc)
+    # damage first: a truncated file says "database disk image is malformed", which is not a
+    # full or read-only disk
     if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
         return CorruptStateError(
             f"{where / DB_NAME} is damaged ({exc}); rebuild it with "
             f"`repo2lora update --rebuild {where.parent}` (the damaged file is kept aside)"
         )
+    if any(s in msg for s in ("readonly", "read-only", "unable to open", "disk", "full", "i/o")):
+        return _write_error(where, exc)
     raise exc
 
 
@@ -309,15 +311,28 @@ class Store:
                 replace=True,
             )
 
-    def evo_log(self, kind: str, limit: int) -> list[dict[str, Any]]:
-        """States of `kind` with their commit and adapter, newest first."""
+    def newest_hypernet(self, kind: str) -> str | None:
+        """The hypernetwork key of the most recently stored state of `kind` (None: none)."""
+        row = self.db.execute(
+            "select hypernet_key from states where kind = ? "
+            "order by created_at desc, rowid desc limit 1",
+            [kind],
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def evo_log(
+        self, kind: str, limit: int, hypernet_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """States of `kind` (of one hypernetwork, or of all when None) with their commit and
+        adapter, newest first."""
         rows = self.db.execute(
             "select s.commit_sha, c.authored_at, c.summary, s.stats, a.path, s.hypernet_key "
             "from states s join commits c on c.sha = s.commit_sha "
             "left join adapters a on a.commit_sha = s.commit_sha "
             "and a.hypernet_key = s.hypernet_key and a.kind = s.kind "
-            "where s.kind = ? order by s.created_at desc, s.rowid desc limit ?",
-            [kind, limit],
+            "where s.kind = ? and (? is null or s.hypernet_key = ?) "
+            "order by s.created_at desc, s.rowid desc limit ?",
+            [kind, hypernet_key, hypernet_key, limit],
         ).fetchall()
         return [
             {

@@ -30,6 +30,7 @@ from repo2lora.adapters.apply import (
     weight_sharing_twin,
 )
 from repo2lora.adapters.weights import LoraWeights, neutral_adapter
+from repo2lora.decoding import in_layout, layout_of
 from repo2lora.models.loading import LoadedModel
 
 
@@ -97,7 +98,12 @@ class GenerationModel:
         """Swap `weights` in atomically (a mismatch raises before anything changes)."""
         self._check(weights)
         t0 = time.perf_counter()
-        staged = merged_target_weights(self.base.model, weights) if self.mode == "merged" else None
+        staged = None
+        if self.mode == "merged":  # each new weight stored as the one it replaces
+            staged = {
+                p: in_layout(w, layout_of(self.model.get_submodule(p).weight))
+                for p, w in merged_target_weights(self.base.model, weights).items()
+            }
         t1 = time.perf_counter()
         with self.lock:
             t2 = time.perf_counter()

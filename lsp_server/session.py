@@ -26,7 +26,8 @@ from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
-from repo2lora.generation import Cancelled, PromptCache, generate_completion
+from repo2lora.decoding import prepare_for_decoding
+from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.name_memory import NameProbe
@@ -125,7 +126,9 @@ class CompletionStats:
     in_flight: int = 0
     last_prompt_chars: int = 0
     last_prompt_tokens: int = 0
+    last_reused_tokens: int = 0  # prompt tokens whose keys and values the last request reused
     last_model_seconds: float = 0.0
+    last_decode_ms_per_token: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str, by: int = 1) -> None:
@@ -142,6 +145,7 @@ class CompletionResult:
     text: str
     version: int  # of the adapter it was made with
     source: str  # "model", "cache" or "typed-along"
+    timings: CompletionTimings | None = None  # where a model run's time went
 
 
 @dataclass
@@ -235,6 +239,9 @@ class Session:
     def _start(self) -> None:
         try:
             self.encoder = load_base_model(self.models.info)
+            if self.config.device != "cpu":  # before the twin: it shares these tensors
+                self.encoder.model.to(self.config.device)
+            prepare_for_decoding(self.encoder.model)  # the encoder shares the layout: no copy
             net = self.models.hyper.net
             if net.reads_names:  # kept across updates: names read once are not read again
                 model, tok = self.encoder.model, self.encoder.tokenizer
@@ -413,6 +420,7 @@ class Session:
             self.stats.bump("skipped")
             raise Cancelled()
         cfg = self.config.generation()
+        timings = CompletionTimings()
         self.stats.bump("in_flight")
         try:
             with gen.lock:
@@ -427,6 +435,7 @@ class Session:
                     should_stop,
                     cache=self.prompt_cache,
                     cache_key=version,  # a swapped adapter never reuses old keys and values
+                    timings=timings,
                 )
                 seconds = time.perf_counter() - t0
         except Cancelled:
@@ -434,14 +443,19 @@ class Session:
             raise
         finally:
             self.stats.bump("in_flight", -1)
+        t1 = time.perf_counter()
         text = postprocess(raw, prompt, cfg.single_line)
+        timings.postprocess = time.perf_counter() - t1
         self.cache.put(prompt, version, text)
-        tokens = len(gen.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"])
         with self.stats._lock:
             self.stats.last_prompt_chars = len(prompt.prefix)
-            self.stats.last_prompt_tokens = tokens
+            self.stats.last_prompt_tokens = timings.prompt_tokens
+            self.stats.last_reused_tokens = timings.reused_tokens
             self.stats.last_model_seconds = round(seconds, 4)
-        return CompletionResult(text, version, "model")
+            if timings.new_tokens:
+                per_token = 1000 * timings.decode / timings.new_tokens
+                self.stats.last_decode_ms_per_token = round(per_token, 3)
+        return CompletionResult(text, version, "model", timings)
 
     def configure(self, options: Any) -> list[str]:
         """Apply the options that may change while serving; returns what was ignored."""

@@ -117,6 +117,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 
 OTHER_GENERATORS = ("shine", "dnd")  # generators whose input is not a chunk-vector state
+HYPERNET_HELP = (
+    "hypernetwork checkpoint directory; default: the trained code2lora-evo hypernetwork "
+    "shipped with the embedded default model (for another --model, train one with "
+    "`repo2lora train`)"
+)
 
 
 def _check_generator(spec: str, wanted: str) -> None:
@@ -307,7 +312,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     from repo2lora.update import state_log
 
-    entries = state_log(args.path, args.limit)
+    entries = state_log(args.path, args.limit, all_hypernets=args.all)
     if args.json:
         _print_json([e.__dict__ for e in entries])
         return 0
@@ -318,7 +323,8 @@ def cmd_log(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for col in ("commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"):
+    cols = ["commit", "date", "source", "added", "removed", "modified", "seconds", "adapter"]
+    for col in cols + (["hypernet"] if args.all else []):
         table.add_column(
             col, justify="right" if col in ("added", "removed", "modified", "seconds") else "left"
         )
@@ -333,17 +339,18 @@ def cmd_log(args: argparse.Namespace) -> int:
             str(e.modified),
             f"{e.seconds:.2f}",
             e.adapter.rsplit("/", 1)[-1] if e.adapter else "-",
+            *([e.hypernet] if args.all else []),
         )
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(160 if args.all else 120, Console().width)).print(table)
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmark.synthetic import generate_suite
-    from benchmark.training_data import build_training_data
     from repo2lora.models.loading import describe_base_model, load_base_model
+    from repo2lora.tasks.synthetic import generate_suite
+    from repo2lora.tasks.training_data import build_training_data
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
     from repo2lora.training.placement import encoding_on_training_device
@@ -494,6 +501,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     plan: dict[str, Any] = {}
     cfg = stored_config(args.out)
+    if cfg is None and args.warm_start:
+        cfg = stored_config(args.warm_start, warm_start=True)
     if cfg is not None:  # resuming: the run's own config; only this invocation's clock changes
         from dataclasses import replace
 
@@ -549,7 +558,14 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
     if plan and not args.json:
         print(f"plan: {plan}", file=sys.stderr)
-    res = pretrain(args.out, args.corpus, cfg, on_log, finish_at_stop=args.finish_at_stop)
+    res = pretrain(
+        args.out,
+        args.corpus,
+        cfg,
+        on_log,
+        finish_at_stop=args.finish_at_stop,
+        warm_start=args.warm_start,
+    )
     if args.json:
         _print_json({**res.__dict__, "plan": plan})
     elif res.out_dir:
@@ -601,18 +617,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from benchmark.harness import bench_config, replace_eval, run_bench
+    from benchmark.config import bench_config, replace_eval
+    from benchmark.markdown import render_markdown
     from benchmark.methods import ALL_METHODS
     from benchmark.progress import progress_display
-    from benchmark.report import render_markdown
+    from benchmark.run import run_bench
 
     methods = (
         ALL_METHODS
         if args.methods == "all"
         else tuple(x.strip() for x in args.methods.split(",") if x.strip())
     )
+    suite = tuple(args.suite)
+    if args.generator_dir and args.test_repos and suite == ("ci",):  # scoring: the given repos
+        suite = tuple(args.test_repos)
     cfg = bench_config(
-        tuple(args.suite),
+        suite,
         tracks=("static", "evo") if args.track == "both" else (args.track,),
         methods=methods,
         model=args.model,
@@ -629,6 +649,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         test_repos=tuple(args.test_repos) if args.test_repos else None,
         target_modules=args.target_modules,
+        generator_dirs=tuple(args.generator_dir or ()),
+        allow_contaminated=args.allow_contaminated,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -654,6 +676,7 @@ def _target_modules(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
+    from repo2lora.adapters.defaults import DEFAULT_RANK
 
     p = argparse.ArgumentParser(
         prog="repo2lora",
@@ -678,10 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="base model: a local transformers directory, a hub id, or a preset "
             "(tiny-random); default: the embedded default model",
         )
-        sp.add_argument(
-            "--hypernet",
-            help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-        )
+        sp.add_argument("--hypernet", help=HYPERNET_HELP)
         sp.add_argument("--json", action="store_true", help="print one JSON object for scripts")
 
     s = sub.add_parser(
@@ -759,9 +779,16 @@ def build_parser() -> argparse.ArgumentParser:
     mo.add_argument("--json", action="store_true", help="print JSON for scripts")
     mo.set_defaults(func=cmd_models)
 
-    lg = sub.add_parser("log", help="list the stored evolving states, newest first")
+    lg = sub.add_parser(
+        "log", help="list the stored evolving states of the current hypernetwork, newest first"
+    )
     lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")
     lg.add_argument("-n", "--limit", type=int, default=50)
+    lg.add_argument(
+        "--all",
+        action="store_true",
+        help="the states of every hypernetwork (default: the one that stored the newest state)",
+    )
     lg.add_argument("--json", action="store_true", help="print JSON for scripts")
     lg.set_defaults(func=cmd_log)
 
@@ -789,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=200)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--rank", type=int, default=8)
+    t.add_argument("--rank", type=int, default=DEFAULT_RANK)
     t.add_argument("--tbptt-window", type=int, default=16)
     t.add_argument(
         "--standardize",
@@ -925,6 +952,12 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     pt.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     pt.add_argument(
+        "--warm-start",
+        metavar="DIR",
+        help="start a new --out from committed weights (python -m repo2lora.pretrain.export "
+        "--checkpoint RUN), with their tokenizer, config and step; the optimizer starts fresh",
+    )
+    pt.add_argument(
         "--finish-at-stop",
         action="store_true",
         help="write the model when --minutes ends the run early (one-shot GPU runs)",
@@ -959,10 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="base model: a local transformers directory, a cached hub id, or a preset "
         "(tiny-random); default: the embedded default model",
     )
-    sv.add_argument(
-        "--hypernet",
-        help="hypernetwork checkpoint directory; default: the untrained seeded hypernetwork",
-    )
+    sv.add_argument("--hypernet", help=HYPERNET_HELP)
     sv.add_argument(
         "--lora-mode",
         choices=["auto", "merged", "peft"],
@@ -988,9 +1018,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         nargs="+",
         default=["ci"],
-        metavar="ci|synthetic|PATH",
-        help="`ci` (small synthetic suite, minutes), `synthetic` (larger), or local git "
-        "repositories (default: ci)",
+        metavar="ci|quick|synthetic|PATH",
+        help="`ci` (small synthetic suite, minutes), `quick` (smaller, shorter training: the "
+        "test suite's, about a minute), `synthetic` (larger), or local git repositories "
+        "(default: ci)",
     )
     b.add_argument("--track", choices=["static", "evo", "both"], default="both")
     b.add_argument(
@@ -1030,6 +1061,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="repositories held out entirely (cross-repo); the --suite paths train (default: "
         "a seeded quarter of the suite)",
+    )
+    b.add_argument(
+        "--generator-dir",
+        nargs="+",
+        metavar="DIR",
+        help="score these hypernetwork checkpoints (`default`: the shipped static and evolving "
+        "ones) on the --test-repos/--suite repositories, training nothing; --methods base,rag "
+        "run beside them",
+    )
+    b.add_argument(
+        "--allow-contaminated",
+        action="store_true",
+        help="with --generator-dir: keep test repositories found in a training manifest, marked "
+        "as contaminated in the report (default: refused)",
     )
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")

@@ -1,6 +1,8 @@
 """Code2LoRA-Evo end to end: move a repository's stored state along its history one commit at
 a time (h_t = GRU(h_{t-1}, diff_t)), resuming from the nearest ancestor that has a state, and
-write the adapter of the target commit (or of the uncommitted work tree, transiently)."""
+write the adapter of the target commit (or of the uncommitted work tree, transiently). A
+snapshot the same evolving network made (`repo2lora snapshot`) is its h_0, so a walk resumes
+from it too."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import torch
 
 from evo_state.diff import ChunkDiff, commit_chunk_diff, worktree_chunk_diff
 from evo_state.history import ancestors
-from evo_state.store import Store, open_store
+from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
 from repo2lora.hypernet.evo import EvoHypernet
@@ -21,6 +23,7 @@ from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
+    STATIC_KIND,
     RepoContext,
     SnapshotConfig,
     adapter_dir,
@@ -92,6 +95,19 @@ def _evo_net(ctx: RepoContext) -> EvoHypernet:
     return net
 
 
+def can_follow_history(hyper: LoadedHypernet) -> bool:
+    """Whether `hyper` keeps an evolving state (a code2lora-evo network)."""
+    return isinstance(hyper.net, EvoHypernet)
+
+
+def start_state(store: Store, commit: str, hypernet_key: str) -> StateRecord | None:
+    """The state a walk may start from at `commit`: the evolving state there, or else the
+    snapshot the same network made of it (its encoder's h_0)."""
+    return store.get_state(commit, hypernet_key, EVO_KIND) or store.get_state(
+        commit, hypernet_key, STATIC_KIND
+    )
+
+
 def _step(ctx: RepoContext, store: Store, h: torch.Tensor, diff: ChunkDiff) -> torch.Tensor:
     """h_{t-1} -> h_t for one chunk diff (vectors from the cache, new chunks encoded)."""
     with torch.no_grad():
@@ -112,19 +128,24 @@ def plan_walk(
     """(commit whose stored state the walk starts from or None for a fresh snapshot, the
     commits to apply in order). History is a DAG: the start is the nearest ancestor of
     `target` with a state, within `max_replay` commits."""
-    repo = ctx.repo
+    repo, key = ctx.repo, ctx.hyper.key
     if start is not None:
-        if store.get_state(start, ctx.hyper.key, EVO_KIND) is None:
+        if start_state(store, start, key) is None:
             return None, [start, *_path(repo, start, target, config)]
         return start, _path(repo, start, target, config)
     chain = ancestors(repo, target, config.max_replay, config.first_parent)
-    stored = store.states_among(chain, ctx.hyper.key, EVO_KIND)
+    stored = store.states_among(chain, key, EVO_KIND) | store.states_among(chain, key, STATIC_KIND)
     for i, sha in enumerate(chain):
         if sha in stored:
             if i == 0:
                 return sha, []
             return sha, _path(repo, sha, target, config)
     return None, [target]
+
+
+def _int(stats: dict[str, object], key: str) -> int:
+    value = stats.get(key, 0)
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def _path(repo: git.Repo, base: str, target: str, config: UpdateConfig) -> list[str]:
@@ -189,11 +210,24 @@ def update_repository(
         names: NameIndex | None = None
         prev = resumed_from
         if resumed_from is not None:
-            rec = store.get_state(resumed_from, ctx.hyper.key, EVO_KIND)
+            rec = start_state(store, resumed_from, ctx.hyper.key)
             assert rec is not None
             h = torch.from_numpy(rec.vector)
             if reads_names:
                 names = stored_names(ctx, store, resumed_from)
+            if rec.kind != EVO_KIND:  # the network's own snapshot: h_0 of the walk from here
+                stats = rec.stats
+                adopted = StepReport(
+                    resumed_from,
+                    "snapshot",
+                    None,
+                    _int(stats, "chunks"),
+                    0,
+                    0,
+                    _int(stats, "files"),
+                    0.0,
+                )
+                record_step(store, ctx, repo.commit(resumed_from), h, EVO_KIND, adopted.__dict__)
         for i, sha in enumerate(todo):
             progress("update", i, len(todo))
             t = time.perf_counter()
@@ -283,15 +317,19 @@ class LogEntry:
     modified: int
     seconds: float
     adapter: str | None
+    hypernet: str
 
 
-def state_log(path: str | Path, limit: int = 50) -> list[LogEntry]:
-    """The stored evolving states of a repository, newest first."""
+def state_log(path: str | Path, limit: int = 50, all_hypernets: bool = False) -> list[LogEntry]:
+    """The stored evolving states of a repository, newest first: those of its current
+    hypernetwork (the one that stored the newest state), or of every one with
+    `all_hypernets`."""
     from repo_encoder.snapshot import open_repository
 
     repo = open_repository(path)
     with open_store(str(repo.working_tree_dir)) as store:
-        rows = store.evo_log(EVO_KIND, limit)
+        current = None if all_hypernets else store.newest_hypernet(EVO_KIND)
+        rows = store.evo_log(EVO_KIND, limit, current)
     out = []
     for r in rows:
         st = r["stats"]
@@ -306,6 +344,7 @@ def state_log(path: str | Path, limit: int = 50) -> list[LogEntry]:
                 modified=int(st.get("modified", 0)),
                 seconds=float(st.get("seconds", 0.0)),
                 adapter=r["adapter"],
+                hypernet=r["hypernet_key"],
             )
         )
     return out

@@ -25,10 +25,11 @@ Rules, in the order they apply:
   def's; a comment after a def's last statement is the def's when indented like its body and
   the enclosing level's when indented less (that is how tree-sitter nests it). Blank lines
   between chunks belong to none.
-* A chunk over `max_tokens` (estimated as UTF-8 bytes / 4) is cut into consecutive runs of its
-  lines, each within budget; a single line over budget is cut by characters into pieces of its
-  own. Pieces keep the qualname and kind, are numbered `part` 1..k and span their own first to
-  last line, which for a class may enclose a method (unsplit chunks have part 0).
+* A chunk over `max_tokens` (estimated as UTF-8 bytes / 4, `repo_encoder.tokens`) is cut into
+  consecutive runs of its lines, each within budget; a single line over budget is cut by
+  characters into pieces of its own. Pieces keep the qualname and kind, are numbered `part`
+  1..k and span their own first to last line, which for a class may enclose a method
+  (unsplit chunks have part 0).
 * A chunk lists the public names it defines (`Chunk.definitions`): its function ("function"),
   method ("method", not dunders) or class ("exception" when its name or a base's ends in Error,
   Exception or Warning, else "class"), and in a module chunk every top-level assignment to an
@@ -53,6 +54,7 @@ from tree_sitter import Language, Node, Parser
 
 from repo_encoder.chunk import Chunk, ChunkKind, Definition, DefinitionKind, content_hash
 from repo_encoder.errors import UserError
+from repo_encoder.tokens import BYTES_PER_TOKEN
 
 SkipReason = Literal["binary", "undecodable", "too_large", "empty"]
 FallbackReason = Literal["syntax_error"]
@@ -70,7 +72,6 @@ COUNT_KEYS = (
 _PYTHON = Language(tree_sitter_python.language())
 _BINARY_SNIFF_BYTES = 8192
 _UTF8_BOM = b"\xef\xbb\xbf"
-_BYTES_PER_TOKEN = 4
 
 # A public name a draft defines: the row of its name (0-based), the name and its kind
 _RowDefinition = tuple[int, str, DefinitionKind]
@@ -117,11 +118,6 @@ class ChunkedSnapshot:
     chunks: list[Chunk]
     counts: collections.Counter[str]
     bytes_read: int
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free token estimate: UTF-8 bytes / 4, rounded up."""
-    return -(-len(text.encode("utf-8", "surrogatepass")) // _BYTES_PER_TOKEN)
 
 
 def chunk_source(path: str, data: bytes, config: ChunkerConfig = ChunkerConfig()) -> FileChunks:
@@ -320,7 +316,7 @@ def _without(first: int, last: int, holes: list[tuple[int, int]]) -> tuple[tuple
 
 def _chunks(path: str, lines: list[str], drafts: list[_Draft], max_tokens: int) -> list[Chunk]:
     """Hash the drafts' texts, splitting those over budget, in source order."""
-    budget = max_tokens * _BYTES_PER_TOKEN
+    budget = max_tokens * BYTES_PER_TOKEN
     drafts.sort(key=operator.itemgetter(2))
     chunks: list[Chunk] = []
     split_class = False

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.synthetic import generate_suite
+from repo2lora.tasks.synthetic import generate_suite
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
 
 
@@ -26,10 +26,11 @@ def suite(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return [r.path for r in generate_suite(root, 4, 5, seed=3)]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_thread() -> Iterator[None]:
     """The tiny model's ops are too small to gain from threads, and on shared CI cores a
-    second thread mostly waits: one is several times faster (use it per module)."""
+    second thread mostly waits (spinning, on a busy machine): one is several times faster, so
+    every test in this process runs with one."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

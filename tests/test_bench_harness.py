@@ -11,19 +11,11 @@ import git
 import pytest
 import torch
 
-from benchmark.datasets import repo_context
-from benchmark.harness import (
-    WITH_TESTS,
-    StateWalk,
-    WithTestsHistory,
-    bench_config,
-    leak_free,
-    run_bench,
-    split_repos,
-    visible_diff,
-)
-from benchmark.miner import mine
-from benchmark.synthetic import generate_suite
+from benchmark.config import bench_config
+from benchmark.leakage import WITH_TESTS, WithTestsHistory, leak_free, visible_diff
+from benchmark.prepare import split_repos
+from benchmark.run import run_bench
+from benchmark.walk import StateWalk
 from evo_state.diff import ChunkDiff
 from evo_state.store import open_store
 from repo2lora.hypernet.checkpoint import build_hypernet
@@ -31,6 +23,9 @@ from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.snapshot import encode_snapshot
+from repo2lora.tasks.datasets import repo_context
+from repo2lora.tasks.miner import mine
+from repo2lora.tasks.synthetic import generate_suite
 from repo_encoder.errors import UserError
 from repo_encoder.snapshot import resolve_commit
 from tests.gitrepo import GitRepo

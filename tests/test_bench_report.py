@@ -9,15 +9,9 @@ from typing import Any
 
 import pytest
 
-from benchmark.report import (
-    aggregate,
-    compact_table,
-    decay,
-    find_row,
-    overlap,
-    render_markdown,
-    write_report,
-)
+from benchmark.markdown import compact_table, render_markdown
+from benchmark.report import aggregate, decay, find_row, overlap
+from benchmark.run import write_report
 
 
 def _result(em: bool, nll: float | None, tokens: int = 10) -> dict[str, Any]:

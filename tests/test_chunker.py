@@ -19,9 +19,9 @@ from repo_encoder.chunker import (
     ChunkerConfig,
     chunk_files,
     chunk_source,
-    estimate_tokens,
 )
 from repo_encoder.errors import UserError
+from repo_encoder.tokens import estimate_tokens
 
 UNLIMITED = ChunkerConfig(max_tokens=10**9)
 PROPERTY_SETTINGS = settings(max_examples=100, deadline=None)

@@ -10,7 +10,10 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
+from repo2lora.complete import complete_at
+from repo2lora.generation import GenerationConfig
 from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.update import update_repository
 from tests.cli import run_cli, run_json
 from tests.gitrepo import GitRepo
 
@@ -112,3 +115,46 @@ def test_help_is_clear() -> None:
     assert proc.returncode == 0
     for flag in ("--rev", "--model", "--hypernet", "--json"):
         assert flag in proc.stdout
+
+
+def _stored_rows(root: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(root / ".repo2lora" / "state.db") as db:
+        states = db.execute("select commit_sha, kind, created_at from states order by 1, 2")
+        adapters = db.execute("select commit_sha, kind, created_at from adapters order by 1, 2")
+        return [*states.fetchall(), *adapters.fetchall()]
+
+
+def test_complete_uses_the_current_adapter_and_stores_nothing_new(sample_repo: GitRepo) -> None:
+    root = sample_repo.root
+    where = f"{root}/pkg/geometry.py:7:16"
+    gen = GenerationConfig(max_new_tokens=4)
+    updated = update_repository(root, model="tiny-random")
+    rows = _stored_rows(root)
+    stamp = Path(updated.adapter_path).stat().st_mtime_ns
+    for _ in range(2):
+        out = complete_at(where, model="tiny-random", generation=gen)
+        assert out.adapter_path == updated.adapter_path  # the evolving state's adapter
+        assert out.commit == sample_repo.git("rev-parse", "HEAD")
+    assert _stored_rows(root) == rows
+    assert Path(updated.adapter_path).stat().st_mtime_ns == stamp
+
+    # a commit since: the state moves one step to HEAD once, and the next call reuses it
+    sample_repo.commit({"pkg/extra.py": "def extra():\n    return 5\n"}, "extra")
+    moved = complete_at(where, model="tiny-random", generation=gen)
+    assert moved.commit == sample_repo.git("rev-parse", "HEAD")
+    assert moved.adapter_path != updated.adapter_path
+    rows = _stored_rows(root)
+    again = complete_at(where, model="tiny-random", generation=gen)
+    assert again.adapter_path == moved.adapter_path and again.text == moved.text
+    assert _stored_rows(root) == rows
+
+
+def test_hypernet_help_names_the_shipped_default() -> None:
+    for command in ("snapshot", "update", "complete", "serve"):
+        proc = run_cli(command, "--help")
+        assert proc.returncode == 0
+        text = " ".join(proc.stdout.split())
+        assert "the trained code2lora-evo hypernetwork shipped with the embedded default model" in (
+            text
+        ), command
+        assert "untrained" not in text.lower(), command

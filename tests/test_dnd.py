@@ -13,7 +13,6 @@ import pytest
 import torch
 from peft import PeftModel
 
-from benchmark.training_data import TrainingData, build_training_data
 from repo2lora.adapters.functional import batched_to_weights, functional_lora
 from repo2lora.adapters.targets import find_lora_targets
 from repo2lora.adapters.weights import LoraWeights
@@ -21,6 +20,7 @@ from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_h
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, LoraTokenizer, select_prompts
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.models.loading import LoadedModel
+from repo2lora.tasks.training_data import TrainingData, build_training_data
 from repo2lora.training.baselines import LoraTrainConfig
 from repo2lora.training.data import TaskExample
 from repo2lora.training.dnd_trainer import (

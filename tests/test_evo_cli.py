@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config, save_hypernet
+from repo2lora.models import describe_base_model
+from repo2lora.update import state_log, update_repository
 from tests.cli import ENV, run_cli, run_json
 from tests.gitrepo import GitRepo
 
@@ -121,3 +124,64 @@ def test_log_lists_steps(sample_repo: GitRepo) -> None:
     assert proc.returncode == 0
     head = sample_repo.git("rev-parse", "HEAD")[:12]
     assert head in proc.stdout and "snapshot" in proc.stdout and "diff" in proc.stdout
+
+
+def test_truncated_state_db_is_damage_with_the_rebuild_command(sample_repo: GitRepo) -> None:
+    """A valid header over cut-off pages ("database disk image is malformed") is damage, not
+    a full or read-only disk."""
+    root = sample_repo.root
+    update_repository(root, model="tiny-random")
+    db = root / ".repo2lora" / "state.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("pragma wal_checkpoint(TRUNCATE)")
+    data = db.read_bytes()
+    assert data.startswith(b"SQLite format 3\x00") and len(data) > 3 * 4096
+    db.write_bytes(data[: len(data) // 2])
+    for wal in ("state.db-wal", "state.db-shm"):
+        (root / ".repo2lora" / wal).unlink(missing_ok=True)
+    proc = run_cli("update", str(root), "--model", "tiny-random")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{db} is damaged" in proc.stderr and "repo2lora update --rebuild" in proc.stderr
+    assert "free space" not in proc.stderr
+    proc = run_cli("update", str(root), "--model", "tiny-random", "--rebuild")
+    assert proc.returncode == 0, proc.stderr
+    assert list((root / ".repo2lora").glob("state.db.damaged-*"))
+
+
+def test_update_walks_on_from_the_snapshot_of_an_old_commit(tmp_path: Path) -> None:
+    """`snapshot --rev OLD` with the evolving network stores its h_0 at OLD; `update` walks
+    from there to HEAD, and ends where a walk from OLD made by `update` alone ends."""
+    repo = _many_commits(tmp_path / "repo", 5)
+    twin = tmp_path / "twin"
+    subprocess.run(["git", "clone", "-q", str(repo.root), str(twin)], check=True)
+    first = repo.git("rev-list", "--max-parents=0", "HEAD")
+    run_json("snapshot", str(repo.root), "--rev", first, "--model", "tiny-random")
+    walked = run_json("update", str(repo.root), "--model", "tiny-random")
+    assert walked["resumed_from"] == first
+    assert [s["source"] for s in walked["steps"]] == ["diff"] * 4
+    log = state_log(repo.root)
+    assert len(log) == 5 and log[-1].commit == first and log[-1].source == "snapshot"
+
+    alone = update_repository(twin, model="tiny-random", start=first)
+    assert len(alone.steps) == 5
+    a, b = _states(repo.root / ".repo2lora" / "state.db"), _states(twin / ".repo2lora" / "state.db")
+    assert set(a) == set(b)
+    for sha in a:
+        np.testing.assert_allclose(a[sha], b[sha], atol=1e-6, rtol=0)
+
+
+def test_log_shows_the_current_hypernetworks_states(sample_repo: GitRepo, tmp_path: Path) -> None:
+    root = sample_repo.root
+    first = sample_repo.git("rev-list", "--max-parents=0", "HEAD")
+    update_repository(root, model="tiny-random", start=first)
+    info = describe_base_model("tiny-random")
+    save_hypernet(build_hypernet(default_hypernet_config(info), info), info, tmp_path / "hn")
+    newest = update_repository(root, model="tiny-random", hypernet=str(tmp_path / "hn"))
+    current = run_json("log", str(root))
+    assert [e["hypernet"] for e in current] == [newest.hypernet_key]
+    everything = state_log(root, all_hypernets=True)
+    hypernets = [e.hypernet for e in everything]
+    assert len(hypernets) == 3 and len(set(hypernets)) == 2
+    assert hypernets.count(newest.hypernet_key) == 1
+    proc = run_cli("log", str(root), "--all")
+    assert proc.returncode == 0 and set(hypernets) <= set(proc.stdout.split())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.miner import (
+from repo2lora.tasks.miner import (
     AssertionTask,
     MinerConfig,
     mine,
@@ -214,7 +214,8 @@ def test_token_budget_cuts_from_the_front_and_keeps_the_end(tmp_path: Path) -> N
 
     # A last line over the budget on its own is cut by characters, still ending at the target.
     tiny = _by_target(mine(repo.root, config=MinerConfig(max_prompt_tokens=3)).tasks)
-    assert tiny["thing.bound(3)"].prefix == "    assert size < "[-11:]  # 11 bytes: 3 tokens
+    # (the default estimate, `repo_encoder.tokens`: UTF-8 bytes / 4 rounded up, 12 bytes: 3)
+    assert tiny["thing.bound(3)"].prefix == "    assert size < "[-12:]
 
 
 def test_mining_is_deterministic_with_stable_unique_ids(tmp_path: Path) -> None:

@@ -281,7 +281,7 @@ def test_snapshot_and_update_carry_names_in_o_diff(sample_repo: GitRepo, tmp_pat
     snap = snapshot_repository(root, "HEAD~1", model="tiny-random", hypernet=str(ckpt))
     assert snap.weights is not None and "lm_head" in snap.weights.tensors
     first = update_repository(root, "HEAD~1", model="tiny-random", hypernet=str(ckpt))
-    assert first.resumed_from is None  # its own fresh snapshot
+    assert first.resumed_from == snap.commit  # the snapshot's state and names, adopted
     res = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
     assert res.resumed_from == first.target and [s.source for s in res.steps] == ["diff"]
     head = open_repository(root).head.commit.hexsha

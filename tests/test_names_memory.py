@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.datasets import encode_repo
 from benchmark.metrics import score_completion
-from benchmark.synthetic import generate_suite
-from benchmark.training_data import build_training_data
 from repo2lora.adapters.apply import attach_lora, weight_sharing_twin
 from repo2lora.generation import GenerationConfig, generate_completion
 from repo2lora.hypernet.checkpoint import load_generator
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
 from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.tasks.datasets import encode_repo
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.data import TaskExample, target_nll, tokenize_examples
 from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
 

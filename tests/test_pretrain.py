@@ -16,12 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerFast
 
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.pretrain.bpb import bits_per_byte, xz_bits_per_byte
 from repo2lora.pretrain.budget import config_for_budget, count_params, model_shape, plan_budget
 from repo2lora.pretrain.config import PretrainConfig, PretrainError
 from repo2lora.pretrain.corpus import Corpus, SourceDoc
+from repo2lora.pretrain.export import export_checkpoint
 from repo2lora.pretrain.tokens import prepare_data
 from repo2lora.pretrain.train_lm import pretrain
 from tests.cli import ENV
@@ -129,6 +131,18 @@ def test_pretrain_resumes_exactly_and_loads_as_a_base_model(tmp_path: Path) -> N
     prepare_data(tmp_path / "c", _small_corpus, CFG)  # data made, no checkpoint yet
     with pytest.raises(PretrainError, match="another tokenizer"):
         pretrain(tmp_path / "c", _small_corpus, replace(CFG, vocab_size=500))
+
+
+def test_a_warm_start_continues_from_committed_weights(tmp_path: Path) -> None:
+    pretrain(tmp_path / "a", _small_corpus, CFG, stop_after=10)
+    export_checkpoint(tmp_path / "a", tmp_path / "warm")  # what a milestone commit holds
+    with pytest.raises(PretrainError, match="another config"):
+        pretrain(tmp_path / "x", _small_corpus, replace(CFG, lr=3e-3), warm_start=tmp_path / "warm")
+    res = pretrain(tmp_path / "w", _small_corpus, CFG, warm_start=tmp_path / "warm")
+    assert res.steps == CFG.steps and res.tokens_seen == CFG.steps * CFG.batch_size * CFG.context
+    tok_w = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "w" / "model"))
+    tok_a = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "warm"))
+    assert tok_w.get_vocab() == tok_a.get_vocab()
 
 
 def test_pretraining_imports_only_what_the_gpu_machine_has() -> None:

@@ -13,12 +13,12 @@ import pytest
 import torch
 from peft import PeftModel
 
-from benchmark.training_data import TrainingData, build_training_data
 from repo2lora.adapters.functional import functional_lora
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_hypernet
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator, chunk_token_ids, pack_context
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.models.loading import LoadedModel
+from repo2lora.tasks.training_data import TrainingData, build_training_data
 from repo2lora.training.data import TaskExample
 from repo2lora.training.hypernet_trainer import TrainConfig, _tokens
 from repo2lora.training.loop import TrainResult

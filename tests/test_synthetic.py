@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.miner import mine, mine_added
-from benchmark.synthetic import SyntheticRepo, generate_suite, load_repo
+from repo2lora.tasks.miner import mine, mine_added
+from repo2lora.tasks.synthetic import SyntheticRepo, generate_suite, load_repo
 from repo_encoder.errors import UserError
 
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from benchmark.training_data import build_training_data
 from repo2lora.adapters.apply import attach_lora
 from repo2lora.adapters.functional import functional_lora
 from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config, load_generator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, _tokens, train_hypernet
 from repo_encoder.errors import UserError

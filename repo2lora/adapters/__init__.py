@@ -1,2 +1,3 @@
 """LoRA weights: what a generator produces (`weights`), how they are applied to a loaded model
-(`apply`), and how they are saved as a standard PEFT adapter directory (`peft_dir`)."""
+(`apply`), how they are saved as a standard PEFT adapter directory (`peft_dir`), and the
+default LoRA shape (`defaults`)."""

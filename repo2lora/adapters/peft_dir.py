@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from repo2lora.adapters.weights import LoraWeights
+from repo2lora.atomic import atomic_directory
 from repo_encoder.errors import UserError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -59,24 +58,11 @@ def save_peft_adapter(
     """Write the adapter to `out_dir` atomically: it is built in a sibling temporary directory
     and renamed into place, so a crash never leaves a half-written adapter under `out_dir`."""
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         lora_config_for(weights, base_model_name_or_path).save_pretrained(str(tmp))
         save_file(peft_state_dict(weights), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         if provenance is not None:
             (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget
 from repo2lora.adapters.weights import LoraWeights
@@ -30,8 +31,8 @@ class DndConfig(JsonConfig):
 
     input_dim: int  # prompt vector size (the base model's hidden size)
     generator: Literal["dnd"] = "dnd"
-    rank: int = 8
-    alpha: int = 16
+    rank: int = DEFAULT_RANK
+    alpha: int = DEFAULT_ALPHA
     # the choice (`targets.choose_target_modules`); a built generator records the module types
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     num_prompts: int = 32  # prompts per condition: the channels of the first decoder stage

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights, functional_lora
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
 from repo2lora.adapters.weights import LoraWeights
@@ -29,8 +30,8 @@ class ShineConfig(JsonConfig):
 
     input_dim: int  # the base model's hidden size (memory embeddings live in its input space)
     generator: Literal["shine"] = "shine"
-    rank: int = 8
-    alpha: int = 16
+    rank: int = DEFAULT_RANK
+    alpha: int = DEFAULT_ALPHA
     # the choice (`targets.choose_target_modules`); a built generator records the module types
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     memory_tokens: int = 8

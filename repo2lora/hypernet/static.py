@@ -11,6 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
 from repo2lora.adapters.weights import LoraWeights
@@ -29,8 +30,8 @@ class HypernetConfig(JsonConfig):
     # code2lora-names a names memory on the LM head on top of everything code2lora-evo has
     generator: Literal["code2lora-static", "code2lora-evo", "code2lora-names"] = "code2lora-evo"
     diff_hidden: int = 256
-    rank: int = 8
-    alpha: int = 16
+    rank: int = DEFAULT_RANK
+    alpha: int = DEFAULT_ALPHA
     # the choice (`targets.choose_target_modules`); a built generator records the module types
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     pooling: Literal["attention", "meanmax"] = "attention"

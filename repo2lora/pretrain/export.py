@@ -5,6 +5,7 @@ the whole model comes back in at most 8 files.
 
     python -m repo2lora.pretrain.export --run RUN --out DIR [--shard-mb 16] [--max-files 8]
     python -m repo2lora.pretrain.export --unpack DIR --out MODEL_DIR   (back to a model dir)
+    python -m repo2lora.pretrain.export --checkpoint RUN --out DIR   (a warm-start directory)
 """
 
 from __future__ import annotations
@@ -66,6 +67,25 @@ def export_run(
     return written
 
 
+def export_checkpoint(run: str | Path, out: str | Path) -> list[str]:
+    """A warm-start directory from a run's last checkpoint: its weights and state (with the
+    config) and the run's tokenizer, small enough to commit at a milestone (no optimizer)."""
+    src = Path(run)
+    ckpt = src / "checkpoint"
+    if not (ckpt / "state.json").is_file():
+        raise ValueError(f"{run} has no checkpoint yet; let the run reach its first checkpoint")
+    dest = Path(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("model.safetensors", "state.json"):
+        shutil.copy(ckpt / name, dest / name)
+        written.append(name)
+    for p in sorted((src / "data" / "tokenizer").iterdir()):
+        shutil.copy(p, dest / p.name)
+        written.append(p.name)
+    return written
+
+
 def unpack(exported: str | Path, model_dir: str | Path) -> Path:
     """Rebuild a loadable model directory from an export."""
     src, dest = Path(exported), Path(model_dir)
@@ -82,12 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m repo2lora.pretrain.export", description=__doc__)
     ap.add_argument("--run", help="a pretraining run directory with a finished model")
     ap.add_argument("--unpack", help="an export directory to turn back into a model directory")
+    ap.add_argument("--checkpoint", help="a run directory: its last checkpoint as a warm start")
     ap.add_argument("--out", required=True)
     ap.add_argument("--shard-mb", type=int, default=16)
     ap.add_argument("--max-files", type=int, default=8)
     args = ap.parse_args(argv)
     try:
-        if args.unpack:
+        if args.checkpoint:
+            print(json.dumps({"files": export_checkpoint(args.checkpoint, args.out)}))
+        elif args.unpack:
             print(json.dumps({"model": str(unpack(args.unpack, args.out))}))
         elif args.run:
             print(

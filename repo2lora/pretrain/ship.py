@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from repo2lora.atomic import atomic_directory
 from repo2lora.hypernet.checkpoint import CARD, WEIGHTS
 from repo2lora.models import embedded
 
@@ -93,9 +92,7 @@ def ship_default(
     model_dir = pretrain_dir / "model"
     model_card = json.loads((model_dir / "model_card.json").read_text())
     report = json.loads((bench_dir / "bench.json").read_text())
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".default-", dir=dest.parent))
-    try:
+    with atomic_directory(dest) as tmp:
         for name in MODEL_FILES:
             if (model_dir / name).is_file():
                 shutil.copy2(model_dir / name, tmp / name)
@@ -107,7 +104,7 @@ def ship_default(
             {
                 "name": r["repo"],
                 "commit": r["commit"],
-                "source": origins.get(r["repo"], "synthetic suite (benchmark.synthetic)"),
+                "source": origins.get(r["repo"], "synthetic suite (repo2lora.tasks.synthetic)"),
             }
             for r in report["repos"]
             if r["split"] == "train"
@@ -164,18 +161,6 @@ def ship_default(
             },
         }
         full = embedded.write_card(tmp, card)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".old-{dest.name}")
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return full
 
 

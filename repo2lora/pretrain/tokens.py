@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from repo2lora.atomic import atomic_directory
 from repo2lora.models.presets import EOS, SPECIAL_TOKENS
 from repo2lora.pretrain.bpb import sample_documents, xz_bits_per_byte
 from repo2lora.pretrain.config import PretrainConfig, PretrainError
-from repo2lora.pretrain.corpus import Corpus, iter_docs, read_manifest
+from repo2lora.pretrain.corpus import HASHES, Corpus, iter_docs, read_manifest
 
 SHARD_TOKENS = 1 << 27  # 256 MiB of uint16 per shard
 
@@ -138,9 +137,12 @@ def _corpus_texts(
     )
 
 
-def prepare_data(out: Path, corpus: CorpusSource, cfg: PretrainConfig) -> dict[str, Any]:
+def prepare_data(
+    out: Path, corpus: CorpusSource, cfg: PretrainConfig, tokenizer_dir: Path | None = None
+) -> dict[str, Any]:
     """Tokenizer, packed train shards and the held-out samples in `out/data`, made once and
-    reused on resume; a run prepared from another corpus or tokenizer setting is refused."""
+    reused on resume; a run prepared from another corpus or tokenizer setting is refused.
+    `tokenizer_dir` takes that tokenizer instead of training one (a warm restart)."""
     data = out / "data"
     meta_path = data / "meta.json"
     want = {
@@ -165,40 +167,45 @@ def prepare_data(out: Path, corpus: CorpusSource, cfg: PretrainConfig) -> dict[s
                 )
         return meta
     train_texts, heldout, manifest, fp = _corpus_texts(corpus)
-    tmp = Path(tempfile.mkdtemp(prefix=".data-", dir=out))
-    sample = sample_documents(
-        ((str(i % 997), t) for i, t in enumerate(train_texts())),
-        cfg.tokenizer_sample_bytes,
-        cfg.seed,
-    )
-    tokenizer = train_tokenizer(sample, cfg)
-    tokenizer.save_pretrained(str(tmp / "tokenizer"))
-    counts = pack_tokens(tokenizer, train_texts(), tmp)
-    curve = sample_documents(heldout, cfg.eval_bytes, cfg.seed)
-    report = sample_documents(heldout, cfg.report_bytes, cfg.seed + 1)
-    for name, docs in (("heldout-curve", curve), ("heldout-report", report)):
-        with (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(t) + "\n" for t in docs)
-    report_tokens = sum(len(x) for x in tokenizer(report, add_special_tokens=False)["input_ids"])
-    report_bytes = sum(len(t.encode()) for t in report)
-    meta = {
-        "data_config": want,
-        "corpus_fingerprint": fp,
-        "train_tokens": int(sum(counts)),
-        "shards": counts,
-        "heldout_bytes_curve": sum(len(t.encode()) for t in curve),
-        "heldout_bytes_report": report_bytes,
-        "heldout_bytes_per_token": report_bytes / max(1, report_tokens),
-        "tokenizer_sha256": hashlib.sha256(
-            (tmp / "tokenizer" / "tokenizer.json").read_bytes()
-        ).hexdigest(),
-        "xz_bits_per_byte": xz_bits_per_byte(report),
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    if data.exists():
-        shutil.rmtree(data)
-    os.replace(tmp, data)
+    with atomic_directory(data) as tmp:
+        sample = sample_documents(
+            ((str(i % 997), t) for i, t in enumerate(train_texts())),
+            cfg.tokenizer_sample_bytes,
+            cfg.seed,
+        )
+        tokenizer = (
+            PreTrainedTokenizerFast.from_pretrained(str(tokenizer_dir))
+            if tokenizer_dir is not None
+            else train_tokenizer(sample, cfg)
+        )
+        tokenizer.save_pretrained(str(tmp / "tokenizer"))
+        counts = pack_tokens(tokenizer, train_texts(), tmp)
+        curve = sample_documents(heldout, cfg.eval_bytes, cfg.seed)
+        report = sample_documents(heldout, cfg.report_bytes, cfg.seed + 1)
+        for name, docs in (("heldout-curve", curve), ("heldout-report", report)):
+            with (tmp / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+                fh.writelines(json.dumps(t) + "\n" for t in docs)
+        report_tokens = sum(
+            len(x) for x in tokenizer(report, add_special_tokens=False)["input_ids"]
+        )
+        report_bytes = sum(len(t.encode()) for t in report)
+        meta = {
+            "data_config": want,
+            "corpus_fingerprint": fp,
+            "train_tokens": int(sum(counts)),
+            "shards": counts,
+            "heldout_bytes_curve": sum(len(t.encode()) for t in curve),
+            "heldout_bytes_report": report_bytes,
+            "heldout_bytes_per_token": report_bytes / max(1, report_tokens),
+            "tokenizer_sha256": hashlib.sha256(
+                (tmp / "tokenizer" / "tokenizer.json").read_bytes()
+            ).hexdigest(),
+            "xz_bits_per_byte": xz_bits_per_byte(report),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        if not callable(corpus) and (Path(corpus) / HASHES).is_file():  # for contamination checks
+            shutil.copy(Path(corpus) / HASHES, tmp / HASHES)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
 
 

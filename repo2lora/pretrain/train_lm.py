@@ -11,7 +11,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from repo2lora.atomic import atomic_directory
 from repo2lora.pretrain.bpb import bits_per_byte
 from repo2lora.pretrain.budget import PEAK_FLOPS, flops_per_token
 from repo2lora.pretrain.config import (
@@ -31,7 +31,7 @@ from repo2lora.pretrain.config import (
     autocast,
     use_bf16,
 )
-from repo2lora.pretrain.corpus import read_manifest
+from repo2lora.pretrain.corpus import HASHES, read_manifest
 from repo2lora.pretrain.tokens import CorpusSource, TokenShards, heldout_sample, prepare_data
 from repo2lora.training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
 
@@ -71,6 +71,8 @@ class PretrainResult:
 
 
 def _check_resume(ckpt: Path, cfg: PretrainConfig) -> None:
+    """Refuse to continue the state in `ckpt` (a checkpoint or warm-start directory) with a
+    config that changes anything but this invocation's clock and cadence."""
     st = json.loads((ckpt / "state.json").read_text())
     old = st.get("config")
     if not old:
@@ -87,9 +89,10 @@ def _check_resume(ckpt: Path, cfg: PretrainConfig) -> None:
         )
 
 
-def stored_config(out_dir: str | Path) -> PretrainConfig | None:
-    """The config a run was started with (None when it has no checkpoint yet)."""
-    state = Path(out_dir) / "checkpoint" / "state.json"
+def stored_config(out_dir: str | Path, warm_start: bool = False) -> PretrainConfig | None:
+    """The config a run was started with (None when it has no checkpoint yet); with
+    `warm_start`, the config recorded in a warm-start directory."""
+    state = Path(out_dir) / ("state.json" if warm_start else "checkpoint/state.json")
     if not state.is_file():
         return None
     old = json.loads(state.read_text()).get("config")
@@ -106,20 +109,33 @@ def pretrain(
     on_log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
     finish_at_stop: bool = False,
+    warm_start: str | Path | None = None,
 ) -> PretrainResult:
     """Run (or resume) pretraining into `out_dir`; the finished model is `out_dir/model`.
     `corpus` is a corpus directory (`repo2lora corpus build`) or a function giving a Corpus.
     `stop_after` ends the run at that step after its checkpoint, as a kill would (for tests).
     `finish_at_stop` writes the model when the wall clock stops the run before its planned
-    steps (a one-call GPU run); otherwise such a run pauses, to be resumed."""
+    steps (a one-call GPU run); otherwise such a run pauses, to be resumed.
+    `warm_start` (a directory from `export --checkpoint`: weights, tokenizer, state) starts a
+    new run directory from committed weights, with its tokenizer and at its step, the optimizer
+    fresh: the way on when the run directory itself is gone."""
     if not callable(corpus):
         read_manifest(corpus)  # a clear error before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
+    warm = None
     if (ckpt / "state.json").is_file():
         _check_resume(ckpt, cfg)
-    meta = prepare_data(out, corpus, cfg)
+    elif warm_start is not None:
+        warm = Path(warm_start)
+        if not (warm / "state.json").is_file() or not (warm / "model.safetensors").is_file():
+            raise PretrainError(
+                f"{warm} is not a warm-start directory (state.json, model.safetensors, "
+                "tokenizer); make one with `python -m repo2lora.pretrain.export --checkpoint RUN`"
+            )
+        _check_resume(warm, cfg)
+    meta = prepare_data(out, corpus, cfg, tokenizer_dir=warm)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "data" / "tokenizer"))
     shards = TokenShards(out / "data", meta["shards"])
     curve_docs = heldout_sample(out, "heldout-curve")
@@ -144,6 +160,10 @@ def pretrain(
         )
         st = json.loads((ckpt / "state.json").read_text())
         step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
+    elif warm is not None:
+        load_model(model, str(warm / "model.safetensors"))
+        st = json.loads((warm / "state.json").read_text())
+        step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
     step_fn = torch.compile(model) if cfg.compile and cuda else model
     log_path = out / "pretrain_log.jsonl"
     fpt = flops_per_token(params, cfg.layers, cfg.hidden_size, cfg.context)
@@ -158,28 +178,20 @@ def pretrain(
             on_log(ev)
 
     def save(val_loss: float, bpb: float) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".ckpt-", dir=out))
-        save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
-        tensors, ometa = optimizer_to_safetensors(opt.state_dict())
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(ometa))
-        (tmp / "state.json").write_text(
-            json.dumps(
-                {
-                    "step": step,
-                    "tokens": tokens,
-                    "seconds": seconds,
-                    "val_loss": val_loss,
-                    "bits_per_byte": bpb,
-                    "config": asdict(cfg),
-                }
-            )
-        )
-        old = out / ".checkpoint-old"
-        if ckpt.exists():
-            os.replace(ckpt, old)
-        os.replace(tmp, ckpt)
-        shutil.rmtree(old, ignore_errors=True)
+        with atomic_directory(ckpt) as tmp:
+            save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
+            tensors, ometa = optimizer_to_safetensors(opt.state_dict())
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            (tmp / "optimizer.json").write_text(json.dumps(ometa))
+            state = {
+                "step": step,
+                "tokens": tokens,
+                "seconds": seconds,
+                "val_loss": val_loss,
+                "bits_per_byte": bpb,
+                "config": asdict(cfg),
+            }
+            (tmp / "state.json").write_text(json.dumps(state))
 
     def evaluate() -> tuple[float, float]:
         """(held-out nats per token, held-out bits per byte) on the curve sample."""
@@ -272,42 +284,41 @@ def finish(
             model, tokenizer, heldout_sample(out, "heldout-report"), cfg.context, device=device
         )
     final = out / "model"
-    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=out))
-    model.to(torch.float32).save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    params = sum(p.numel() for p in model.parameters())
-    curve = [
-        {k: ev.get(k) for k in ("step", "tokens", "val_loss", "bits_per_byte")}
-        for ev in map(json.loads, (out / "pretrain_log.jsonl").read_text().splitlines())
-        if ev.get("event") == "eval"
-    ]
-    cuda = device.type == "cuda"
-    card = {
-        "kind": "repo2lora default base model",
-        "architecture": "llama",
-        "params": params,
-        "config": asdict(cfg),
-        "tokens_seen": tokens,
-        "tokens_per_param": round(tokens / params, 2),
-        "steps": step,
-        "wall_seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
-        "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
-        "held_out_bits_per_byte": report.bits_per_byte,
-        "held_out_xz_bits_per_byte": meta.get("xz_bits_per_byte"),
-        "held_out_bytes": report.bytes,
-        "held_out_bytes_per_token": meta.get("heldout_bytes_per_token"),
-        "held_out_loss_nats_per_token": val_loss,
-        "curve": curve,
-        "data": {k: v for k, v in meta.items() if k != "shards"},
-        "data_manifest_file": "manifest.json",
-    }
-    (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
-    shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
-    plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_directory(final) as tmp:
+        model.to(torch.float32).save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        params = sum(p.numel() for p in model.parameters())
+        curve = [
+            {k: ev.get(k) for k in ("step", "tokens", "val_loss", "bits_per_byte")}
+            for ev in map(json.loads, (out / "pretrain_log.jsonl").read_text().splitlines())
+            if ev.get("event") == "eval"
+        ]
+        cuda = device.type == "cuda"
+        card = {
+            "kind": "repo2lora default base model",
+            "architecture": "llama",
+            "params": params,
+            "config": asdict(cfg),
+            "tokens_seen": tokens,
+            "tokens_per_param": round(tokens / params, 2),
+            "steps": step,
+            "wall_seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
+            "held_out_bits_per_byte": report.bits_per_byte,
+            "held_out_xz_bits_per_byte": meta.get("xz_bits_per_byte"),
+            "held_out_bytes": report.bytes,
+            "held_out_bytes_per_token": meta.get("heldout_bytes_per_token"),
+            "held_out_loss_nats_per_token": val_loss,
+            "curve": curve,
+            "data": {k: v for k, v in meta.items() if k != "shards"},
+            "data_manifest_file": "manifest.json",
+        }
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+        shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
+        if (out / "data" / HASHES).is_file():
+            shutil.copy(out / "data" / HASHES, tmp / HASHES)
+        plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
     log(
         {
             "event": "done",

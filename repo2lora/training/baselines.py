@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from repo2lora.adapters.defaults import DEFAULT_RANK, default_alpha
 from repo2lora.adapters.targets import DEFAULT_TARGETS, select_targets, uses_fan_in_fan_out
 from repo2lora.models.loading import LoadedModel
 from repo2lora.training.data import TaskExample, per_example_nll, tokenize_examples
@@ -28,7 +29,7 @@ class LoraTrainConfig:
     steps: int = 200
     batch_size: int = 8
     lr: float = 3e-3
-    rank: int = 8
+    rank: int = DEFAULT_RANK
     target_modules: tuple[str, ...] = DEFAULT_TARGETS  # a choice: `targets.select_targets`
     max_prompt_tokens: int = 256
     max_target_tokens: int = 32
@@ -81,7 +82,7 @@ def train_lora(
             fresh_copy(base),
             LoraConfig(
                 r=cfg.rank,
-                lora_alpha=2 * cfg.rank,
+                lora_alpha=default_alpha(cfg.rank),
                 target_modules=sorted({t.module_type for t in targets}),
                 fan_in_fan_out=uses_fan_in_fan_out(targets),
                 lora_dropout=0.0,

@@ -5,14 +5,14 @@ Each is written aside and renamed into place, so a kill never leaves a half chec
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from repo2lora.atomic import atomic_directory
 
 OPTIMIZER = "optimizer.safetensors"
 OPTIMIZER_META = "optimizer.json"
@@ -69,20 +69,12 @@ def write_checkpoint(
     keep: int = 2,
 ) -> Path:
     target = checkpoint_dir(out, step)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         write_model(tmp)
         tensors, meta = optimizer_to_safetensors(optimizer.state_dict())
         save_file(tensors, str(tmp / OPTIMIZER))
         (tmp / OPTIMIZER_META).write_text(json.dumps(meta))
         (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=2, sort_keys=True))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     old = sorted(p for p in target.parent.iterdir() if p.name.startswith("step-"))
     for p in old[:-keep]:
         shutil.rmtree(p, ignore_errors=True)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from evo_state.store import open_store
+from repo2lora.adapters.defaults import default_alpha
 from repo2lora.adapters.functional import BatchedLora
 from repo2lora.adapters.peft_dir import peft_state_dict
 from repo2lora.adapters.targets import (
@@ -164,7 +165,7 @@ def default_dnd_config(base: LoadedModel, cfg: TrainConfig) -> DndConfig:
     return DndConfig(
         input_dim=int(base.info.config.hidden_size),
         rank=cfg.rank,
-        alpha=2 * cfg.rank,
+        alpha=default_alpha(cfg.rank),
         target_modules=cfg.target_modules,
         seed=cfg.seed,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from repo2lora.adapters.defaults import DEFAULT_RANK, default_alpha
 from repo2lora.adapters.functional import functional_lora
 from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
@@ -56,7 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     eval_every: int = 50
     seed: int = 0
-    rank: int = 8
+    rank: int = DEFAULT_RANK
     # `attention`, `all-linear` or module names (`targets.select_targets`)
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
     layer_conditioning: str = "embedding"
@@ -349,7 +350,7 @@ def train_hypernet(
         input_dim=int(base.info.config.hidden_size),
         generator=cfg.generator,  # type: ignore[arg-type]
         rank=cfg.rank,
-        alpha=2 * cfg.rank,
+        alpha=default_alpha(cfg.rank),
         target_modules=cfg.target_modules,
         layer_conditioning=cfg.layer_conditioning,  # type: ignore[arg-type]
         b_init_bound=cfg.b_init_bound,

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from repo2lora.adapters.defaults import default_alpha
 from repo2lora.adapters.functional import BatchedLora, functional_lora
 from repo2lora.adapters.targets import LoraTarget
 from repo2lora.adapters.weights import LoraWeights
@@ -69,7 +70,7 @@ def default_shine_config(base: LoadedModel, cfg: TrainConfig) -> ShineConfig:
     return ShineConfig(
         input_dim=int(base.info.config.hidden_size),
         rank=cfg.rank,
-        alpha=2 * cfg.rank,
+        alpha=default_alpha(cfg.rank),
         target_modules=cfg.target_modules,
         b_init_bound=cfg.b_init_bound,
         seed=cfg.seed,

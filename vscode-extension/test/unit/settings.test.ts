@@ -1,4 +1,6 @@
 import * as assert from "assert";
+import * as fs from "fs";
+import * as path from "path";
 import {
   DEFAULT_SETTINGS,
   documentSelector,
@@ -109,5 +111,16 @@ describe("document selector", function () {
   it("selects every file for * or an empty list", function () {
     assert.deepStrictEqual(documentSelector(["python", "*"]), [{ scheme: "file" }]);
     assert.deepStrictEqual(documentSelector([]), [{ scheme: "file" }]);
+  });
+});
+
+describe("settings as the Settings editor shows them", function () {
+  const manifest = JSON.parse(fs.readFileSync(path.join(__dirname, "..", "..", "..", "package.json"), "utf8"));
+  const properties = manifest.contributes.configuration.properties;
+
+  it("names the shipped default hypernetwork, which is trained", function () {
+    const text: string = properties["repo2lora.hypernetwork"].markdownDescription;
+    assert.match(text, /trained code2lora-evo hypernetwork shipped with the embedded default model/);
+    assert.doesNotMatch(text, /untrained/i);
   });
 });

@@ -8,11 +8,11 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.miner import AssertionTask, MinerConfig, mine, mine_added
 from evo_state.diff import commit_chunk_diff
 from evo_state.store import open_store
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
+from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine, mine_added
 from repo2lora.training.data import RepoEncoding
 from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import resolve_commit
@@ -39,8 +39,8 @@ def in_repo_split(task: AssertionTask, test_share: float = 0.5, seed: int = 0) -
 def repo_context(
     path: str | Path, model: LoadedModel, config: SnapshotConfig | None = None
 ) -> RepoContext:
-    """The context the benchmark reads and encodes a repository with: the loaded base model and
-    no hypernetwork (each method brings its own)."""
+    """The context training and the benchmark read and encode a repository with: the loaded
+    base model and no hypernetwork (each method brings its own)."""
     return open_context(path, config=config, loaded_model=model, with_hypernet=False)
 
 
@@ -58,7 +58,7 @@ def encode_repo(
     the snapshot of that commit, then every first-parent commit up to `rev` as a chunk diff,
     with the assertions each commit adds as its tasks."""
     cfg = config or SnapshotConfig()
-    mcfg = miner or MinerConfig()
+    mcfg = miner or MinerConfig(exclusion=cfg.exclusion)
     ctx = repo_context(path, model, cfg)
     repo = ctx.repo
     label = name or Path(ctx.root).name

@@ -1,24 +1,7 @@
 """Mines assertion-completion tasks from the test files of one commit of a git repository: each
 task is a structured prompt prefix and the exact source text of the asserted expression.
 
-What counts as a target (found with `ast`, only inside test functions: `test*` functions at
-module level or in a class, at any class depth):
-
-* `assert a == b` and every other comparison -> the right-hand side (the last comparator of a
-  chain such as `a < b < c`).
-* `assert x` without a comparison -> skipped and counted (`skipped_bare_assert`), unless
-  `MinerConfig.bare_asserts` is set, then the whole expression: predicting a whole condition is
-  a different task from predicting an expected value, and mostly noise.
-* `self.assert*(...)` -> the expected value: for one-value methods (`assertTrue(x)`,
-  `assertIsNone(x)`) the first argument, for `assertRaises`/`assertWarns` the exception, for all
-  others the second positional argument (a third positional argument is a message or a
-  tolerance, as in `assertAlmostEqual(a, b, 3)`, not the expected value).
-* `pytest.raises(Exc)` / `with pytest.raises(Exc, match=...)` (and `pytest.warns`) -> the
-  exception expression.
-* `assert_*(...)` helpers (`assert_allclose`, `assert_frame_equal`, ...) -> the second positional
-  argument, or the only one; mock call checks (`m.assert_called_once_with`) are not assertions
-  about a value and are left out.
-* A target that is `pytest.approx(v)` is unwrapped to `v`; the prefix then ends in `approx(`.
+What counts as a target, and where, is `assertion_sites`'s rule (its module docstring).
 
 The prompt prefix is structured: the file's imports, the module-level helpers, constants and
 fixtures the test uses (found by name, transitively), the enclosing class headers with their
@@ -35,44 +18,27 @@ import ast
 import collections
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import git
 
-from repo_encoder.exclusion import DEFAULT_TEST_GLOBS, ExclusionConfig, is_test_path
+from repo2lora.tasks.assertion_sites import (
+    AssertionForm,
+    Site,
+    Source,
+    TargetKind,
+    dotted_name,
+    sites,
+    target_kind,
+    test_functions,
+)
+from repo_encoder.exclusion import ExclusionConfig, is_test_path
 from repo_encoder.snapshot import SYMLINK_MODE, open_repository, resolve_commit
+from repo_encoder.tokens import estimate_tokens
 
 TokenCounter = Callable[[str], int]
 
-TargetKind = Literal[
-    "literal",
-    "identifier",
-    "attribute",
-    "call",
-    "collection",
-    "comprehension",
-    "subscript",
-    "expression",
-]
-AssertionForm = Literal["compare", "bare", "self_assert", "raises", "approx", "assert_helper"]
-
-_ONE_VALUE_METHODS = frozenset({"assertTrue", "assertFalse", "assertIsNone", "assertIsNotNone"})
-_EXCEPTION_METHODS = frozenset(
-    {"assertRaises", "assertRaisesRegex", "assertWarns", "assertWarnsRegex"}
-)
-_RAISES_FUNCTIONS = {"raises": "expected_exception", "warns": "expected_warning"}
-_MOCK_CHECK_PREFIXES = (
-    "assert_called",
-    "assert_not_called",
-    "assert_any_call",
-    "assert_has_calls",
-    "assert_awaited",
-    "assert_not_awaited",
-    "assert_any_await",
-    "assert_has_awaits",
-)
 _SETUP_METHODS = frozenset(
     {
         "setUp",
@@ -87,17 +53,13 @@ _SETUP_METHODS = frozenset(
 _UTF8_BOM = "\ufeff"
 
 
-def estimate_tokens(text: str) -> int:
-    """The default token count when no tokenizer is given: UTF-8 bytes / 4, plus one."""
-    return len(text.encode("utf-8")) // 4 + 1
-
-
 @dataclass(frozen=True)
 class MinerConfig:
-    """Which files are test files, the prompt's token budget (None: no cut), the largest file
-    read, and whether `assert x` without a comparison becomes a task."""
+    """Which files are test files (the leakage rule's globs, `ExclusionConfig.test_globs`, so
+    the miner and the encoder agree on what test code is), the prompt's token budget (None: no
+    cut), the largest file read, and whether `assert x` without a comparison becomes a task."""
 
-    test_globs: tuple[str, ...] = DEFAULT_TEST_GLOBS
+    exclusion: ExclusionConfig = field(default_factory=ExclusionConfig)
     max_prompt_tokens: int | None = 1024
     max_file_bytes: int = 1_000_000
     bare_asserts: bool = False
@@ -223,31 +185,6 @@ def target_kind_distribution(tasks: Iterable[AssertionTask]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
-def target_kind(node: ast.expr) -> TargetKind:
-    """The shape of a target expression, for the report's kind distribution."""
-    if isinstance(node, ast.Constant):
-        return "literal"
-    if (
-        isinstance(node, ast.UnaryOp)
-        and isinstance(node.op, ast.USub | ast.UAdd)
-        and isinstance(node.operand, ast.Constant)
-    ):
-        return "literal"
-    if isinstance(node, ast.Name):
-        return "identifier"
-    if isinstance(node, ast.Attribute):
-        return "attribute"
-    if isinstance(node, ast.Call):
-        return "call"
-    if isinstance(node, ast.List | ast.Tuple | ast.Set | ast.Dict):
-        return "collection"
-    if isinstance(node, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp):
-        return "comprehension"
-    if isinstance(node, ast.Subscript):
-        return "subscript"
-    return "expression"
-
-
 # --- reading git objects ---------------------------------------------------------------------
 
 
@@ -268,13 +205,12 @@ def _test_blobs(
 ) -> dict[str, git.Blob]:
     """The test `.py` files of `commit` by path, in path order; symlinks (never followed) and
     files over the size limit are counted, not returned."""
-    exclusion = ExclusionConfig(mode="with-tests", test_globs=config.test_globs)
     blobs: dict[str, git.Blob] = {}
     for item in commit.tree.traverse():
         if not isinstance(item, git.Blob):
             continue  # trees, and submodules (never entered)
         path = str(item.path)
-        if not path.endswith(".py") or not is_test_path(path, exclusion):
+        if not path.endswith(".py") or not is_test_path(path, config.exclusion):
             continue
         if item.mode == SYMLINK_MODE:
             counts["skipped_symlink"] += 1
@@ -334,41 +270,6 @@ def _deduplicate(
 # --- one file --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Site:
-    """Where a target sits: its test function, the Assert or Call node that makes the
-    assertion (what commits are matched by), the target node and the assertion's form."""
-
-    classes: tuple[ast.ClassDef, ...]
-    test: ast.FunctionDef | ast.AsyncFunctionDef
-    anchor: ast.AST
-    target: ast.expr
-    form: AssertionForm
-
-
-class _Source:
-    """A file's text with conversions from `ast` positions (1-based line, UTF-8 byte column)
-    to character offsets."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.lines = text.split("\n")
-        self.starts = [0]
-        for line in self.lines[:-1]:
-            self.starts.append(self.starts[-1] + len(line) + 1)
-
-    def offset(self, lineno: int, byte_col: int) -> int:
-        line = self.lines[lineno - 1]
-        return self.starts[lineno - 1] + len(line.encode("utf-8")[:byte_col].decode("utf-8"))
-
-    def char_col(self, lineno: int, byte_col: int) -> int:
-        return self.offset(lineno, byte_col) - self.starts[lineno - 1]
-
-    def line_range(self, first: int, last: int) -> str:
-        """Lines `first`..`last` (1-based, inclusive), without the final newline."""
-        return "\n".join(self.lines[first - 1 : last])
-
-
 def _mine_text(
     path: str,
     source: str,
@@ -380,109 +281,14 @@ def _mine_text(
 ) -> list[AssertionTask]:
     text = source.removeprefix(_UTF8_BOM).replace("\r\n", "\n").replace("\r", "\n")
     module = ast.parse(text, filename=path)
-    src = _Source(text)
+    src = Source(text)
     context = _ModuleContext(module, src)
     tasks: list[AssertionTask] = []
-    for classes, test in _test_functions(module.body, ()):
-        for site in _sites(classes, test, config, counts):
+    for classes, test in test_functions(module.body, ()):
+        for site in sites(classes, test, config.bare_asserts, counts):
             tasks.append(_task(site, src, context, path, repo, commit, config, count_tokens))
     tasks.sort(key=lambda t: (t.line, t.col, t.end_line, t.end_col))
     return tasks
-
-
-def _test_functions(
-    body: list[ast.stmt], classes: tuple[ast.ClassDef, ...]
-) -> Iterator[tuple[tuple[ast.ClassDef, ...], ast.FunctionDef | ast.AsyncFunctionDef]]:
-    for stmt in body:
-        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
-            if stmt.name.startswith("test"):
-                yield classes, stmt
-        elif isinstance(stmt, ast.ClassDef):
-            yield from _test_functions(stmt.body, (*classes, stmt))
-
-
-def _sites(
-    classes: tuple[ast.ClassDef, ...],
-    test: ast.FunctionDef | ast.AsyncFunctionDef,
-    config: MinerConfig,
-    counts: collections.Counter[str],
-) -> Iterator[_Site]:
-    for stmt in test.body:
-        for node in ast.walk(stmt):
-            found = _target_of(node, config, counts)
-            if found is None:
-                continue
-            target, form = found
-            if isinstance(target, ast.Starred):
-                continue
-            if form != "raises":
-                target, form = _unwrap_approx(target, form)
-            yield _Site(classes, test, node, target, form)
-
-
-def _target_of(
-    node: ast.AST, config: MinerConfig, counts: collections.Counter[str]
-) -> tuple[ast.expr, AssertionForm] | None:
-    if isinstance(node, ast.Assert):
-        if isinstance(node.test, ast.Compare):
-            return node.test.comparators[-1], "compare"
-        if config.bare_asserts:
-            return node.test, "bare"
-        counts["skipped_bare_assert"] += 1
-        return None
-    if not isinstance(node, ast.Call):
-        return None
-    name = _dotted_name(node.func)
-    if name is None:
-        return None
-    last = name.rsplit(".", 1)[-1]
-    args = node.args
-    if name.startswith("self.") and name.count(".") == 1 and last.startswith("assert"):
-        if last in _EXCEPTION_METHODS:
-            exception = _first_or_keyword(node, "expected_exception")
-            return None if exception is None else (exception, "raises")
-        if not args:
-            return None
-        if last in _ONE_VALUE_METHODS or len(args) == 1:
-            return args[0], "self_assert"
-        return args[1], "self_assert"
-    if last in _RAISES_FUNCTIONS and name in (last, f"pytest.{last}"):
-        exception = _first_or_keyword(node, _RAISES_FUNCTIONS[last])
-        return None if exception is None else (exception, "raises")
-    if last.startswith("assert_") and not last.startswith(_MOCK_CHECK_PREFIXES) and args:
-        return (args[1] if len(args) >= 2 else args[0]), "assert_helper"
-    return None
-
-
-def _first_or_keyword(call: ast.Call, keyword: str) -> ast.expr | None:
-    if call.args:
-        return call.args[0]
-    for kw in call.keywords:
-        if kw.arg == keyword:
-            return kw.value
-    return None
-
-
-def _unwrap_approx(target: ast.expr, form: AssertionForm) -> tuple[ast.expr, AssertionForm]:
-    if (
-        isinstance(target, ast.Call)
-        and _dotted_name(target.func) in ("pytest.approx", "approx")
-        and target.args
-        and not isinstance(target.args[0], ast.Starred)
-    ):
-        return target.args[0], "approx"
-    return target, form
-
-
-def _dotted_name(node: ast.expr) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    parts.append(node.id)
-    return ".".join(reversed(parts))
 
 
 # --- the prompt prefix -----------------------------------------------------------------------
@@ -493,7 +299,7 @@ class _ModuleContext:
     fixtures and constants by the names they define (test functions and classes holding tests
     are never helpers)."""
 
-    def __init__(self, module: ast.Module, src: _Source) -> None:
+    def __init__(self, module: ast.Module, src: Source) -> None:
         self.src = src
         self.imports = [_stmt_text(stmt, src) for stmt in module.body if _is_import_block(stmt)]
         self.definitions: dict[str, ast.stmt] = {}
@@ -529,7 +335,7 @@ def _defined_names(stmt: ast.stmt) -> list[str]:
     if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
         return [] if stmt.name.startswith("test") else [stmt.name]
     if isinstance(stmt, ast.ClassDef):
-        holds_tests = any(True for _ in _test_functions(stmt.body, ()))
+        holds_tests = any(True for _ in test_functions(stmt.body, ()))
         return [] if holds_tests else [stmt.name]
     if isinstance(stmt, ast.Assign):
         return [n.id for t in stmt.targets for n in ast.walk(t) if isinstance(n, ast.Name)]
@@ -554,12 +360,12 @@ def _first_line(stmt: ast.stmt) -> int:
     return min([stmt.lineno, *(d.lineno for d in decorators)])
 
 
-def _stmt_text(stmt: ast.stmt, src: _Source) -> str:
+def _stmt_text(stmt: ast.stmt, src: Source) -> str:
     """The whole lines of `stmt` (decorators included), with their indentation."""
     return src.line_range(_first_line(stmt), stmt.end_lineno or stmt.lineno)
 
 
-def _class_context(cls: ast.ClassDef, src: _Source) -> str:
+def _class_context(cls: ast.ClassDef, src: Source) -> str:
     """A class's header lines, class attributes and docstring, set-up methods and fixtures."""
     first_body_line = cls.body[0].lineno if cls.body else cls.lineno + 1
     header_end = max(cls.lineno, first_body_line - 1)
@@ -585,15 +391,15 @@ def _is_class_context(stmt: ast.stmt) -> bool:
 def _is_fixture(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     for decorator in func.decorator_list:
         call = decorator.func if isinstance(decorator, ast.Call) else decorator
-        name = _dotted_name(call)
+        name = dotted_name(call)
         if name is not None and name.rsplit(".", 1)[-1] == "fixture":
             return True
     return False
 
 
 def _task(
-    site: _Site,
-    src: _Source,
+    site: Site,
+    src: Source,
     context: _ModuleContext,
     path: str,
     repo: str,

@@ -9,8 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
@@ -21,11 +19,13 @@ from typing import Any
 import torch
 from peft import LoraConfig, get_peft_model
 
-from benchmark.synthetic import generate_suite
-from benchmark.training_data import build_training_data
+from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
+from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.static import HypernetConfig
 from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.baselines import LoraTrainConfig, fresh_copy, train_lora_baseline
 from repo2lora.training.data import TaskExample, pad_vector_sets, per_example_nll, tokenize_examples
 from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, train_hypernet
@@ -58,7 +58,8 @@ def throughput(model_spec: str, batch: int, seq: int, repeats: int) -> dict[str,
         per_example_nll(logits, labels).sum().backward()
 
     peft_model = get_peft_model(
-        fresh_copy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+        fresh_copy(base),
+        LoraConfig(r=DEFAULT_RANK, lora_alpha=DEFAULT_ALPHA, target_modules=["q_proj", "v_proj"]),
     )
 
     def plain_lora() -> None:
@@ -175,35 +176,25 @@ def _nll(base: Any, adapter_dir: Path, test: list[TaskExample]) -> float:
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+def _options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default="tiny-random,random-default")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--repos", type=int, default=3)
     p.add_argument("--lora-steps", type=int, default=120)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out")
-    a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    result = {
-        "benchmark": "training_speed",
-        "machine": {
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": a.threads,
-            "load_average_1m": os.getloadavg()[0],
-        },
+
+
+def _measure(run: SpeedRun) -> dict[str, Any]:
+    a = run.args
+    return {
         "throughput": [throughput(m, a.batch, a.seq, a.repeats) for m in a.models.split(",")],
         "adaptation_cost": adaptation_cost(a.repos, a.lora_steps, max(1, a.lora_steps // 4)),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    print("done", file=sys.stderr)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_speed_benchmark("training", __doc__, _options, _measure, argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.datasets import RepoData, encode_repo, in_repo_split
 from repo2lora.models.loading import LoadedModel
+from repo2lora.tasks.datasets import RepoData, encode_repo, in_repo_split
 from repo2lora.training.data import RepoEncoding, TaskExample
 
 

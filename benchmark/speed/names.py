@@ -5,13 +5,13 @@ commit's O(diff) update of the index, and generating the adapter (the names memo
 the whole adapter) with a cold probe (as `update` makes one) and a warm one (names and states
 cached, as a long-lived server would). Never fails on a missed target.
 
-    python -m benchmark.names_speed [--lines 50000] [--model PATH] [--hypernet CKPT]
+    python -m benchmark.speed.names [--lines 50000] [--model PATH] [--hypernet CKPT]
+                                    [--threads 2] [--out F.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from benchmark.common import machine_info
-from benchmark.snapshot_speed import generate_repository
+from benchmark.speed.repos import generate_repository
+from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
 from repo2lora.hypernet.checkpoint import load_hypernet
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
 from repo2lora.hypernet.names import NamesHypernet
@@ -130,26 +130,19 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmark.names_speed", description=__doc__)
+def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lines", type=int, default=50_000)
     parser.add_argument("--model", help="base model (default: the embedded default)")
     parser.add_argument("--hypernet", help="a code2lora-names checkpoint (default: untrained)")
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="also write the JSON here")
-    args = parser.parse_args(argv)
-    import os
 
-    load_before = round(os.getloadavg()[0], 2)
-    torch.set_num_threads(args.threads)
-    result = measure(args.lines, args.model, args.hypernet, args.repeats)
-    result["machine"] = machine_info(load_before)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    def run(r: SpeedRun) -> dict[str, Any]:
+        a = r.args
+        return measure(a.lines, a.model, a.hypernet, a.repeats)
+
+    return run_speed_benchmark("names", __doc__, _options, run, argv, default_threads=2)
 
 
 if __name__ == "__main__":
