@@ -1028,7 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="all",
         help="comma-separated: constant,base,rag,shared-lora,per-repo-lora,code2lora-static,"
-        "code2lora-evo,shine,dnd (default: all)",
+        "code2lora-evo,code2lora-names,shine,dnd (default: all)",
     )
     b.add_argument("--out", required=True, help="output directory (cache, models, report)")
     b.add_argument(
