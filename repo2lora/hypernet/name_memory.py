@@ -10,23 +10,29 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
     entry 0: g_kind + W_0(e(t_0)): a learned "a name of this kind fits here" direction (one per
              kind: an exception after `raises(`, a function after `module.`), plus a learned
              map of the base model's own (normalised) LM-head row of t_0;
-    entry j: W_1(h(t_0 .. t_{j-1})) + c: a learned map of the base model's own (normalised)
-             last hidden state after reading "\\n" t_0 .. t_{j-1}, the state it is in while
-             writing the name, plus a learned bias.
+    entry j: W_1(h(t_0 .. t_{j-1})) + W_2(e(t_{j-1})) + W_3(e(t_{j-2})) + c: a learned map
+             of the base model's own (normalised) last hidden state after reading
+             "\\n" t_0 .. t_{j-1} (the state it is in while writing the name; centred on the
+             mean of this memory's states, and W_1 starts as the identity, so a matching state
+             raises the next token from the first training step), plus learned maps of the
+             LM-head rows of the last two tokens written, plus a learned bias.
   W(x) = a x + U (V^T x), with U, V [hidden, key_rank] and a scalar a.
 * scores: s_n = softplus(MLP(features of name n)): its kind, how often it is defined and
   mentioned, where in the tree it lives, its shape. Every entry of a name carries its score.
 * A's row for token v sums s_n * key over the entries whose value is v, so the rank is the
   number of distinct tokens raised, plus one: the last slot stops a name once it is written.
-  Its B column holds every raised token, and its A row is -k * sum of s_n * (W_1(h(spelling))
-  + c) over the full spellings, so after a complete name its tokens are lowered about as much
+  Its B column holds every raised token, and its A row is -k * sum of s_n * key(spelling)
+  over the names' whole spellings (the entry-j key of the full name), so after a complete name
+  its tokens are lowered about as much
   as a matching prefix raises them (k learned, starting at 1): without it a name's last token
   keeps raising itself ("ErrorErrorError"). Names are taken by score, best first, while their
   distinct tokens fit in R - 1 (`names_rank` - 1), up to `names_max` names.
 
-So dlogit(v | h) = sum over entries e -> v of s_e (key_e . h): zero prompt tokens, a plain LoRA
-on the head. The base model is only read, through a `NameProbe` (its tokenizer, LM-head rows and
-hidden states on the names' spellings); it is never trained and never a submodule."""
+The pair is scaled by a learned gain that starts at zero, so an untrained memory leaves the
+model as it is. So dlogit(v | h) = gain * sum over entries e -> v of s_e (key_e . h): zero
+prompt tokens, a plain LoRA on the head. The base model is only read, through a `NameProbe`
+(its tokenizer, LM-head rows and hidden states on the names' spellings); it is never trained
+and never a submodule."""
 
 from __future__ import annotations
 
