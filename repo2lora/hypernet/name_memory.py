@@ -17,8 +17,12 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
              raises the next token from the first training step), plus learned maps of the
              LM-head rows of the last two tokens written, plus a learned bias.
   W(x) = a x + U (V^T x), with U, V [hidden, key_rank] and a scalar a.
-* scores: s_n = softplus(MLP(features of name n)): its kind, how often it is defined and
+* scores: s_n = sigmoid(MLP(features of name n)): its kind, how often it is defined and
   mentioned, where in the tree it lives, its shape. Every entry of a name carries its score.
+* bounds: keys are shrunk below unit norm and the pair's gain is max_boost * tanh(g) / |h|,
+  with |h| the norm of a typical last hidden state of the base model (`NameProbe.scale`), so
+  one entry adds at most about `names_max_boost` nats to a logit: without a bound, training on
+  a few repositories drives the boosts to tens of nats, and a wrong name then costs that much.
 * A's row for token v sums s_n * key over the entries whose value is v, so the rank is the
   number of distinct tokens raised, plus one: the last slot stops a name once it is written.
   Its B column holds every raised token, and its A row is -k * sum of s_n * key(spelling)
@@ -28,8 +32,8 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
   keeps raising itself ("ErrorErrorError"). Names are taken by score, best first, while their
   distinct tokens fit in R - 1 (`names_rank` - 1), up to `names_max` names.
 
-The pair is scaled by a learned gain that starts at zero, so an untrained memory leaves the
-model as it is. So dlogit(v | h) = gain * sum over entries e -> v of s_e (key_e . h): zero
+The gain starts at zero (g = 0), so an untrained memory leaves the model as it is. So
+dlogit(v | h) = gain * sum over entries e -> v of s_e (key_e . h): zero
 prompt tokens, a plain LoRA on the head. The base model is only read, through a `NameProbe`
 (its tokenizer, LM-head rows and hidden states on the names' spellings); it is never trained
 and never a submodule."""
@@ -58,6 +62,7 @@ KINDS: tuple[DefinitionKind, ...] = (
     "constant",
 )
 N_FEATURES = len(KINDS) + 10
+_SCALE_SNIPPET = "def total(values):\n    result = 0\n    for v in values:\n        result += v\n"
 _SCAN = 4  # names looked at per name held, at most (tokenizing is the cost)
 
 # (the tokens written before it, the token it raises); () before the first token
@@ -102,6 +107,7 @@ class NameProbe:
         self.max_tokens = max_tokens
         self.cache_size = cache_size
         self.context = tuple(self._ids("\n"))
+        self._scale: float | None = None
         self._entries: dict[str, tuple[tuple[tuple[int, ...], ...], list[Entry]]] = {}
         self._states: dict[tuple[int, ...], torch.Tensor] = {}
 
@@ -148,6 +154,20 @@ class NameProbe:
             self._entries.clear()
         hit = self._entries[name] = (tuple(spellings), entries)
         return hit
+
+    @property
+    def scale(self) -> float:
+        """The norm of a typical last hidden state of the base model: the mean over a fixed
+        snippet of code (measured once; a function of the model only)."""
+        if self._scale is None:
+            with torch.no_grad():
+                model = self.model
+                device = model.get_input_embeddings().weight.device
+                ids = torch.tensor([self._ids(_SCALE_SNIPPET)], device=device)
+                backbone = model.get_decoder() if hasattr(model, "get_decoder") else model
+                hidden = backbone(input_ids=ids).last_hidden_state.float()  # [1, t, d]
+                self._scale = float(hidden.norm(dim=-1).mean().clamp(min=1e-6))
+        return self._scale
 
     @torch.no_grad()
     def head_rows(self, ids: Sequence[int]) -> torch.Tensor:
@@ -241,11 +261,14 @@ class NameMemory(nn.Module):
     """Learned parts of the names memory: the score MLP, the kind gates, the key maps, the stop
     slot's strength and the pair's gain (zero at first: an untrained memory changes nothing)."""
 
-    def __init__(self, head: LoraTarget, rank: int, max_names: int, key_rank: int) -> None:
+    def __init__(
+        self, head: LoraTarget, rank: int, max_names: int, key_rank: int, max_boost: float
+    ) -> None:
         super().__init__()
         self.head = head
         self.rank = rank
         self.max_names = max_names
+        self.max_boost = max_boost
         d = head.in_features
         self.score = nn.Sequential(nn.Linear(N_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
         self.gate = nn.Parameter(torch.zeros(len(KINDS), d))
@@ -262,7 +285,7 @@ class NameMemory(nn.Module):
     def scores(self, names: Sequence[RepoName]) -> torch.Tensor:
         """s_n for each name [n] (positive)."""
         x = name_features(names).to(self.gate.device)
-        return nn.functional.softplus(self.score(x).squeeze(-1))
+        return torch.sigmoid(self.score(x).squeeze(-1))
 
     @torch.no_grad()
     def select(self, names: Sequence[RepoName], probe: NameProbe) -> NameSelection:
@@ -316,7 +339,7 @@ class NameMemory(nn.Module):
             rows = probe.head_rows([t for _, _, t in first]).to(device)  # [e0, d]
             kinds = torch.tensor([KINDS.index(sel.names[n].kind) for n, _, _ in first])
             keys = self.gate[kinds.to(device)] + self.first(rows)
-            a = _write(a, first, s, keys)
+            a = _write(a, first, s, _bounded(keys))
         words = [sel.names[n].name for n, _, _ in then]
         states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
         # centred on this memory's mean state: what every state shares matches any context
@@ -330,8 +353,15 @@ class NameMemory(nn.Module):
         sign = torch.tensor([-1.0 if slot == r - 1 else 1.0 for _, slot, _ in then], device=device)
         stop = torch.where(sign < 0, _SCALAR_RATE * self.stop, torch.ones((), device=device))
         keys = self.then(states) + self.last(lasts) + self.prev(prevs)
-        a = _write(a, then, s, (sign * stop)[:, None] * keys)
-        return _SCALAR_RATE * self.gain * a, b
+        a = _write(a, then, s, (sign * stop)[:, None] * _bounded(keys))
+        gain = self.max_boost * torch.tanh(_SCALAR_RATE * self.gain) / probe.scale
+        return gain * a, b
+
+
+def _bounded(keys: torch.Tensor) -> torch.Tensor:
+    """Keys [n, d] shrunk to norms below 1 (k / sqrt(1 + |k|^2): about unit when long, smooth
+    at zero, where a unit normalisation's gradient would blow up)."""
+    return keys / (1 + keys.pow(2).sum(-1, keepdim=True)).sqrt()
 
 
 def _write(

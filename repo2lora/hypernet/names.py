@@ -29,7 +29,9 @@ class NamesHypernet(EvoHypernet):
         self.head_target = head
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 2)
-            self.names = NameMemory(head, cfg.names_rank, cfg.names_max, cfg.names_key_rank)
+            self.names = NameMemory(
+                head, cfg.names_rank, cfg.names_max, cfg.names_key_rank, cfg.names_max_boost
+            )
 
     @property
     def scaling(self) -> float:

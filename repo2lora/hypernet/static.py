@@ -55,6 +55,9 @@ class HypernetConfig(JsonConfig):
     names_max: int = 48
     names_tokens: int = 24
     names_key_rank: int = 32
+    # the most one entry of the names memory adds to a token's logit (nats, at a typical last
+    # hidden state): a confident wrong name costs at most about this much NLL
+    names_max_boost: float = 24.0
     seed: int = 0
 
 
