@@ -249,7 +249,12 @@ def update_repository(
                     sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
                 )
             rep.seconds = round(time.perf_counter() - t, 4)
-            record_step(store, ctx, commit, h, EVO_KIND, dict(rep.__dict__), names=names)
+            # names are stored at the walk's end only: the index is O(names) to write, and a
+            # walk resumed from a step without them reads them afresh (`stored_names`)
+            last = i == len(todo) - 1
+            record_step(
+                store, ctx, commit, h, EVO_KIND, dict(rep.__dict__), names=names if last else None
+            )
             steps.append(rep)
             prev = sha
         progress("update", len(todo), len(todo))

@@ -139,7 +139,7 @@ class NameIndex:
             "paths": sorted(self.paths.items()),
             "mentions": sorted(self.mentions.items()),
         }
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 6)
+        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NameIndex | None:
