@@ -10,12 +10,13 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
     entry 0: g_kind + W_0(e(t_0)): a learned "a name of this kind fits here" direction (one per
              kind: an exception after `raises(`, a function after `module.`), plus a learned
              map of the base model's own (normalised) LM-head row of t_0;
-    entry j: W_1(h(t_0 .. t_{j-1})) + W_2(e(t_{j-1})) + W_3(e(t_{j-2})) + c: a learned map
+    entry j: W_1(h(t_0 .. t_{j-1})) + W_2(e(t_{j-1})) + W_3(e(t_{j-2})) + c + g'_kind: a map
              of the base model's own (normalised) last hidden state after reading
              "\\n" t_0 .. t_{j-1} (the state it is in while writing the name; centred on the
              mean of this memory's states, and W_1 starts as the identity, so a matching state
              raises the next token from the first training step), plus learned maps of the
-             LM-head rows of the last two tokens written, plus a learned bias.
+             LM-head rows of the last two tokens written, a learned bias, and a second
+             direction per kind (names that start alike part ways by what the context asks).
   W(x) = a x + U (V^T x), with U, V [hidden, key_rank] and a scalar a.
 * scores: s_n = sigmoid(MLP(features of name n)): its kind, how often it is defined and
   mentioned, where in the tree it lives, its shape. Every entry of a name carries its score.
@@ -272,6 +273,9 @@ class NameMemory(nn.Module):
         d = head.in_features
         self.score = nn.Sequential(nn.Linear(N_FEATURES, 32), nn.GELU(), nn.Linear(32, 1))
         self.gate = nn.Parameter(torch.zeros(len(KINDS), d))
+        # the kind's context matters all along the name: two names that share a start (Quota-,
+        # Quiver-) part ways by what the context asks for (an exception after `raises(`)
+        self.then_gate = nn.Parameter(torch.zeros(len(KINDS), d))
         self.first = _KeyMap(d, key_rank, bias=False)
         # starts as the identity: a prefix's state, centred, is its key (a matching state raises
         # the next token from the first step on)
@@ -352,7 +356,8 @@ class NameMemory(nn.Module):
         )
         sign = torch.tensor([-1.0 if slot == r - 1 else 1.0 for _, slot, _ in then], device=device)
         stop = torch.where(sign < 0, _SCALAR_RATE * self.stop, torch.ones((), device=device))
-        keys = self.then(states) + self.last(lasts) + self.prev(prevs)
+        kinds = torch.tensor([KINDS.index(sel.names[n].kind) for n, _, _ in then], device=device)
+        keys = self.then(states) + self.last(lasts) + self.prev(prevs) + self.then_gate[kinds]
         a = _write(a, then, s, (sign * stop)[:, None] * _bounded(keys))
         gain = self.max_boost * torch.tanh(_SCALAR_RATE * self.gain) / probe.scale
         return gain * a, b

@@ -57,7 +57,7 @@ class HypernetConfig(JsonConfig):
     names_key_rank: int = 32
     # the most one entry of the names memory adds to a token's logit (nats, at a typical last
     # hidden state): a confident wrong name costs at most about this much NLL
-    names_max_boost: float = 24.0
+    names_max_boost: float = 32.0
     seed: int = 0
 
 
