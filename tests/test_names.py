@@ -354,3 +354,13 @@ def test_the_server_follows_a_repository_with_a_names_generator(
         assert res.version == status["adapter"]["version"] >= 1
     finally:
         session.close()
+
+
+def test_the_names_speed_benchmark_prints_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.speed import names as speed
+
+    speed.main(["--lines", "800", "--model", "tiny-random", "--repeats", "1", "--threads", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "names" and report["names"] > 0
+    assert {"adapter_cold_probe", "per_adapter_server_update"} <= set(report["ms"])
+    assert set(report["meets_target"]) == {"cli", "server"}

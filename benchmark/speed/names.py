@@ -101,7 +101,9 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
     with torch.no_grad():
         sel = net.names.select(names, warm)
         state_only_ms, _ = _ms(lambda: net.head.to_lora_weights(net.head(state[None])), repeats)
-    per_adapter = cold_whole_ms + list_ms  # what `update` pays after its diff step
+    # after its diff step, `update` lists the names and generates: with a cold probe from the
+    # command line, with the warm one the server keeps
+    per_cold, per_warm = cold_whole_ms + list_ms, warm_whole_ms + list_ms
     return {
         "lines": n_lines,
         "files": len(snap.files),
@@ -121,10 +123,14 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
             "adapter_cold_probe": cold_whole_ms,
             "adapter_warm_probe": warm_whole_ms,
             "state_lora_only": state_only_ms,
-            "per_adapter_in_update": round(per_adapter, 2),
+            "per_adapter_cli_update": round(per_cold, 2),
+            "per_adapter_server_update": round(per_warm, 2),
         },
         "target_ms": TARGET_ADAPTER_MS,
-        "meets_target": per_adapter <= TARGET_ADAPTER_MS,
+        "meets_target": {
+            "cli": per_cold <= TARGET_ADAPTER_MS,
+            "server": per_warm <= TARGET_ADAPTER_MS,
+        },
         "model": info.description,
         "hypernet": hyper.description,
     }
