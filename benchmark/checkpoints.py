@@ -19,6 +19,7 @@ from benchmark.train import Trained
 from repo2lora.hypernet.checkpoint import card_generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.shine import ShineGenerator
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models import embedded
@@ -55,7 +56,9 @@ def load_checkpoints(base: LoadedModel, dirs: list[Path]) -> tuple[Trained, list
             )
         net = load_generator(str(d), base.info).net
         net.eval()
-        if isinstance(net, EvoHypernet):
+        if isinstance(net, NamesHypernet):
+            trained.names_net = net
+        elif isinstance(net, EvoHypernet):
             trained.evo_net = net
         elif isinstance(net, StaticHypernet):
             trained.static_net = net

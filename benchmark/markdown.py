@@ -64,6 +64,16 @@ def _overlap_line(report: dict[str, Any], track: str) -> str:
     return "Overlap — " + "; ".join(parts) + "." if parts else ""
 
 
+def _share(report: dict[str, Any], track: str) -> str:
+    """The share of a track's targets that hold a name the repository defines, by split."""
+    parts = [
+        f"{o['split']} {_pct(o['names_target'])}%"
+        for o in report["overlap"]
+        if o["track"] == track and o["split"] != "all" and o.get("names_target") is not None
+    ]
+    return ", ".join(parts) + " of the tasks" if parts else "share unknown"
+
+
 def _contamination_lines(report: dict[str, Any]) -> list[str]:
     """A scoring run's (`--generator-dir`) contamination check, and what it kept."""
     check = report.get("contamination")
@@ -113,6 +123,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         if not table:
             continue
         lines += [f"## {titles[track]}", "", *table, "", _overlap_line(report, track), ""]
+        named = _track_table(report, track, "repo-name")
+        if named:
+            title = "Tasks whose target holds a name the repository defines"
+            lines += [f"### {title} ({_share(report, track)})", "", *named, ""]
         if track == "evo":
             for subset, title in (
                 ("after-rename", "Tasks added at or after the walk's first rename"),

@@ -64,7 +64,7 @@ class GenerationModel:
         self.mode = resolve_lora_mode(mode, base.model, template)
         self.lock = threading.Lock()
         self._shapes = {p: (a.shape, b.shape) for p, (a, b) in template.tensors.items()}
-        self._scaling = template.scaling
+        self._scaling = template.scalings()
         self.model: Any
         if self.mode == "merged":
             self.model = weight_sharing_twin(base.model, {f"{p}.weight" for p in self._shapes})
@@ -76,7 +76,10 @@ class GenerationModel:
 
     def _check(self, weights: LoraWeights) -> None:
         shapes = {p: (a.shape, b.shape) for p, (a, b) in weights.tensors.items()}
-        if shapes != self._shapes or abs(weights.scaling - self._scaling) > 1e-9:
+        scalings = weights.scalings()
+        if shapes != self._shapes or any(
+            abs(scalings[p] - self._scaling[p]) > 1e-9 for p in self._scaling
+        ):
             raise ValueError(
                 "the adapter does not fit the loaded model (different targets, shapes or "
                 "scaling); it was made by another hypernetwork"

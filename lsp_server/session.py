@@ -30,6 +30,7 @@ from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
     LoadedModel,
@@ -195,6 +196,7 @@ class Session:
         self.stats = CompletionStats()
         self.ready: Future[None] = Future()
         self.encoder: LoadedModel | None = None
+        self.name_probe: NameProbe | None = None
         self.generation: GenerationModel | None = None
         self.repo_root: Path | None = None
         self._git_dirs: list[Path] = []
@@ -240,6 +242,10 @@ class Session:
             if self.config.device != "cpu":  # before the twin: it shares these tensors
                 self.encoder.model.to(self.config.device)
             prepare_for_decoding(self.encoder.model)  # the encoder shares the layout: no copy
+            net = self.models.hyper.net
+            if net.reads_names:  # kept across updates: names read once are not read again
+                model, tok = self.encoder.model, self.encoder.tokenizer
+                self.name_probe = NameProbe(model, tok, net.cfg.names_tokens)
             with torch.no_grad():  # an adapter of the right shape; the slot starts neutral
                 template = self.models.hyper.net.generate(
                     torch.zeros(self.models.hyper.net.cfg.state_dim)
@@ -346,6 +352,7 @@ class Session:
             progress=self._progress(),
             loaded_model=self.encoder,  # the plain base model: encoding never sees an adapter
             loaded_hypernet=self.models.hyper,
+            name_probe=self.name_probe,
         )
 
     def _run_update(self, force: bool) -> None:

@@ -93,6 +93,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             config=cfg,
             progress=bar,
             target_modules=args.target_modules,
+            generator=args.generator,
         )
     if args.json:
         _print_json(res.to_json())
@@ -354,20 +355,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.training.loop import StepLog
     from repo2lora.training.placement import encoding_on_training_device
 
-    evolving = args.generator == "code2lora-evo"
+    evolving = args.generator in ("code2lora-evo", "code2lora-names")
     if args.init_from and not evolving:
         raise UserError(
             "--init-from starts an evolving hypernetwork from a static one: "
-            "add --generator code2lora-evo"
+            "add --generator code2lora-evo (or code2lora-names)"
         )
     if args.init_from:  # checked before anything (a synthetic suite) is written
         from repo2lora.hypernet.checkpoint import card_generator
 
         found = card_generator(args.init_from)
-        if found != "code2lora-static":
+        starts = ["code2lora-static"] + (
+            ["code2lora-evo"] if args.generator != "code2lora-evo" else []
+        )
+        if found not in starts:
             holds = f"a {found} generator" if found else "no hypernetwork checkpoint"
             raise UserError(
-                f"{args.init_from} holds {holds}; --init-from needs a code2lora-static checkpoint"
+                f"{args.init_from} holds {holds}; --init-from needs a "
+                f"{' or '.join(starts)} checkpoint"
             )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -718,11 +723,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--generator",
-        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
+        choices=["code2lora-static", "code2lora-evo", "code2lora-names", *OTHER_GENERATORS],
         default=None,
         help="which design makes the adapter (default: the --hypernet checkpoint's; without "
-        "one, Code2LoRA). shine: the base model reads the chunks' text; dnd: chunk vectors "
-        "as prompts to a hyper-convolutional decoder",
+        "one, Code2LoRA). code2lora-names: Code2LoRA plus a memory of the names the "
+        "repository defines on the LM head; shine: the base model reads the chunks' text; "
+        "dnd: chunk vectors as prompts to a hyper-convolutional decoder",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(s)
@@ -795,10 +801,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--generator",
-        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
+        choices=["code2lora-static", "code2lora-evo", "code2lora-names", *OTHER_GENERATORS],
         default="code2lora-static",
-        help="shine: the base model reads the source text (memory tokens); dnd: a decoder "
-        "trained by MSE on per-repository LoRA checkpoints it first collects",
+        help="code2lora-names: code2lora-evo plus a names memory on the LM head, written from "
+        "the names each repository defines; shine: the base model reads the source text "
+        "(memory tokens); dnd: a decoder trained by MSE on per-repository LoRA checkpoints it "
+        "first collects",
     )
     t.add_argument("--out", required=True, help="output directory (checkpoints, log, result)")
     t.add_argument("--repos", nargs="*", default=[], help="training repositories")
@@ -820,7 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from",
         metavar="STATIC_CHECKPOINT",
         help="code2lora-evo: start the snapshot encoder and LoRA head from this trained "
-        "code2lora-static checkpoint (h_0 is then the static state)",
+        "code2lora-static checkpoint (h_0 is then the static state); code2lora-names: from a "
+        "code2lora-static or code2lora-evo checkpoint (the GRU step too)",
     )
     t.add_argument(
         "--init-lr-scale",
@@ -1019,7 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="all",
         help="comma-separated: constant,base,rag,shared-lora,per-repo-lora,code2lora-static,"
-        "code2lora-evo,shine,dnd (default: all)",
+        "code2lora-evo,code2lora-names,shine,dnd (default: all)",
     )
     b.add_argument("--out", required=True, help="output directory (cache, models, report)")
     b.add_argument(

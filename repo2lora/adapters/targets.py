@@ -202,6 +202,22 @@ def weightless_model(config: PretrainedConfig) -> nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
+def output_head(model: nn.Module) -> LoraTarget:
+    """The LM head (the projection from the last hidden state to the vocabulary's logits) as a
+    target outside the layer blocks (`layer` -1). Its module type is its path (`lm_head`), which
+    is also how PEFT's `target_modules` names it. It may be tied to the input embeddings: a
+    LoRA on it leaves the shared weight alone, but merging one into it would not."""
+    head = model.get_output_embeddings()  # type: ignore[operator]
+    if not isinstance(head, nn.Linear):
+        raise UserError(
+            f"the LM head of this model ({type(model).__name__}) is not a linear projection; "
+            "a names memory needs one"
+        )
+    path = next(name for name, m in model.named_modules() if m is head)
+    fi, fo = projection_shape(head)
+    return LoraTarget(path, path, -1, fi, fo)
+
+
 def find_lora_targets(config: PretrainedConfig, choice: Sequence[str]) -> list[LoraTarget]:
     """The projections `choice` names in the model `config` describes (no weights loaded)."""
     return select_targets(weightless_model(config), choice)

@@ -19,11 +19,13 @@ from torch import nn
 from repo2lora.adapters.targets import (
     DEFAULT_TARGETS,
     choose_target_modules,
+    output_head,
     select_targets,
     weightless_model,
 )
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models import embedded
@@ -95,13 +97,16 @@ def build_hypernet(cfg: DndConfig, base: BaseModelInfo) -> DndGenerator: ...
 def build_hypernet(cfg: GeneratorConfig, base: BaseModelInfo) -> Generator:
     """The generator `cfg.generator` names, for the projections of `base` that
     `cfg.target_modules` chooses; the built generator's config records their module types."""
-    targets = select_targets(weightless_model(base.config), cfg.target_modules)
+    skeleton = weightless_model(base.config)
+    targets = select_targets(skeleton, cfg.target_modules)
     cfg = replace(cfg, target_modules=tuple(sorted({t.module_type for t in targets})))
     net: Generator
     if isinstance(cfg, ShineConfig):
         net = ShineGenerator(cfg, targets)
     elif isinstance(cfg, DndConfig):
         net = DndGenerator(cfg, targets)
+    elif cfg.generator == NamesHypernet.generator_name:
+        net = NamesHypernet(cfg, targets, output_head(skeleton))
     else:
         cls = EvoHypernet if cfg.generator == EvoHypernet.generator_name else StaticHypernet
         net = cls(cfg, targets)
@@ -139,12 +144,30 @@ def save_hypernet(
 
 
 def load_hypernet(
-    spec: str | None, base: BaseModelInfo, target_modules: Sequence[str] | None = None
+    spec: str | None,
+    base: BaseModelInfo,
+    target_modules: Sequence[str] | None = None,
+    generator: str | None = None,
 ) -> LoadedHypernet:
-    """The hypernetwork named by `--hypernet`: None is the untrained default for `base`
-    (seeded, so the same every run; for the module types `target_modules` chooses); a directory
-    is a checkpoint, refused if it was trained for another base model or other target modules,
-    or holds a generator whose input is not a chunk-vector state."""
+    """The hypernetwork named by `--hypernet`: None is the default for `base` (the shipped one,
+    else the untrained one, seeded, so the same every run; for the module types
+    `target_modules` chooses; `generator="code2lora-names"`: an untrained names generator); a
+    directory is a checkpoint, refused if it was trained for another base model or other target
+    modules, or holds a generator whose input is not a chunk-vector state."""
+    names = generator == NamesHypernet.generator_name
+    if spec is None and names:
+        cfg = replace(
+            default_hypernet_config(base, target_modules or DEFAULT_TARGETS),
+            generator="code2lora-names",
+        )
+        digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
+        return LoadedHypernet(
+            net=build_hypernet(cfg, base),
+            key=f"untrained-names-{digest}",
+            description="UNTRAINED code2lora-names hypernetwork (seeded init): its adapter "
+            "leaves the model as it is",
+            untrained=True,
+        )
     if spec is None and (shipped := shipped_hypernet_dir(base, "code2lora-evo")) is not None:
         loaded = load_generator(str(shipped), base, target_modules, "the embedded default")
         assert isinstance(loaded.net, StaticHypernet)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,10 +12,11 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
-from repo2lora.adapters.functional import batched_to_weights
+from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
+from repo2lora.hypernet.name_memory import NameInput
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,9 @@ class HypernetConfig(JsonConfig):
     pair per module type shared by all layers (Code2LoRA style)."""
 
     input_dim: int  # chunk vector size (the base model's hidden size)
-    # code2lora-evo adds the GRU step on top of everything code2lora-static has
-    generator: Literal["code2lora-static", "code2lora-evo"] = "code2lora-evo"
+    # code2lora-evo adds the GRU step on top of everything code2lora-static has, and
+    # code2lora-names a names memory on the LM head on top of everything code2lora-evo has
+    generator: Literal["code2lora-static", "code2lora-evo", "code2lora-names"] = "code2lora-evo"
     diff_hidden: int = 256
     rank: int = DEFAULT_RANK
     alpha: int = DEFAULT_ALPHA
@@ -45,6 +48,13 @@ class HypernetConfig(JsonConfig):
     # checkpoint). Raw vectors of every repository share one dominant direction (mean cosine
     # 0.97-0.99 between repositories), which the state otherwise collapses onto.
     standardize: bool = False
+    # code2lora-names only (`hypernet.name_memory`): the LM head pair's rank (the most distinct
+    # tokens it can raise), the most names it holds, the longest spelling it follows (tokens),
+    # and the rank of its learned key maps
+    names_rank: int = 64
+    names_max: int = 48
+    names_tokens: int = 24
+    names_key_rank: int = 32
     seed: int = 0
 
 
@@ -173,6 +183,7 @@ class StaticHypernet(nn.Module):
     """Code2LoRA-Static: `encode` a chunk-vector set to a state, `generate` LoRA from a state."""
 
     generator_name = "code2lora-static"
+    reads_names = False  # whether `generate` uses the repository's names (code2lora-names)
 
     def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
         super().__init__()
@@ -198,9 +209,17 @@ class StaticHypernet(nn.Module):
         state = self.encoder(vectors, mask.to(self.device))
         return state[0] if single else state
 
-    def generate(self, state: torch.Tensor) -> LoraWeights:
-        """One repository's adapter from its state [state_dim]."""
+    def generate(self, state: torch.Tensor, names: NameInput | None = None) -> LoraWeights:
+        """One repository's adapter from its state [state_dim] (`names`: for generators that
+        read them; ignored here)."""
         return self.head.to_lora_weights(self.head(state[None]), 0)
+
+    def batched_lora(
+        self, states: torch.Tensor, names: Sequence[NameInput | None] | None = None
+    ) -> tuple[BatchedLora, list[LoraTarget]]:
+        """The batch's LoRA from states [b, state_dim] and the targets it covers (what training
+        applies with `functional_lora`)."""
+        return self.head(states), self.head.targets
 
     def forward(
         self, vectors: torch.Tensor, mask: torch.Tensor

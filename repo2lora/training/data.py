@@ -3,11 +3,16 @@ repository (and commit) whose encoding generates the adapter."""
 
 from __future__ import annotations
 
+import functools
 import inspect
-from dataclasses import dataclass, field
+import io
+import tokenize
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+from repo_encoder.names import NameIndex
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,9 @@ class RepoEncoding:
         default_factory=list
     )  # per commit after the snapshot: (brought_in [n_in, d], taken_out [n_out, d], counts)
     commits: list[str] = field(default_factory=list)  # commits[0] is the snapshot commit
+    # the names each step's commit defines (names[0]: the snapshot's), for generators that read
+    # them (code2lora-names); empty when they were not read
+    names: list[NameIndex] = field(default_factory=list)
 
 
 @dataclass
@@ -63,6 +71,36 @@ def tokenize_examples(
         mask[i, : len(seq)] = 1
         labels[i, len(p) : len(seq)] = torch.tensor(t)
     return TokenBatch(ids, mask, labels, sum(len(t) for _, t in rows))
+
+
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+@functools.lru_cache(maxsize=8192)  # a training run asks again for the same prefixes
+def target_end(prefix: str) -> str:
+    """What closes the target slot a prefix leaves open, read from the prefix's own syntax: the
+    closer of the innermost bracket it leaves open (`pytest.raises(` -> ")"), else the end of
+    the line ("\n")."""
+    stack: list[str] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(prefix).readline):
+            if tok.type != tokenize.OP:
+                continue
+            if tok.string in _CLOSERS:
+                stack.append(_CLOSERS[tok.string])
+            elif stack and tok.string == stack[-1]:
+                stack.pop()
+            elif tok.string in _CLOSERS.values():
+                stack.clear()  # unbalanced: the statement it closed is not ours
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the prefix ends inside its statement: what was read so far decides
+    return stack[-1] if stack else "\n"
+
+
+def with_target_end(examples: list[TaskExample]) -> list[TaskExample]:
+    """The examples with what closes each target appended to it (`target_end`), so that
+    training also teaches where a completion stops."""
+    return [replace(ex, target=ex.target + target_end(ex.prefix)) for ex in examples]
 
 
 def pad_vector_sets(sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
