@@ -252,8 +252,9 @@ class Session:
                 ).detached()
             self.generation = GenerationModel(self.encoder, template, self.config.lora_mode)
         except Exception as exc:
-            self.ready.set_exception(exc)
+            # the report first: whoever waits on `ready` then finds it in the status
             self._report(exc, "loading the model failed")
+            self.ready.set_exception(exc)
             return
         untrained = [
             name
