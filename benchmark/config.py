@@ -11,6 +11,7 @@ from typing import Any
 
 from benchmark import methods as m
 from repo2lora.adapters.defaults import DEFAULT_RANK
+from repo2lora.adapters.targets import DEFAULT_TARGETS
 from repo2lora.training.hypernet_trainer import TrainConfig
 from repo_encoder.errors import UserError
 
@@ -62,6 +63,11 @@ class BenchConfig:
     # also score rag, code2lora-static and (on the walk) code2lora-evo with the test code visible
     with_tests: bool = True
     threads: int = 1  # torch CPU threads; one is fastest for small models on shared cores
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # what every LoRA method adapts
+    # scoring given checkpoints (`--generator-dir`; "default": the shipped ones): nothing is
+    # trained, every repository is held out, contaminated ones are refused unless allowed
+    generator_dirs: tuple[str, ...] = ()
+    allow_contaminated: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +78,9 @@ class BenchConfig:
         d = self.to_json()
         for k in ("threads", "tracks", "methods"):
             d.pop(k)
+        for k in ("generator_dirs", "allow_contaminated"):  # older runs' caches stay valid
+            if not d[k]:
+                d.pop(k)
         return d
 
 

@@ -47,6 +47,8 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
             out.append(m.STATIC)
             if cfg.with_tests:
                 out.append(m.STATIC_WITH_TESTS)
+        if m.NAMES in wants and trained.names_net is not None:
+            out.append(m.NAMES)
         out += [x for x in (m.SHINE, m.DND) if x in wants and x in trained.snapshot_nets]
         return out
     if m.STATIC in wants and trained.static_net is not None:

@@ -64,6 +64,33 @@ def _overlap_line(report: dict[str, Any], track: str) -> str:
     return "Overlap — " + "; ".join(parts) + "." if parts else ""
 
 
+def _share(report: dict[str, Any], track: str) -> str:
+    """The share of a track's targets that hold a name the repository defines, by split."""
+    parts = [
+        f"{o['split']} {_pct(o['names_target'])}%"
+        for o in report["overlap"]
+        if o["track"] == track and o["split"] != "all" and o.get("names_target") is not None
+    ]
+    return ", ".join(parts) + " of the tasks" if parts else "share unknown"
+
+
+def _contamination_lines(report: dict[str, Any]) -> list[str]:
+    """A scoring run's (`--generator-dir`) contamination check, and what it kept."""
+    check = report.get("contamination")
+    if check is None:
+        return []
+    found = check["contaminated"]
+    lines = [
+        "## Contamination check",
+        "",
+        f"Test repositories compared with {len(check['manifests'])} training manifests "
+        "(base model and scored checkpoints) by name/URL and by .py file sha256: "
+        + (f"{len(found)} CONTAMINATED, kept by --allow-contaminated:" if found else "all clean."),
+    ]
+    lines += [f"- **CONTAMINATED** {line}" for hits in found.values() for line in hits]
+    return [*lines, ""]
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     src = report["source"]
@@ -89,12 +116,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         compact_table(report),
         "",
     ]
+    lines += _contamination_lines(report)
     titles = {"static": "Static track (snapshot of HEAD)", "evo": "Evolution track"}
     for track in ("static", "evo"):
         table = _track_table(report, track)
         if not table:
             continue
         lines += [f"## {titles[track]}", "", *table, "", _overlap_line(report, track), ""]
+        named = _track_table(report, track, "repo-name")
+        if named:
+            title = "Tasks whose target holds a name the repository defines"
+            lines += [f"### {title} ({_share(report, track)})", "", *named, ""]
         if track == "evo":
             for subset, title in (
                 ("after-rename", "Tasks added at or after the walk's first rename"),
@@ -175,6 +207,12 @@ def _cost_lines(report: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} {v:.0f}" for k, v in report["timings"].items())
         )
     for name, cost in report["training"].items():
+        if "checkpoint" in cost:  # scored as given (--generator-dir), not trained here
+            lines.append(
+                f"- `{name}`: the given checkpoint {cost['checkpoint']} (not trained here), "
+                f"{cost['params'] / 1e6:.2f}M parameters"
+            )
+            continue
         secs = cost.get("seconds")
         lines.append(
             f"- train `{name}`: {cost.get('steps')} steps"

@@ -39,6 +39,8 @@ DND = "dnd"
 RAG_WITH_TESTS = "rag+tests"
 STATIC_WITH_TESTS = "code2lora-static+tests"
 EVO_WITH_TESTS = "code2lora-evo+tests"
+# Code2LoRA plus the names memory on the LM head (static track: the snapshot's names)
+NAMES = "code2lora-names"
 ALL_METHODS: tuple[str, ...] = (
     CONSTANT,
     BASE,
@@ -47,6 +49,7 @@ ALL_METHODS: tuple[str, ...] = (
     PER_REPO_LORA,
     STATIC,
     EVO,
+    NAMES,
     SHINE,
     DND,
 )

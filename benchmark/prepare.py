@@ -5,6 +5,7 @@ one-line `Skip`, and the seeded cross-repo split."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine
 from repo2lora.tasks.synthetic import SyntheticRepo, generate_suite, load_repo
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
+from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import resolve_commit
 
 
@@ -52,6 +54,11 @@ class StaticView:
     tasks: list[AssertionTask]
     # the `with-tests` snapshot (source and test code), before the evaluated tests are removed
     with_tests: tuple[list[Chunk], torch.Tensor] | None = None
+
+    @functools.cached_property
+    def names(self) -> NameIndex:
+        """The names the snapshot defines (what code2lora-names reads)."""
+        return NameIndex.of(self.chunks)
 
 
 @dataclass

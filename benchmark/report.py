@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 SPLITS = ("in-repo", "cross-repo")
 # Evolution-track subsets (synthetic suites know their renames from the manifest): tasks
-# added at or after the walk's first rename, and tasks whose target is a renamed-to name.
-SUBSETS = ("all", "after-rename", "renamed-target")
+# added at or after the walk's first rename, and tasks whose target is a renamed-to name; on
+# both tracks, tasks whose target holds a name the repository defines (`repo-name`).
+SUBSETS = ("all", "after-rename", "renamed-target", "repo-name")
+STATIC_SUBSETS = ("all", "repo-name")
 METRICS = (
     "strict_em",
     "reference_cut_em",
@@ -41,6 +43,8 @@ def in_subset(rec: Record, subset: str) -> bool:
         return True
     if subset == "after-rename":
         return bool(rec.get("after_rename"))
+    if subset == "repo-name":
+        return bool(rec.get("names_target"))
     return bool(rec.get("renamed_target"))
 
 
@@ -61,7 +65,7 @@ def aggregate(records: Sequence[Record]) -> list[dict[str, Any]]:
         in_track = [r for r in records if r["track"] == track]
         names = method_order(in_track)
         for split in (*SPLITS, "all"):
-            for subset in SUBSETS if track == "evo" else ("all",):
+            for subset in SUBSETS if track == "evo" else STATIC_SUBSETS:
                 group = [
                     r
                     for r in in_track
@@ -121,6 +125,10 @@ def overlap(records: Sequence[Record]) -> list[dict[str, Any]]:
                     "n": len(group),
                     "target_in_prompt": _mean(float(r["target_in_prompt"]) for r in group),
                     "target_in_training": _mean(float(r["target_in_training"]) for r in group),
+                    # the share of targets that hold a name the repository defines
+                    "names_target": _mean(
+                        float(r["names_target"]) for r in group if r.get("names_target") is not None
+                    ),
                 }
             )
     return out

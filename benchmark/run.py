@@ -39,6 +39,7 @@ from typing import Any
 import git
 import torch
 
+from benchmark import checkpoints as ck
 from benchmark import methods as m
 from benchmark.config import TRACKS, BenchConfig, check_config
 from benchmark.evaluate import evaluate_track
@@ -93,14 +94,32 @@ def run_bench(
     if not set(cfg.tracks) <= set(TRACKS):
         raise UserError(f"unknown track in {cfg.tracks}; choose static, evo or both")
     out = Path(out)
-    check_config(out, cfg)
+    scoring = bool(cfg.generator_dirs)
+    if not scoring:  # a scoring run refuses contaminated input before writing anything
+        check_config(out, cfg)
     torch.set_num_threads(max(1, cfg.threads))
     torch.manual_seed(cfg.seed)
     base = load_base_model(describe_base_model(cfg.model))
+    notes: list[str] = []
+    contaminated: dict[str, list[str]] = {}
+    manifests: list[str] = []
+    if scoring:  # given checkpoints: nothing is trained
+        given_dirs = ck.checkpoint_dirs(cfg.generator_dirs)
+        given, generators = ck.load_checkpoints(base, given_dirs)
+        cfg, notes = ck.scoring_config(cfg, generators)
 
     timings: dict[str, float] = {}
     t_stage = time.perf_counter()
-    sources = resolve_sources(cfg, out)
+    if scoring:
+        sources = ck.scoring_sources(cfg, out)
+        contaminated, manifests = ck.check_contamination(
+            sources, base, given_dirs, cfg.allow_contaminated
+        )
+        check_config(out, cfg)
+        for lines in contaminated.values():
+            log(f"CONTAMINATED, kept (--allow-contaminated): {lines[0]}")
+    else:
+        sources = resolve_sources(cfg, out)
     skips: list[Skip] = []
     prepared: list[PreparedRepo] = []
     failures: list[dict[str, str]] = []
@@ -127,13 +146,16 @@ def run_bench(
 
     timings["prepare"] = time.perf_counter() - t_stage
     t_stage = time.perf_counter()
-    split_of = assign_splits(prepared, cfg)
-    train_repos = [p for p in prepared if split_of[p.label] == "train"]
-    notes: list[str] = []
-    if not any(v == "test" for v in split_of.values()):
-        notes.append("one usable repository: no cross-repo split, in-repo only")
-    trained, train_notes = train_models(base, train_repos, cfg, out, progress)
-    notes += train_notes
+    if scoring:  # every repository is held out from the given checkpoints
+        split_of = {p.label: "test" for p in prepared}
+        trained = given
+    else:
+        split_of = assign_splits(prepared, cfg)
+        train_repos = [p for p in prepared if split_of[p.label] == "train"]
+        if not any(v == "test" for v in split_of.values()):
+            notes.append("one usable repository: no cross-repo split, in-repo only")
+        trained, train_notes = train_models(base, train_repos, cfg, out, progress)
+        notes += train_notes
     for n in notes:
         log(n)
     timings["train"] = time.perf_counter() - t_stage
@@ -162,6 +184,8 @@ def run_bench(
         timings=timings,
         spread=adapter_spread(trained, prepared, base),
     )
+    if scoring:
+        report = ck.mark_report(report, contaminated, manifests)
     write_report(report, out)
     return report
 

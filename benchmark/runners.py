@@ -7,6 +7,7 @@ give it."""
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,14 +24,18 @@ from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.train import Trained, examples_of, is_train, lora_config, train_lora
 from benchmark.walk import StateWalk
 from evo_state.store import Store
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotEncoding, encode_snapshot
 from repo2lora.tasks.miner import AssertionTask
 from repo2lora.training.baselines import load_lora_baseline
 from repo_encoder.chunk import Chunk
+from repo_encoder.names import NameIndex
 
 Results = list[m.MethodResult]
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Evaluator:
         self.out = out
         self.tick = tick
         self.slot = m.AdapterSlot(base)
+        self.names_slot = m.AdapterSlot(base)  # its adapters also hold the LM head
+        self._probe: NameProbe | None = None
         self._shared: dict[str, Any] = {}
         tok = base.tokenizer
         self.token_ids: Callable[[str], list[int]] = lambda s: tok(s, add_special_tokens=False)[
@@ -129,6 +136,13 @@ class Evaluator:
         model = self.slot.load(weights)
         return model, time.perf_counter() - t
 
+    def name_input(self, net: NamesHypernet, names: NameIndex) -> NameInput:
+        """What the names memory reads of `names`, through one probe of the base model kept
+        for the whole track (names and states read once)."""
+        if self._probe is None:
+            self._probe = NameProbe(self.base.model, self.base.tokenizer, net.cfg.names_tokens)
+        return NameInput(names.names(), self._probe)
+
     def per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:
         assert r.static is not None
         own = [t for t in r.static.tasks if is_train(t, self.cfg)] if split == IN_REPO else []
@@ -161,6 +175,7 @@ class Evaluator:
             "target_in_training": t.target in self.trained.train_targets.get(track, set()),
             "after_rename": None,
             "renamed_target": None,
+            "names_target": names_target(t.target, self.names_at(r, track, et.step)),
             "methods": {},
         }
         if track == "evo" and r.evo is not None and r.evo.renames is not None:
@@ -168,6 +183,22 @@ class Evaluator:
             rec["after_rename"] = bool(steps)
             rec["renamed_target"] = any(t.target in r.evo.renames[s] for s in steps)
         return rec
+
+    @staticmethod
+    def names_at(r: PreparedRepo, track: str, step: int) -> NameIndex | None:
+        """The names the repository defines where a task is scored (None: not read)."""
+        if track == "static":
+            return r.static.names if r.static is not None else None
+        steps = r.evo.data.encoding.names if r.evo is not None else []
+        return steps[step] if 0 <= step < len(steps) else None
+
+
+def names_target(target: str, names: NameIndex | None) -> bool | None:
+    """Whether a target holds an identifier the repository defines (None: names not read)."""
+    if names is None:
+        return None
+    defined = {n.name for n in names.names()}
+    return any(word in defined for word in _WORD.findall(target))
 
 
 def fill(records: list[dict[str, Any]], name: str, results: Results) -> None:
@@ -230,6 +261,18 @@ def _static_generated(run: StaticRepoRun, name: str) -> Results:
     return run.scored(model)
 
 
+def _static_names(run: StaticRepoRun, name: str) -> Results:
+    """Code2LoRA-Names: the snapshot's state and the names it defines."""
+    net, snap = run.ev.trained.names_net, run.repo.static
+    assert net is not None and snap is not None
+    t = time.perf_counter()
+    with torch.no_grad():
+        weights = net.generate(net.encode(snap.vectors), run.ev.name_input(net, snap.names))
+    model = run.ev.names_slot.load(weights.detached())
+    run.adapters[name] = {"adapter_seconds": time.perf_counter() - t}
+    return run.scored(model)
+
+
 def _static_snapshot_generator(run: StaticRepoRun, name: str) -> Results:
     """SHINE or DnD: an adapter made from the snapshot without a vector state."""
     gen = run.ev.trained.snapshot_nets[name]
@@ -251,6 +294,7 @@ STATIC_RUNNERS: dict[str, Callable[[StaticRepoRun, str], Results]] = {
     m.PER_REPO_LORA: _static_per_repo_lora,
     m.STATIC: _static_generated,
     m.STATIC_WITH_TESTS: _static_generated,
+    m.NAMES: _static_names,
     m.SHINE: _static_snapshot_generator,
     m.DND: _static_snapshot_generator,
 }

@@ -18,6 +18,7 @@ from benchmark.prepare import PreparedRepo
 from repo2lora.hypernet.checkpoint import Generator, load_generator
 from repo2lora.hypernet.dnd import DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel
@@ -38,6 +39,7 @@ class Trained:
 
     static_net: StaticHypernet | None = None
     evo_net: EvoHypernet | None = None
+    names_net: NamesHypernet | None = None
     snapshot_nets: dict[str, ShineGenerator | DndGenerator] = field(default_factory=dict)
     shared: dict[str, Path] = field(default_factory=dict)  # track -> adapter dir
     constant: dict[str, str] = field(default_factory=dict)  # track -> most frequent target
@@ -128,6 +130,7 @@ def lora_config(cfg: BenchConfig, steps: int) -> LoraTrainConfig:
         max_prompt_tokens=cfg.eval.prompt_tokens,
         max_target_tokens=cfg.eval.target_tokens,
         seed=cfg.seed,
+        target_modules=cfg.target_modules,
     )
 
 
@@ -146,6 +149,7 @@ def _hypernet_config(cfg: BenchConfig, generator: str, steps: int) -> TrainConfi
         eval_every=steps + 1,
         seed=cfg.seed,
         rank=cfg.rank,
+        target_modules=cfg.target_modules,
     )
 
 
@@ -230,6 +234,13 @@ def train_models(
             trained.evo_net, trained.costs[m.EVO] = net, cost
         else:
             notes.append(f"{m.EVO}: no training tasks in the training repositories' histories")
+    if m.NAMES in wants and "static" in cfg.tracks:
+        if static_ex:
+            trained.names_net, trained.costs[m.NAMES] = _train_names(
+                base, train_repos, static_ex, cfg, out, static_dir, trained, progress
+            )
+        else:
+            notes.append(f"{m.NAMES}: no training tasks, not trained")
     for name in (m.SHINE, m.DND):
         if name not in wants or "static" not in cfg.tracks:
             continue
@@ -256,6 +267,36 @@ def train_models(
             trained.shared[track] = d
             progress(stage, 1, 1)
     return trained, notes
+
+
+def _train_names(
+    base: LoadedModel,
+    train_repos: list[PreparedRepo],
+    examples: list[TaskExample],
+    cfg: BenchConfig,
+    out: Path,
+    static_dir: Path,
+    trained: Trained,
+    progress: ProgressFn,
+) -> tuple[NamesHypernet, dict[str, Any]]:
+    """Code2LoRA-Names on the static track: the snapshots' vectors and names, started from the
+    trained static hypernetwork when there is one (as the evolving one is, `evo_init`), so
+    that the row differs from code2lora-static by the names memory."""
+    encodings = {
+        r.label: RepoEncoding(
+            r.label, r.static.vectors, commits=[r.static.commit], names=[r.static.names]
+        )
+        for r in train_repos
+        if r.static is not None
+    }
+    tcfg = _hypernet_config(cfg, m.NAMES, cfg.hypernet_steps)
+    if cfg.evo_init != "scratch" and trained.static_net is not None:
+        tcfg = replace(tcfg, init_from=str(static_dir), init_lr_scale=cfg.evo_init_lr_scale)
+    net, cost = _train_hypernet(
+        base, encodings, examples, out / "models" / "static" / m.NAMES, tcfg, progress
+    )
+    assert isinstance(net, NamesHypernet)
+    return net, cost
 
 
 def _train_snapshot_generator(

@@ -29,6 +29,16 @@ class ChunkDiff:
     files: int = 0  # encoder-visible files that changed
 
     @property
+    def brought_in(self) -> list[Chunk]:
+        """Added chunks and the new side of modified ones."""
+        return self.added + [new for _, new in self.modified]
+
+    @property
+    def taken_out(self) -> list[Chunk]:
+        """Removed chunks and the old side of modified ones."""
+        return self.removed + [old for old, _ in self.modified]
+
+    @property
     def empty(self) -> bool:
         return not (self.added or self.removed or self.modified)
 

@@ -28,7 +28,8 @@ def diff_features(
 ) -> torch.Tensor:
     """[n_in, d] and [n_out, d] chunk vectors -> the diff vector [4d + 3]."""
     d = brought_in.shape[1] if brought_in.dim() == 2 else taken_out.shape[1]
-    counts = torch.log1p(torch.tensor([n_added, n_removed, n_modified], dtype=torch.float32))
+    counts = torch.tensor([n_added, n_removed, n_modified], dtype=torch.float32)
+    counts = torch.log1p(counts).to(brought_in.device)
     return torch.cat([_mean_max(brought_in, d), _mean_max(taken_out, d), counts])
 
 

@@ -22,7 +22,9 @@ import sqlite_utils
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
 
-SCHEMA_VERSION = 1
+# 2: chunks list their definitions; `names` holds each step's NameIndex (a version-1 database is
+# migrated on open: the column and the table are added, old rows keep no definitions)
+SCHEMA_VERSION = 2
 STATE_DIR_NAME = ".repo2lora"
 DB_NAME = "state.db"
 # Both the CLI and the language server write; a writer waits this long for the other's short
@@ -208,8 +210,10 @@ class Store:
         vector: np.ndarray,
         stats: dict[str, object],
         adapter_path: str | None,
+        names: bytes | None = None,
     ) -> None:
-        """Store one step (commit row, its chunk list, the state and its adapter) atomically."""
+        """Store one step (commit row, its chunk list, the state, its adapter and the names the
+        commit defines, `NameIndex.to_bytes`) atomically."""
         now = time.time()
         with self.transaction():
             self.db.table("commits").insert(
@@ -233,6 +237,7 @@ class Store:
                             "end_line": c.end_line,
                             "part": c.part,
                             "hash": c.content_hash,
+                            "definitions": json.dumps(c.definitions) if c.definitions else None,
                         }
                         for c in chunks
                     ),
@@ -262,6 +267,22 @@ class Store:
                     },
                     replace=True,
                 )
+            if names is not None:
+                self.db.table("names").insert({"commit_sha": commit, "data": names}, replace=True)
+
+    def get_names(self, commit: str) -> bytes | None:
+        """The stored `NameIndex` bytes of `commit`, if a step stored them."""
+        row = self.db.execute("select data from names where commit_sha = ?", [commit]).fetchone()
+        return bytes(row[0]) if row else None
+
+    def chunk_definitions(self, commit: str) -> list[tuple[str, list[list[str]]]]:
+        """(path, definitions) of every stored chunk of `commit` that defines something."""
+        rows = self.db.execute(
+            "select path, definitions from chunks where commit_sha = ? and definitions is not "
+            "null order by path, start_line, part",
+            [commit],
+        ).fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
 
     def states_among(self, commits: Sequence[str], hypernet_key: str, kind: str) -> set[str]:
         """Which of `commits` have a stored state for (hypernet_key, kind)."""
@@ -387,10 +408,13 @@ def _create_schema(db: sqlite_utils.Database) -> None:
             "end_line": int,
             "part": int,
             "hash": str,
+            "definitions": str,  # JSON [[name, kind], ...]; null when it defines nothing
         },
         pk=("commit_sha", "path", "start_line", "part"),
         if_not_exists=True,
     )
+    if "definitions" not in db.table("chunks").columns_dict:  # a version-1 table
+        db.table("chunks").add_column("definitions", str)
     db.table("vectors").create(
         {"model_key": str, "hash": str, "dim": int, "data": bytes},
         pk=("model_key", "hash"),
@@ -414,6 +438,9 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         {"commit_sha": str, "hypernet_key": str, "kind": str, "path": str, "created_at": float},
         pk=("commit_sha", "hypernet_key", "kind"),
         if_not_exists=True,
+    )
+    db.table("names").create(
+        {"commit_sha": str, "data": bytes}, pk="commit_sha", if_not_exists=True
     )
     db.table("meta").insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
 

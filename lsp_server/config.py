@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from repo2lora.decoding import DecoderKind
 from repo2lora.generation import GenerationConfig
 from repo_encoder.errors import UserError
 
@@ -26,6 +27,7 @@ class ServerConfig:
 
     model: str | None = None
     hypernet: str | None = None
+    target_modules: tuple[str, ...] | None = None  # None: what the hypernetwork was trained for
     lora_mode: LoraMode = "auto"
     threads: int = 0  # torch intra-op threads; 0: half the CPU cores (at least one)
     max_new_tokens: int = 48
@@ -36,12 +38,15 @@ class ServerConfig:
     cache_size: int = 256
     follow_worktree: bool = True  # fold saved, uncommitted edits into the adapter
     watch: bool = True  # watch the repository with watchdog (HEAD, refs, saved files)
+    decoder: DecoderKind = "auto"  # the forward completions run on (repo2lora.decoding)
+    device: str = "cpu"  # where the model runs ("cuda" on a GPU machine)
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(
             max_new_tokens=self.max_new_tokens,
             single_line=self.single_line,
             max_prompt_tokens=self.max_prompt_tokens,
+            decoder=self.decoder,
         )
 
     def torch_threads(self) -> int:

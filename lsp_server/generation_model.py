@@ -30,6 +30,7 @@ from repo2lora.adapters.apply import (
     weight_sharing_twin,
 )
 from repo2lora.adapters.weights import LoraWeights, neutral_adapter
+from repo2lora.decoding import in_layout, layout_of
 from repo2lora.models.loading import LoadedModel
 
 
@@ -63,7 +64,7 @@ class GenerationModel:
         self.mode = resolve_lora_mode(mode, base.model, template)
         self.lock = threading.Lock()
         self._shapes = {p: (a.shape, b.shape) for p, (a, b) in template.tensors.items()}
-        self._scaling = template.scaling
+        self._scaling = template.scalings()
         self.model: Any
         if self.mode == "merged":
             self.model = weight_sharing_twin(base.model, {f"{p}.weight" for p in self._shapes})
@@ -75,7 +76,10 @@ class GenerationModel:
 
     def _check(self, weights: LoraWeights) -> None:
         shapes = {p: (a.shape, b.shape) for p, (a, b) in weights.tensors.items()}
-        if shapes != self._shapes or abs(weights.scaling - self._scaling) > 1e-9:
+        scalings = weights.scalings()
+        if shapes != self._shapes or any(
+            abs(scalings[p] - self._scaling[p]) > 1e-9 for p in self._scaling
+        ):
             raise ValueError(
                 "the adapter does not fit the loaded model (different targets, shapes or "
                 "scaling); it was made by another hypernetwork"
@@ -94,7 +98,12 @@ class GenerationModel:
         """Swap `weights` in atomically (a mismatch raises before anything changes)."""
         self._check(weights)
         t0 = time.perf_counter()
-        staged = merged_target_weights(self.base.model, weights) if self.mode == "merged" else None
+        staged = None
+        if self.mode == "merged":  # each new weight stored as the one it replaces
+            staged = {
+                p: in_layout(w, layout_of(self.model.get_submodule(p).weight))
+                for p, w in merged_target_weights(self.base.model, weights).items()
+            }
         t1 = time.perf_counter()
         with self.lock:
             t2 = time.perf_counter()

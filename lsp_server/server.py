@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -332,9 +333,13 @@ def serve(config: ServerConfig, tcp: tuple[str, int] | None = None) -> int:
     stdio (default) or TCP until the client exits."""
     forbid_network()
     torch.set_num_threads(config.torch_threads())
+    # watchdog re-registers a watch when a folder it just saw (an adapter being written) is
+    # renamed, and says so on stderr each time; nothing is lost
+    warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedProtocolNoise())
-    server = build_server(config, resolve_models(config.model, config.hypernet))
+    models = resolve_models(config.model, config.hypernet, config.target_modules)
+    server = build_server(config, models)
     if tcp is not None:
         server.start_tcp(*tcp)
         return _exit_status(server)

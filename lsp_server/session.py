@@ -26,9 +26,11 @@ from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
-from repo2lora.generation import Cancelled, PromptCache, generate_completion
+from repo2lora.decoding import prepare_for_decoding
+from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
     LoadedModel,
@@ -98,9 +100,11 @@ class ServingModels:
     hyper: LoadedHypernet
 
 
-def resolve_models(model: str | None, hypernet: str | None) -> ServingModels:
+def resolve_models(
+    model: str | None, hypernet: str | None, target_modules: tuple[str, ...] | None = None
+) -> ServingModels:
     info = describe_base_model(model)
-    hyper = load_hypernet(hypernet, info)
+    hyper = load_hypernet(hypernet, info, target_modules)
     if not isinstance(hyper.net, EvoHypernet):
         raise UserError(
             f"{hyper.description} is a {hyper.net.generator_name} generator; the server follows "
@@ -122,7 +126,9 @@ class CompletionStats:
     in_flight: int = 0
     last_prompt_chars: int = 0
     last_prompt_tokens: int = 0
+    last_reused_tokens: int = 0  # prompt tokens whose keys and values the last request reused
     last_model_seconds: float = 0.0
+    last_decode_ms_per_token: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def bump(self, name: str, by: int = 1) -> None:
@@ -139,6 +145,7 @@ class CompletionResult:
     text: str
     version: int  # of the adapter it was made with
     source: str  # "model", "cache" or "typed-along"
+    timings: CompletionTimings | None = None  # where a model run's time went
 
 
 @dataclass
@@ -189,6 +196,7 @@ class Session:
         self.stats = CompletionStats()
         self.ready: Future[None] = Future()
         self.encoder: LoadedModel | None = None
+        self.name_probe: NameProbe | None = None
         self.generation: GenerationModel | None = None
         self.repo_root: Path | None = None
         self._git_dirs: list[Path] = []
@@ -231,6 +239,13 @@ class Session:
     def _start(self) -> None:
         try:
             self.encoder = load_base_model(self.models.info)
+            if self.config.device != "cpu":  # before the twin: it shares these tensors
+                self.encoder.model.to(self.config.device)
+            prepare_for_decoding(self.encoder.model)  # the encoder shares the layout: no copy
+            net = self.models.hyper.net
+            if net.reads_names:  # kept across updates: names read once are not read again
+                model, tok = self.encoder.model, self.encoder.tokenizer
+                self.name_probe = NameProbe(model, tok, net.cfg.names_tokens)
             with torch.no_grad():  # an adapter of the right shape; the slot starts neutral
                 template = self.models.hyper.net.generate(
                     torch.zeros(self.models.hyper.net.cfg.state_dim)
@@ -338,6 +353,7 @@ class Session:
             progress=self._progress(),
             loaded_model=self.encoder,  # the plain base model: encoding never sees an adapter
             loaded_hypernet=self.models.hyper,
+            name_probe=self.name_probe,
         )
 
     def _run_update(self, force: bool) -> None:
@@ -405,6 +421,7 @@ class Session:
             self.stats.bump("skipped")
             raise Cancelled()
         cfg = self.config.generation()
+        timings = CompletionTimings()
         self.stats.bump("in_flight")
         try:
             with gen.lock:
@@ -419,6 +436,7 @@ class Session:
                     should_stop,
                     cache=self.prompt_cache,
                     cache_key=version,  # a swapped adapter never reuses old keys and values
+                    timings=timings,
                 )
                 seconds = time.perf_counter() - t0
         except Cancelled:
@@ -426,14 +444,19 @@ class Session:
             raise
         finally:
             self.stats.bump("in_flight", -1)
+        t1 = time.perf_counter()
         text = postprocess(raw, prompt, cfg.single_line)
+        timings.postprocess = time.perf_counter() - t1
         self.cache.put(prompt, version, text)
-        tokens = len(gen.tokenizer(prompt.prefix, add_special_tokens=False)["input_ids"])
         with self.stats._lock:
             self.stats.last_prompt_chars = len(prompt.prefix)
-            self.stats.last_prompt_tokens = tokens
+            self.stats.last_prompt_tokens = timings.prompt_tokens
+            self.stats.last_reused_tokens = timings.reused_tokens
             self.stats.last_model_seconds = round(seconds, 4)
-        return CompletionResult(text, version, "model")
+            if timings.new_tokens:
+                per_token = 1000 * timings.decode / timings.new_tokens
+                self.stats.last_decode_ms_per_token = round(per_token, 3)
+        return CompletionResult(text, version, "model", timings)
 
     def configure(self, options: Any) -> list[str]:
         """Apply the options that may change while serving; returns what was ignored."""

@@ -86,7 +86,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         args.hypernet = str(shipped) if shipped is not None else None
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = snapshot_repository(
-            args.path, args.rev, model=args.model, hypernet=args.hypernet, config=cfg, progress=bar
+            args.path,
+            args.rev,
+            model=args.model,
+            hypernet=args.hypernet,
+            config=cfg,
+            progress=bar,
+            target_modules=args.target_modules,
+            generator=args.generator,
         )
     if args.json:
         _print_json(res.to_json())
@@ -149,7 +156,7 @@ def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
     if args.hypernet:
         if args.generator is not None:
             _check_generator(args.hypernet, args.generator)
-        loaded = load_generator(args.hypernet, info)
+        loaded = load_generator(args.hypernet, info, args.target_modules)
         net, key, description, untrained = (
             loaded.net,
             loaded.key,
@@ -159,11 +166,12 @@ def _snapshot_other_generator(args: argparse.Namespace, cfg: Any) -> int:
         base = load_base_model(info)
     else:
         base = load_base_model(info)
+        choice = args.target_modules or TrainConfig.target_modules
         arch = (default_shine_config if args.generator == "shine" else default_dnd_config)(
-            base, TrainConfig(generator=args.generator)
+            base, TrainConfig(generator=args.generator, target_modules=choice)
         )
         net = build_hypernet(arch, info)
-        key = f"untrained-{args.generator}-{arch.digest()[:12]}"
+        key = f"untrained-{args.generator}-{net.cfg.digest()[:12]}"
         description = f"UNTRAINED {args.generator} generator (seeded init)"
         untrained = True
     net.eval()
@@ -227,6 +235,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             start=args.start,
             worktree=args.worktree,
             progress=bar,
+            target_modules=args.target_modules,
         )
     if args.json:
         _print_json(res.to_json())
@@ -344,21 +353,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.tasks.training_data import build_training_data
     from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
     from repo2lora.training.loop import StepLog
+    from repo2lora.training.placement import encoding_on_training_device
 
-    evolving = args.generator == "code2lora-evo"
+    evolving = args.generator in ("code2lora-evo", "code2lora-names")
     if args.init_from and not evolving:
         raise UserError(
             "--init-from starts an evolving hypernetwork from a static one: "
-            "add --generator code2lora-evo"
+            "add --generator code2lora-evo (or code2lora-names)"
         )
     if args.init_from:  # checked before anything (a synthetic suite) is written
         from repo2lora.hypernet.checkpoint import card_generator
 
         found = card_generator(args.init_from)
-        if found != "code2lora-static":
+        starts = ["code2lora-static"] + (
+            ["code2lora-evo"] if args.generator != "code2lora-evo" else []
+        )
+        if found not in starts:
             holds = f"a {found} generator" if found else "no hypernetwork checkpoint"
             raise UserError(
-                f"{args.init_from} holds {holds}; --init-from needs a code2lora-static checkpoint"
+                f"{args.init_from} holds {holds}; --init-from needs a "
+                f"{' or '.join(starts)} checkpoint"
             )
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -372,7 +386,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not paths:
         raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
     base = load_base_model(describe_base_model(args.model))
-    data = build_training_data(paths, base, evolving, seed=args.seed)
+    with encoding_on_training_device(base):  # the main process encodes; the others read its cache
+        data = build_training_data(paths, base, evolving, seed=args.seed)
     if not data.train:
         raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
     cfg = TrainConfig(
@@ -388,13 +403,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         standardize=args.standardize,
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
+        target_modules=args.target_modules or TrainConfig.target_modules,
+        precision=args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     show = not args.json and sys.stderr.isatty()
 
     def on_step(s: StepLog) -> None:
         if show or s.step % max(1, args.steps // 10) == 0:
             print(
-                f"step {s.step}/{args.steps}  loss {s.loss:.4f}  {s.tokens_per_s:.0f} tok/s",
+                f"step {s.step}/{args.steps}  loss {s.loss:.4f}  {s.tokens_per_s:.0f} tok/s  "
+                f"{s.peak_memory_mb:.0f} MB",
                 file=sys.stderr,
             )
 
@@ -429,53 +448,138 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from repo2lora.pretrain.corpus import DEFAULT_PACKAGE_LIST, CorpusConfig, build_corpus
+
+    cfg = CorpusConfig(
+        package_list=None if args.no_pypi else (args.packages or str(DEFAULT_PACKAGE_LIST)),
+        reserved=args.reserved,
+        stdlib=not args.no_stdlib,
+        installed=not args.no_installed,
+        heldout_share=args.heldout_share,
+        seed=args.seed,
+        cache=args.cache,
+    )
+    with progress_bars(not args.json and sys.stderr.isatty()) as bar:
+        res = build_corpus(args.out, cfg, bar)
+    if args.json:
+        _print_json(res.__dict__)
+        return 0
+    mb = {k: v / 1e6 for k, v in res.bytes.items()}
+    print(f"corpus {res.out}: {res.distributions} distributions in {res.seconds:.0f}s")
+    print(f"  train    {res.files['train']} files, {mb['train']:.1f} MB")
+    print(f"  held-out {res.files['heldout']} files, {mb['heldout']:.1f} MB")
+    print(f"  dropped  {', '.join(f'{k} {v}' for k, v in sorted(res.dropped.items())) or 'none'}")
+    if res.refused_reserved or res.reserved_files_dropped:
+        print(
+            f"  reserved {len(res.refused_reserved)} distributions refused, "
+            f"{sum(res.reserved_files_dropped.values())} vendored files dropped"
+        )
+    for f in res.failed:
+        print(f"  failed   {f['distribution']}: {f['error']}")
+    return 0
+
+
+def cmd_corpus_subset(args: argparse.Namespace) -> int:
+    from repo2lora.pretrain.corpus import subset_corpus
+
+    res = subset_corpus(
+        args.corpus, args.out, int(args.train_mb * 1e6), int(args.heldout_mb * 1e6), args.seed
+    )
+    _print_json(res)
+    return 0
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import torch
 
-    from repo2lora.pretrain.corpus import gather_corpus
-    from repo2lora.pretrain.train_lm import PretrainConfig, pretrain
+    from repo2lora.pretrain.budget import config_for_budget
+    from repo2lora.pretrain.config import PretrainConfig
+    from repo2lora.pretrain.train_lm import pretrain, stored_config
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = PretrainConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        layers=args.layers,
-        heads=args.heads,
-        kv_heads=max(1, args.heads // 2),
-        intermediate=args.intermediate or int(args.hidden * 8 / 3 // 8 * 8),
-        context=args.context,
-        batch_size=args.batch_size,
-        steps=args.steps,
-        minutes=args.minutes,
-        eval_every=args.eval_every,
-        checkpoint_every=args.eval_every,
-        tokenizer_sample_bytes=min(args.corpus_mb, 30) * 1_000_000,
-    )
+    plan: dict[str, Any] = {}
+    cfg = stored_config(args.out)
+    if cfg is None and args.warm_start:
+        cfg = stored_config(args.warm_start, warm_start=True)
+    if cfg is not None:  # resuming: the run's own config; only this invocation's clock changes
+        from dataclasses import replace
+
+        cfg = replace(cfg, minutes=args.minutes)
+    else:
+        base = PretrainConfig(
+            vocab_size=args.vocab,
+            context=args.context,
+            batch_size=args.batch_size,
+            minutes=args.minutes,
+            eval_every=args.eval_every,
+            checkpoint_every=args.eval_every,
+            precision=args.precision,
+            compile=args.compile,
+        )
+        if args.hidden:
+            from dataclasses import replace
+
+            heads = max(1, args.hidden // 32)
+            cfg = replace(
+                base,
+                hidden_size=args.hidden,
+                layers=args.layers or 4,
+                heads=heads,
+                kv_heads=max(1, heads // 2),
+                steps=args.steps or base.steps,
+                intermediate=args.intermediate or int(args.hidden * 8 / 3 // 16 * 16),
+            )
+        else:
+            budget_minutes = args.budget_minutes or args.minutes
+            if not args.tokens and not budget_minutes:
+                raise UserError(
+                    "give a budget: --tokens N or --minutes M (or --hidden to size by hand)"
+                )
+            cfg, plan = config_for_budget(
+                base, args.tokens or None, budget_minutes, args.flops, args.max_params
+            )
 
     def on_log(ev: dict[str, Any]) -> None:
         if args.json:
             return
         if ev["event"] == "eval":
-            print(f"step {ev['step']}  val loss {ev['val_loss']:.3f}", file=sys.stderr)
+            print(
+                f"step {ev['step']}  held-out {ev['bits_per_byte']:.3f} bits/byte  "
+                f"{ev['val_loss']:.3f} nats/token",
+                file=sys.stderr,
+            )
         elif ev["event"] == "step" and ev["step"] % 100 == 0:
             print(
                 f"step {ev['step']}  loss {ev['loss']:.3f}  {ev['tokens_per_s']:.0f} tok/s",
                 file=sys.stderr,
             )
 
+    if plan and not args.json:
+        print(f"plan: {plan}", file=sys.stderr)
     res = pretrain(
-        args.out, lambda: gather_corpus(max_bytes=args.corpus_mb * 1_000_000), cfg, on_log
+        args.out,
+        args.corpus,
+        cfg,
+        on_log,
+        finish_at_stop=args.finish_at_stop,
+        warm_start=args.warm_start,
     )
     if args.json:
-        _print_json(res.__dict__)
-    else:
+        _print_json({**res.__dict__, "plan": plan})
+    elif res.out_dir:
         print(
             f"pretrained {res.params / 1e6:.1f}M parameters: {res.steps} steps, "
-            f"{res.tokens_seen} tokens, {res.seconds / 60:.1f} min, held-out loss "
-            f"{res.val_loss:.3f} nats/token"
+            f"{res.tokens_seen} tokens, {res.seconds / 60:.1f} min, held-out "
+            f"{res.bits_per_byte:.3f} bits/byte"
         )
         print(f"model {res.out_dir}")
+    else:
+        print(
+            f"paused at step {res.steps}/{cfg.steps} ({res.tokens_seen} tokens, held-out "
+            f"{res.bits_per_byte:.3f} bits/byte); run the same command again to continue"
+        )
     return 0
 
 
@@ -503,7 +607,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     tcp = parse_host_port(args.tcp) if args.tcp else None
     cfg = ServerConfig(
-        model=args.model, hypernet=args.hypernet, lora_mode=args.lora_mode, threads=args.threads
+        model=args.model,
+        hypernet=args.hypernet,
+        target_modules=args.target_modules,
+        lora_mode=args.lora_mode,
+        threads=args.threads,
     )
     return serve(cfg, tcp=tcp)
 
@@ -520,8 +628,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.methods == "all"
         else tuple(x.strip() for x in args.methods.split(",") if x.strip())
     )
+    suite = tuple(args.suite)
+    if args.generator_dir and args.test_repos and suite == ("ci",):  # scoring: the given repos
+        suite = tuple(args.test_repos)
     cfg = bench_config(
-        tuple(args.suite),
+        suite,
         tracks=("static", "evo") if args.track == "both" else (args.track,),
         methods=methods,
         model=args.model,
@@ -537,6 +648,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         max_eval_tasks=args.max_tasks,
         threads=args.threads,
         test_repos=tuple(args.test_repos) if args.test_repos else None,
+        target_modules=args.target_modules,
+        generator_dirs=tuple(args.generator_dir or ()),
+        allow_contaminated=args.allow_contaminated,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -551,6 +665,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _target_modules(text: str) -> tuple[str, ...]:
+    from repo2lora.adapters.targets import parse_target_modules
+
+    try:
+        return parse_target_modules(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     from repo2lora import __version__
     from repo2lora.adapters.defaults import DEFAULT_RANK
@@ -561,6 +684,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"repo2lora {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def target_modules_arg(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument(
+            "--target-modules",
+            type=_target_modules,
+            metavar="attention|all-linear|NAME,...",
+            help=f"which projections {what}: attention (query and value, or the fused QKV "
+            "projection), all-linear, or module names (q_proj,v_proj); default: "
+            "attention, or what --hypernet was trained for",
+        )
 
     def model_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -590,14 +723,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--generator",
-        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
+        choices=["code2lora-static", "code2lora-evo", "code2lora-names", *OTHER_GENERATORS],
         default=None,
         help="which design makes the adapter (default: the --hypernet checkpoint's; without "
-        "one, Code2LoRA). shine: the base model reads the chunks' text; dnd: chunk vectors "
-        "as prompts to a hyper-convolutional decoder",
+        "one, Code2LoRA). code2lora-names: Code2LoRA plus a memory of the names the "
+        "repository defines on the LM head; shine: the base model reads the chunks' text; "
+        "dnd: chunk vectors as prompts to a hyper-convolutional decoder",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(s)
+    target_modules_arg(s, "the adapter adapts")
     s.set_defaults(func=cmd_snapshot)
 
     u = sub.add_parser(
@@ -632,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     u.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     model_args(u)
+    target_modules_arg(u, "the adapter adapts")
     u.set_defaults(func=cmd_update)
 
     mo = sub.add_parser(
@@ -665,10 +801,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--generator",
-        choices=["code2lora-static", "code2lora-evo", *OTHER_GENERATORS],
+        choices=["code2lora-static", "code2lora-evo", "code2lora-names", *OTHER_GENERATORS],
         default="code2lora-static",
-        help="shine: the base model reads the source text (memory tokens); dnd: a decoder "
-        "trained by MSE on per-repository LoRA checkpoints it first collects",
+        help="code2lora-names: code2lora-evo plus a names memory on the LM head, written from "
+        "the names each repository defines; shine: the base model reads the source text "
+        "(memory tokens); dnd: a decoder trained by MSE on per-repository LoRA checkpoints it "
+        "first collects",
     )
     t.add_argument("--out", required=True, help="output directory (checkpoints, log, result)")
     t.add_argument("--repos", nargs="*", default=[], help="training repositories")
@@ -690,7 +828,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from",
         metavar="STATIC_CHECKPOINT",
         help="code2lora-evo: start the snapshot encoder and LoRA head from this trained "
-        "code2lora-static checkpoint (h_0 is then the static state)",
+        "code2lora-static checkpoint (h_0 is then the static state); code2lora-names: from a "
+        "code2lora-static or code2lora-evo checkpoint (the GRU step too)",
     )
     t.add_argument(
         "--init-lr-scale",
@@ -703,28 +842,126 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    target_modules_arg(t, "the generated adapters adapt")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="bf16 autocast with the frozen base in bf16, or fp32 (default auto: bf16 on GPUs "
+        "that have it)",
+    )
+    t.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="recompute the frozen base's layers in the backward pass instead of keeping their "
+        "activations (default auto: on with a GPU)",
+    )
     t.add_argument("--json", action="store_true", help="print one JSON object for scripts")
     t.set_defaults(func=cmd_train)
 
+    co = sub.add_parser(
+        "corpus",
+        help="build the pretraining corpus (Python source from pinned, named sources)",
+    )
+    co_sub = co.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+    cb = co_sub.add_parser(
+        "build",
+        help="gather, check, deduplicate and split Python source into a corpus directory",
+        description="Python source from the standard library, the installed environment and "
+        "the pinned PyPI list (downloaded and unpacked, never installed), each file UTF-8, at "
+        "most 1 MB and parsing; reserved distributions dropped wherever they appear; exact and "
+        "near duplicates removed; split into train / held-out by distribution. Resumable: run "
+        "it again with the same --out after an interruption.",
+    )
+    cb.add_argument("--out", required=True, help="the corpus directory to create")
+    cb.add_argument(
+        "--packages",
+        default=None,
+        help="pinned name==version list (default: data/corpus-packages.txt of the checkout)",
+    )
+    cb.add_argument(
+        "--reserved",
+        default=None,
+        help="the evaluation-reserved list (default: "
+        "../shared/eval-reserved.tsv beside the checkout)",
+    )
+    cb.add_argument(
+        "--cache", default=None, help="keep downloads here (default: inside OUT.partial)"
+    )
+    cb.add_argument("--heldout-share", type=float, default=0.06)
+    cb.add_argument("--seed", type=int, default=0)
+    cb.add_argument("--no-pypi", action="store_true", help="leave out the pinned PyPI list")
+    cb.add_argument("--no-stdlib", action="store_true", help="leave out the standard library")
+    cb.add_argument("--no-installed", action="store_true", help="leave out installed packages")
+    cb.add_argument("--json", action="store_true", help="print one JSON summary for scripts")
+    cb.set_defaults(func=cmd_corpus)
+    cs = co_sub.add_parser(
+        "subset",
+        help="a seeded sample of a corpus, same format (e.g. to carry to a GPU machine)",
+    )
+    cs.add_argument("corpus", help="a corpus directory")
+    cs.add_argument("--out", required=True, help="the subset directory to create")
+    cs.add_argument("--train-mb", type=float, required=True)
+    cs.add_argument("--heldout-mb", type=float, default=2.0)
+    cs.add_argument("--seed", type=int, default=0)
+    cs.set_defaults(func=cmd_corpus_subset)
+
     pt = sub.add_parser(
         "pretrain",
-        help="pretrain a small Python code LM and BPE tokenizer on the machine's Python source",
-        description="Gather the standard library's and installed packages' Python source, "
-        "de-duplicate it, hold out packages for validation, train a byte-level BPE tokenizer "
-        "and a Llama-architecture LM. Resumable: run it again with the same --out.",
+        help="pretrain a Python code LM and its BPE tokenizer on a corpus (CPU or CUDA)",
+        description="Train a byte-level BPE tokenizer on the corpus' train split and a "
+        "Llama-architecture LM sized from the budget (about 20 tokens per parameter), reporting "
+        "held-out bits per byte. Resumable: run it again with the same --out (only --minutes "
+        "may change).",
     )
-    pt.add_argument("--out", required=True, help="output directory (data, checkpoint, model)")
-    pt.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes")
-    pt.add_argument("--steps", type=int, default=20_000)
-    pt.add_argument("--corpus-mb", type=int, default=200)
+    pt.add_argument("--out", required=True, help="run directory (data, checkpoint, model)")
+    pt.add_argument("--corpus", required=True, help="a corpus directory (repo2lora corpus build)")
+    pt.add_argument(
+        "--minutes",
+        type=float,
+        default=0.0,
+        help="stop this invocation after M minutes (resume later)",
+    )
+    pt.add_argument(
+        "--tokens", type=int, default=0, help="planned training tokens (sizes the model)"
+    )
+    pt.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=0.0,
+        help="size the model for this much compute (default: --minutes)",
+    )
+    pt.add_argument(
+        "--flops",
+        type=float,
+        default=None,
+        help="training FLOP/s of this machine (default: measured)",
+    )
+    pt.add_argument(
+        "--max-params", type=int, default=None, help="cap the budget-sized model's parameters"
+    )
     pt.add_argument("--vocab", type=int, default=8192)
-    pt.add_argument("--hidden", type=int, default=256)
-    pt.add_argument("--layers", type=int, default=4)
-    pt.add_argument("--heads", type=int, default=8)
+    pt.add_argument("--hidden", type=int, default=0, help="size by hand instead of the budget")
+    pt.add_argument("--layers", type=int, default=0)
     pt.add_argument("--intermediate", type=int, default=0, help="default: 8/3 x hidden")
+    pt.add_argument("--steps", type=int, default=0, help="with --hidden: training steps")
     pt.add_argument("--context", type=int, default=512)
     pt.add_argument("--batch-size", type=int, default=16)
     pt.add_argument("--eval-every", type=int, default=250)
+    pt.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    pt.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    pt.add_argument(
+        "--warm-start",
+        metavar="DIR",
+        help="start a new --out from committed weights (python -m repo2lora.pretrain.export "
+        "--checkpoint RUN), with their tokenizer, config and step; the optimizer starts fresh",
+    )
+    pt.add_argument(
+        "--finish-at-stop",
+        action="store_true",
+        help="write the model when --minutes ends the run early (one-shot GPU runs)",
+    )
     pt.add_argument("--threads", type=int, default=0)
     pt.add_argument("--json", action="store_true")
     pt.set_defaults(func=cmd_pretrain)
@@ -766,6 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: half the CPU cores)"
     )
+    target_modules_arg(sv, "the adapter adapts")
     sv.set_defaults(func=cmd_serve)
 
     b = sub.add_parser(
@@ -790,7 +1028,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         default="all",
         help="comma-separated: constant,base,rag,shared-lora,per-repo-lora,code2lora-static,"
-        "code2lora-evo,shine,dnd (default: all)",
+        "code2lora-evo,code2lora-names,shine,dnd (default: all)",
     )
     b.add_argument("--out", required=True, help="output directory (cache, models, report)")
     b.add_argument(
@@ -824,9 +1062,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="repositories held out entirely (cross-repo); the --suite paths train (default: "
         "a seeded quarter of the suite)",
     )
+    b.add_argument(
+        "--generator-dir",
+        nargs="+",
+        metavar="DIR",
+        help="score these hypernetwork checkpoints (`default`: the shipped static and evolving "
+        "ones) on the --test-repos/--suite repositories, training nothing; --methods base,rag "
+        "run beside them",
+    )
+    b.add_argument(
+        "--allow-contaminated",
+        action="store_true",
+        help="with --generator-dir: keep test repositories found in a training manifest, marked "
+        "as contaminated in the report (default: refused)",
+    )
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
     b.add_argument("--threads", type=int, help="torch CPU threads (default 1)")
+    target_modules_arg(b, "every LoRA method adapts")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress or notes")
     b.add_argument("--json", action="store_true", help="print the report (no per-task records)")
     b.set_defaults(func=cmd_bench)

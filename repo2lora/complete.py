@@ -11,6 +11,7 @@ from evo_state.store import open_store
 from repo2lora.adapters.apply import attach_lora
 from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
+from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import GenerationConfig, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
@@ -84,6 +85,7 @@ def complete_at(
     loaded = load_base_model(base)
     hyper = load_hypernet(hypernet, base)
     commit, adapter_path, weights = current_adapter(root, loaded, hyper, config, progress)
+    prepare_for_decoding(loaded.model)  # after encoding: chunk vectors as `snapshot` makes them
     peft_model = attach_lora(loaded.model, weights, base.spec)
     out = generate_completion(
         peft_model, loaded.tokenizer, prefix, generation or GenerationConfig()

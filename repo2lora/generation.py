@@ -1,13 +1,18 @@
 """Greedy completion with a (possibly adapted) causal LM: the prompt is the text around the
-cursor only; the repository knowledge comes from the adapter. Cancellable between steps."""
+cursor only; the repository knowledge comes from the adapter. One loop for the CLI, the server
+and the benchmarks, over a `repo2lora.decoding` decoder; cancellable between steps, and a
+request that shares its start with the previous one reuses its keys and values."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from repo2lora.decoding import Decoder, DecoderKind, decoder_kind, make_decoder
 
 # the prompt window's start moves in steps of this many tokens, not on every keystroke, so a
 # request typed after the previous one still shares its processed start
@@ -22,6 +27,9 @@ class GenerationConfig:
     # the prompt window's start moves in steps of this many tokens (`prompt_ids`): WINDOW_STEP
     # for the editor's prompt cache; 1 cuts exactly at the budget (the benchmark)
     window_step: int = WINDOW_STEP
+    # which forward runs the model (`repo2lora.decoding.make_decoder`): "auto" takes the
+    # static-KV loop where the architecture has one; "transformers" is the reference
+    decoder: DecoderKind = "auto"
 
 
 class Cancelled(Exception):
@@ -30,24 +38,46 @@ class Cancelled(Exception):
 
 @dataclass
 class PromptCache:
-    """The previous request's prompt token ids and KV cache, valid for one set of weights
-    (`key`, e.g. the adapter version): a request that shares its start processes only the new
-    tokens. Not thread-safe: use it under the lock that guards the model."""
+    """The previous request's token ids and the decoder holding their keys and values, valid
+    for one model and one set of its weights (`key`, e.g. the adapter version): a request that
+    shares its start processes only the new tokens. Not thread-safe: use it under the lock that
+    guards the model."""
 
     key: object = None
-    ids: list[int] = field(default_factory=list)
-    past: Any = None
+    ids: list[int] = field(default_factory=list)  # what `decoder` holds keys and values of
+    decoder: Decoder | None = None
     reused_tokens: int = 0  # of the last request, for status and tests
 
-    def usable_prefix(self, key: object, ids: list[int]) -> int:
-        if self.past is None or key != self.key:
+    def forget(self) -> None:
+        """Hold nothing reusable (the next request processes its whole prompt); the decoder's
+        buffers are kept."""
+        self.ids = []
+
+    def usable_prefix(self, model: Any, key: object, ids: list[int]) -> int:
+        if self.decoder is None or self.decoder.model is not model or key != self.key:
             return 0
         n = 0
         for a, b in zip(self.ids, ids, strict=False):
             if a != b:
                 break
             n += 1
-        return min(n, len(ids) - 1)  # at least one token is fed to get the next logits
+        # at least one token is fed to get the next logits
+        return min(n, len(ids) - 1, self.decoder.length)
+
+
+@dataclass
+class CompletionTimings:
+    """Where one completion's time went (seconds), filled in by `generate_completion`."""
+
+    tokenize: float = 0.0
+    prefill: float = 0.0
+    decode: float = 0.0  # all forwards after the prefill
+    detokenize: float = 0.0  # token ids to text, and the end-of-line check
+    postprocess: float = 0.0  # filled in by a caller that post-processes (the server)
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    new_tokens: int = 0  # forwards after the prefill
+    decoder: str = ""
 
 
 def prompt_ids(tokenizer: Any, prefix: str, limit: int, step: int = WINDOW_STEP) -> list[int]:
@@ -70,47 +100,69 @@ def generate_completion(
     should_stop: Callable[[], bool] | None = None,
     cache: PromptCache | None = None,
     cache_key: object = None,
+    timings: CompletionTimings | None = None,
 ) -> str:
     """Greedy continuation of `prefix`, cut only by its own content (end of line in single-line
     mode, end of sequence, or the token budget), never by anything outside the model's view.
 
-    With a `cache` (and the `cache_key` of the current weights), the prompt tokens shared with
-    the previous request are not processed again."""
+    With a `cache` (and the `cache_key` of the current weights), the tokens shared with the
+    previous request are not processed again, and the decoder's buffers are reused.
+    `should_stop` is asked before every forward; `timings`, when given, is filled in."""
+    t = timings if timings is not None else CompletionTimings()
+    clock = time.perf_counter()
     limit = config.max_prompt_tokens
     max_pos = getattr(model.config, "max_position_embeddings", None)
     if max_pos:
         limit = min(limit, int(max_pos) - config.max_new_tokens)
     ids = prompt_ids(tokenizer, prefix, limit, config.window_step) or [tokenizer.eos_token_id]
-    device = next(model.parameters()).device
-    past = None
+    decoder = cache.decoder if cache is not None else None
+    if (
+        decoder is None
+        or decoder.model is not model
+        or decoder.kind != decoder_kind(model, config.decoder)
+    ):
+        decoder = make_decoder(model, config.decoder)
     reuse = 0
+    if cache is not None and cache.decoder is decoder:
+        reuse = cache.usable_prefix(model, cache_key, ids)
+    decoder.truncate(reuse)
+    held = ids[:reuse]  # what the decoder holds keys and values of
     if cache is not None:
-        reuse = cache.usable_prefix(cache_key, ids)
-        if reuse > 0:
-            past = cache.past
-            extra = past.get_seq_length() - reuse
-            if extra > 0:
-                past.crop(-extra)  # keep the shared prompt start only
-        cache.key, cache.ids, cache.past, cache.reused_tokens = cache_key, ids, None, reuse
-    input_ids = torch.tensor([ids[reuse:]], dtype=torch.long, device=device)
+        # a cancelled or failed run leaves `held` true: it is updated only after each forward
+        cache.key, cache.ids, cache.decoder, cache.reused_tokens = cache_key, held, decoder, reuse
+    now = time.perf_counter()
+    t.tokenize, clock = now - clock, now
+    t.prompt_tokens, t.reused_tokens, t.new_tokens = len(ids), reuse, 0
+    t.decoder = type(decoder).__name__
     new: list[int] = []
     text = ""
     eos = tokenizer.eos_token_id
-    for _ in range(config.max_new_tokens):
+    feed = ids[reuse:]
+    for step in range(config.max_new_tokens):
         if should_stop is not None and should_stop():
             raise Cancelled()
-        out = model(input_ids=input_ids, past_key_values=past, use_cache=True)
-        past = out.past_key_values
-        if cache is not None and cache.past is None:
-            cache.past = past  # holds the prompt; what is decoded after it is cropped next time
-        nxt = int(out.logits[0, -1].argmax())
+        logits = decoder.feed(feed)
+        held.extend(feed)
+        nxt = int(logits.argmax())
+        now = time.perf_counter()
+        if step == 0:
+            t.prefill += now - clock
+        else:
+            t.decode += now - clock
+            t.new_tokens += 1
+        clock = now
         if nxt == eos:
             break
         new.append(nxt)
         text = tokenizer.decode(new, skip_special_tokens=True)
-        if config.single_line and "\n" in text.lstrip("\n"):
+        done = config.single_line and "\n" in text.lstrip("\n")
+        if done:
             lead = len(text) - len(text.lstrip("\n"))
             text = text[: text.index("\n", lead)]
+        now = time.perf_counter()
+        t.detokenize += now - clock
+        clock = now
+        if done:
             break
-        input_ids = torch.tensor([[nxt]], dtype=torch.long, device=device)
+        feed = [nxt]
     return text

@@ -17,6 +17,7 @@ from evo_state.store import Store, open_store, state_writes
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
     LoadedModel,
@@ -28,6 +29,7 @@ from repo_encoder.chunk import Chunk
 from repo_encoder.chunker import ChunkerConfig, chunk_files
 from repo_encoder.embed import EmbedConfig, embed_texts
 from repo_encoder.exclusion import ExclusionConfig
+from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
 
 STATIC_KIND = "static"
@@ -142,6 +144,7 @@ class RepoContext:
     config: SnapshotConfig
     progress: ProgressFn
     loaded: LoadedModel | None = None
+    probe: NameProbe | None = None
 
     @property
     def hyper(self) -> LoadedHypernet:
@@ -160,8 +163,7 @@ class RepoContext:
         in (added chunks, the new side of modified ones) [n_in, d], of what it takes out
         (removed chunks, the old side of modified ones) [n_out, d], and its counts (added,
         removed, modified)."""
-        brought_in = diff.added + [new for _, new in diff.modified]
-        taken_out = diff.removed + [old for old, _ in diff.modified]
+        brought_in, taken_out = diff.brought_in, diff.taken_out
         vectors = self.encode(store, brought_in + taken_out).vectors
         n_in = len(brought_in)
         counts = (len(diff.added), len(diff.removed), len(diff.modified))
@@ -169,6 +171,22 @@ class RepoContext:
 
     def encode(self, store: Store, chunks: list[Chunk]) -> EncodedChunks:
         return encode_chunks(chunks, store, self.base, self.model, self.config.embed, self.progress)
+
+    def name_input(self, names: NameIndex | None) -> NameInput | None:
+        """What a names generator reads of `names` (None when the generator reads none)."""
+        net = self.hyper.net
+        if names is None or not net.reads_names:
+            return None
+        if self.probe is None:
+            loaded = self.model()
+            self.probe = NameProbe(loaded.model, loaded.tokenizer, net.cfg.names_tokens)
+        return NameInput(names.names(), self.probe)
+
+    def names_at(self, commit: git.Commit) -> NameIndex:
+        """The names `commit` defines, read and chunked afresh (no encoding)."""
+        cfg = self.config
+        snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
+        return NameIndex.of(chunk_files(snap.files, cfg.chunker).chunks)
 
 
 def open_context(
@@ -181,16 +199,23 @@ def open_context(
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
     with_hypernet: bool = True,
+    target_modules: tuple[str, ...] | None = None,
+    generator: str | None = None,
+    name_probe: NameProbe | None = None,
 ) -> RepoContext:
     """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
     before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
     them); otherwise the model's weights are loaded only if some chunk needs encoding. Without
-    `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded)."""
+    `with_hypernet` the context only reads and encodes chunks (no hypernetwork is loaded).
+    `target_modules` (`--target-modules`): the untrained default adapts those, and a
+    checkpoint must have been trained for them. `generator`: which default stands in for a
+    missing `hypernet` (`load_hypernet`). `name_probe`: a names generator's probe of the loaded
+    model kept from earlier steps (the server's), so names read before are not read again."""
     repo = open_repository(path)
     base = loaded_model.info if loaded_model is not None else describe_base_model(model)
     hyper = loaded_hypernet
     if hyper is None and with_hypernet:
-        hyper = load_hypernet(hypernet, base)
+        hyper = load_hypernet(hypernet, base, target_modules, generator)
     return RepoContext(
         repo=repo,
         root=str(repo.working_tree_dir),
@@ -199,6 +224,7 @@ def open_context(
         config=config or SnapshotConfig(),
         progress=progress,
         loaded=loaded_model,
+        probe=name_probe,
     )
 
 
@@ -250,10 +276,12 @@ def write_adapter(
     state: torch.Tensor,
     kind: str,
     out: Path | None = None,
+    names: NameIndex | None = None,
 ) -> tuple[Path, LoraWeights]:
-    """Generate the adapter for `state` and write it as a PEFT directory (atomically)."""
+    """Generate the adapter for `state` (and the repository's `names`, for a generator that
+    reads them) and write it as a PEFT directory (atomically)."""
     with torch.no_grad():
-        weights = ctx.hyper.net.generate(state).detached()
+        weights = ctx.hyper.net.generate(state, ctx.name_input(names)).detached()
     out = out or adapter_dir(ctx.root, commit, ctx.hyper.key, kind)
     with state_writes(store.where):
         save_adapter(
@@ -297,8 +325,9 @@ def record_step(
     stats: dict[str, object],
     chunks: list[Chunk] | None = None,
     adapter_path: Path | None = None,
+    names: NameIndex | None = None,
 ) -> None:
-    """Store one state step (commit row, state, optional chunk list and adapter): one
+    """Store one state step (commit row, state, optional chunk list, adapter and names): one
     transaction."""
     summary = commit.summary if isinstance(commit.summary, str) else commit.summary.decode()
     store.record_state(
@@ -313,6 +342,7 @@ def record_step(
         vector=state.detach().numpy(),
         stats=stats,
         adapter_path=str(adapter_path) if adapter_path is not None else None,
+        names=names.to_bytes() if names is not None else None,
     )
 
 
@@ -326,6 +356,8 @@ def snapshot_repository(
     progress: ProgressFn = no_progress,
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
+    target_modules: tuple[str, ...] | None = None,
+    generator: str | None = None,
 ) -> SnapshotResult:
     """Snapshot `rev` of the repository at `path` into a stored state and a PEFT adapter."""
     t0 = time.perf_counter()
@@ -337,6 +369,8 @@ def snapshot_repository(
         progress=progress,
         loaded_model=loaded_model,
         loaded_hypernet=loaded_hypernet,
+        target_modules=target_modules,
+        generator=generator,
     )
     commit = resolve_commit(ctx.repo, rev)
     seconds = {"resolve": time.perf_counter() - t0}
@@ -345,11 +379,12 @@ def snapshot_repository(
         state = snapshot_state(ctx, snap)
         seconds.update(snap.seconds)
         t = time.perf_counter()
-        out, weights = write_adapter(ctx, store, commit.hexsha, state, STATIC_KIND)
+        names = NameIndex.of(snap.chunks) if ctx.hyper.net.reads_names else None
+        out, weights = write_adapter(ctx, store, commit.hexsha, state, STATIC_KIND, names=names)
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
         stats: dict[str, object] = {"files": snap.files, "chunks": len(snap.chunks), **snap.skipped}
-        record_step(store, ctx, commit, state, STATIC_KIND, stats, snap.chunks, out)
+        record_step(store, ctx, commit, state, STATIC_KIND, stats, snap.chunks, out, names)
         seconds["store"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     base, hyper, enc = ctx.base, ctx.hyper, snap.encoded

@@ -19,6 +19,7 @@ from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
@@ -33,6 +34,7 @@ from repo2lora.snapshot import (
     write_adapter,
 )
 from repo_encoder.errors import UserError
+from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import resolve_commit
 
 EVO_KIND = "evo"
@@ -112,6 +114,14 @@ def _step(ctx: RepoContext, store: Store, h: torch.Tensor, diff: ChunkDiff) -> t
         return _evo_net(ctx).step(h, *ctx.encode_diff(store, diff))
 
 
+def stored_names(ctx: RepoContext, store: Store, commit: str) -> NameIndex:
+    """The names `commit` defines: as its stored step left them, or read afresh (a state
+    stored before names were kept)."""
+    data = store.get_names(commit)
+    found = NameIndex.from_bytes(data) if data is not None else None
+    return found if found is not None else ctx.names_at(ctx.repo.commit(commit))
+
+
 def plan_walk(
     ctx: RepoContext, store: Store, target: str, config: UpdateConfig, start: str | None
 ) -> tuple[str | None, list[str]]:
@@ -159,13 +169,18 @@ def update_repository(
     progress: ProgressFn = no_progress,
     loaded_model: LoadedModel | None = None,
     loaded_hypernet: LoadedHypernet | None = None,
+    target_modules: tuple[str, ...] | None = None,
+    generator: str | None = None,
+    name_probe: NameProbe | None = None,
 ) -> UpdateResult:
     """Bring the stored evolving state up to `rev` and write its adapter.
 
     Each commit is one stored step (one transaction), so a run killed at any point resumes
     from the last completed commit. With `start`, the walk begins at that commit (snapshotted
     if it has no state). With `worktree`, the uncommitted edits are folded in as a transient
-    step whose adapter is written but whose state is not stored."""
+    step whose adapter is written but whose state is not stored. A generator that reads the
+    repository's names keeps them along the walk the same way: the stored names of the start,
+    moved by each commit's chunk diff."""
     cfg = config or UpdateConfig()
     t0 = time.perf_counter()
     ctx = open_context(
@@ -176,8 +191,12 @@ def update_repository(
         progress=progress,
         loaded_model=loaded_model,
         loaded_hypernet=loaded_hypernet,
+        target_modules=target_modules,
+        generator=generator,
+        name_probe=name_probe,
     )
     _evo_net(ctx)
+    reads_names = ctx.hyper.net.reads_names
     repo = ctx.repo
     target = resolve_commit(repo, rev)
     start_commit = resolve_commit(repo, start) if start else None
@@ -188,11 +207,14 @@ def update_repository(
     with open_store(ctx.root) as store:
         resumed_from, todo = plan_walk(ctx, store, target.hexsha, cfg, start_sha)
         h: torch.Tensor | None = None
+        names: NameIndex | None = None
         prev = resumed_from
         if resumed_from is not None:
             rec = start_state(store, resumed_from, ctx.hyper.key)
             assert rec is not None
             h = torch.from_numpy(rec.vector)
+            if reads_names:
+                names = stored_names(ctx, store, resumed_from)
             if rec.kind != EVO_KIND:  # the network's own snapshot: h_0 of the walk from here
                 stats = rec.stats
                 adopted = StepReport(
@@ -213,18 +235,26 @@ def update_repository(
             if h is None:  # a fresh start: h_0 is the static encoding of this commit
                 snap = encode_snapshot(ctx, store, commit)
                 h = snapshot_state(ctx, snap)
+                names = NameIndex.of(snap.chunks) if reads_names else None
                 rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
             else:
                 diff = commit_chunk_diff(
                     repo, prev, sha, cfg.snapshot.exclusion, cfg.snapshot.chunker
                 )
                 h = _step(ctx, store, h, diff)
+                if names is not None:
+                    names.apply(diff.brought_in, diff.taken_out)
                 s = diff.summary()
                 rep = StepReport(
                     sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
                 )
             rep.seconds = round(time.perf_counter() - t, 4)
-            record_step(store, ctx, commit, h, EVO_KIND, dict(rep.__dict__))
+            # names are stored at the walk's end only: the index is O(names) to write, and a
+            # walk resumed from a step without them reads them afresh (`stored_names`)
+            last = i == len(todo) - 1
+            record_step(
+                store, ctx, commit, h, EVO_KIND, dict(rep.__dict__), names=names if last else None
+            )
             steps.append(rep)
             prev = sha
         progress("update", len(todo), len(todo))
@@ -233,13 +263,19 @@ def update_repository(
         existing = store.get_adapter(target.hexsha, ctx.hyper.key, EVO_KIND)
         weights = None
         if steps or existing is None or not Path(existing.path).is_dir():
-            out, weights = write_adapter(ctx, store, target.hexsha, h, EVO_KIND)
+            if reads_names and names is None:  # up to date, but its adapter went missing
+                names = stored_names(ctx, store, target.hexsha)
+            out, weights = write_adapter(ctx, store, target.hexsha, h, EVO_KIND, names=names)
             store.set_adapter(target.hexsha, ctx.hyper.key, EVO_KIND, str(out))
         wt_report = None
         if worktree:
             t = time.perf_counter()
             diff = worktree_chunk_diff(repo, cfg.snapshot.exclusion, cfg.snapshot.chunker)
             h_wt = _step(ctx, store, h, diff) if not diff.empty else h
+            wt_names = None
+            if reads_names:
+                wt_names = (names or stored_names(ctx, store, target.hexsha)).copy()
+                wt_names.apply(diff.brought_in, diff.taken_out)
             out, weights = write_adapter(
                 ctx,
                 store,
@@ -247,6 +283,7 @@ def update_repository(
                 h_wt,
                 WORKTREE_KIND,
                 out=Path(ctx.root) / ".repo2lora" / "adapters" / f"worktree-{ctx.hyper.key}",
+                names=wt_names,
             )
             s = diff.summary()
             wt_report = StepReport(

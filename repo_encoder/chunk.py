@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 ChunkKind = Literal["module", "class", "function", "method", "window"]
+# What a chunk defines: a public name and its kind (`chunker` decides; module names come from
+# file paths, in `repo_encoder.names`)
+DefinitionKind = Literal["module", "class", "exception", "function", "method", "constant"]
+Definition = tuple[str, DefinitionKind]
 
 
 def content_hash(text: str) -> str:
@@ -18,7 +22,8 @@ def content_hash(text: str) -> str:
 class Chunk:
     """A function, method, class body or module-level block (or a line window of a file that
     does not parse). Lines are 1-based and inclusive. `part` numbers the pieces of a chunk that
-    was split to fit the token budget (0 when it was not split)."""
+    was split to fit the token budget (0 when it was not split). `definitions` are the public
+    names whose definition line lies in the chunk (rules in `chunker`), in source order."""
 
     path: str
     qualname: str
@@ -28,3 +33,4 @@ class Chunk:
     text: str
     content_hash: str
     part: int = 0
+    definitions: tuple[Definition, ...] = ()

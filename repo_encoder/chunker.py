@@ -30,6 +30,12 @@ Rules, in the order they apply:
   characters into pieces of its own. Pieces keep the qualname and kind, are numbered `part`
   1..k and span their own first to last line, which for a class may enclose a method
   (unsplit chunks have part 0).
+* A chunk lists the public names it defines (`Chunk.definitions`): its function ("function"),
+  method ("method", not dunders) or class ("exception" when its name or a base's ends in Error,
+  Exception or Warning, else "class"), and in a module chunk every top-level assignment to an
+  UPPER_CASE name ("constant"). A name that starts with "_" is not public. A definition belongs
+  to the chunk (or the part of a split one) that holds the line of its name; line windows of a
+  file that does not parse define nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import bisect
 import collections
 import itertools
 import operator
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
@@ -45,7 +52,7 @@ from typing import Literal
 import tree_sitter_python
 from tree_sitter import Language, Node, Parser
 
-from repo_encoder.chunk import Chunk, ChunkKind, content_hash
+from repo_encoder.chunk import Chunk, ChunkKind, Definition, DefinitionKind, content_hash
 from repo_encoder.errors import UserError
 from repo_encoder.tokens import BYTES_PER_TOKEN
 
@@ -66,9 +73,13 @@ _PYTHON = Language(tree_sitter_python.language())
 _BINARY_SNIFF_BYTES = 8192
 _UTF8_BOM = b"\xef\xbb\xbf"
 
+# A public name a draft defines: the row of its name (0-based), the name and its kind
+_RowDefinition = tuple[int, str, DefinitionKind]
 # A chunk before it is hashed and fitted to the budget: qualname, kind, first and last row of its
-# span (0-based, inclusive) and the row ranges whose lines make up its text.
-_Draft = tuple[str, ChunkKind, int, int, tuple[tuple[int, int], ...]]
+# span (0-based, inclusive), the row ranges whose lines make up its text, and its definitions.
+_Draft = tuple[str, ChunkKind, int, int, tuple[tuple[int, int], ...], tuple[_RowDefinition, ...]]
+_CONSTANT = re.compile(r"[A-Z][A-Z0-9_]*\Z")
+_EXCEPTION_SUFFIXES = ("Error", "Exception", "Warning")
 
 
 @dataclass(frozen=True)
@@ -169,7 +180,7 @@ def _window_drafts(lines: list[str], window_lines: int) -> list[_Draft]:
     for first in range(0, len(lines), window_lines):
         last = min(first + window_lines, len(lines)) - 1
         if any(line.strip() for line in lines[first : last + 1]):
-            drafts.append(("<window>", "window", first, last, ((first, last),)))
+            drafts.append(("<window>", "window", first, last, ((first, last),), ()))
     return drafts
 
 
@@ -178,22 +189,25 @@ def _syntax_drafts(root: Node, source: bytes) -> list[_Draft]:
     drafts: list[_Draft] = []
     classes: list[tuple[Node, str, int, int]] = []
     run: tuple[int, int] | None = None  # rows of the module-level run being collected
+    run_defs: list[_RowDefinition] = []
     for child in root.children:
         definition = _definition(child)
         first, last = _rows(child)
         if definition is None:
             run = (first, last) if run is None else (run[0], last)
+            run_defs += _constants(child, source)
             continue
         if run is not None:
-            drafts.append(("<module>", "module", run[0], run[1], (run,)))
-            run = None
+            drafts.append(("<module>", "module", run[0], run[1], (run,), tuple(run_defs)))
+            run, run_defs = None, []
         name = _name(definition, source)
         if definition.type == "function_definition":
-            drafts.append((name, "function", first, last, ((first, last),)))
+            defs = _public(definition, name, "function")
+            drafts.append((name, "function", first, last, ((first, last),), defs))
         else:
             classes.append((definition, name, first, last))
     if run is not None:
-        drafts.append(("<module>", "module", run[0], run[1], (run,)))
+        drafts.append(("<module>", "module", run[0], run[1], (run,), tuple(run_defs)))
 
     while classes:  # a worklist, not recursion: nesting depth is up to the input
         node, qualname, first, last = classes.pop()
@@ -211,11 +225,53 @@ def _syntax_drafts(root: Node, source: bytes) -> list[_Draft]:
             holes.append((child_first, child_last))
             if definition.type == "function_definition":
                 span = ((child_first, child_last),)
-                drafts.append((child_name, "method", child_first, child_last, span))
+                method = _name(definition, source)
+                dunder = method.startswith("__") and method.endswith("__")
+                defs = () if dunder else _public(definition, method, "method")
+                drafts.append((child_name, "method", child_first, child_last, span, defs))
             else:
                 classes.append((definition, child_name, child_first, child_last))
-        drafts.append((qualname, "class", first, last, _without(first, last, holes)))
+        short = qualname.rsplit(".", 1)[-1]
+        defs = _public(node, short, _class_kind(node, short, source))
+        drafts.append((qualname, "class", first, last, _without(first, last, holes), defs))
     return drafts
+
+
+def _public(definition: Node, name: str, kind: DefinitionKind) -> tuple[_RowDefinition, ...]:
+    """The definition of `name` at its name's row, unless the name is private."""
+    if name.startswith("_") or name == "<anonymous>":
+        return ()
+    node = definition.child_by_field_name("name")
+    row = node.start_point.row if node is not None else definition.start_point.row
+    return ((row, name, kind),)
+
+
+def _class_kind(definition: Node, name: str, source: bytes) -> DefinitionKind:
+    """ "exception" when the class's name or one of its bases' ends like an exception's."""
+    if name.endswith(_EXCEPTION_SUFFIXES):
+        return "exception"
+    bases = definition.child_by_field_name("superclasses")
+    for base in bases.named_children if bases is not None else ():
+        text = source[base.start_byte : base.end_byte].decode("utf-8", "replace")
+        if base.type in ("identifier", "attribute") and text.endswith(_EXCEPTION_SUFFIXES):
+            return "exception"
+    return "class"
+
+
+def _constants(statement: Node, source: bytes) -> list[_RowDefinition]:
+    """UPPER_CASE names a top-level statement assigns (`A = 1`, `A: int = 1`, `A = B = 1`)."""
+    if statement.type != "expression_statement" or not statement.named_children:
+        return []
+    out: list[_RowDefinition] = []
+    node: Node | None = statement.named_children[0]
+    while node is not None and node.type == "assignment":
+        left = node.child_by_field_name("left")
+        if left is not None and left.type == "identifier":
+            name = source[left.start_byte : left.end_byte].decode("utf-8", "replace")
+            if _CONSTANT.match(name):
+                out.append((left.start_point.row, name, "constant"))
+        node = node.child_by_field_name("right")
+    return out
 
 
 def _definition(node: Node) -> Node | None:
@@ -264,17 +320,18 @@ def _chunks(path: str, lines: list[str], drafts: list[_Draft], max_tokens: int) 
     drafts.sort(key=operator.itemgetter(2))
     chunks: list[Chunk] = []
     split_class = False
-    for qualname, kind, first, last, ranges in drafts:
+    for qualname, kind, first, last, ranges, defs in drafts:
         if len(ranges) == 1:
             text = "\n".join(lines[ranges[0][0] : ranges[0][1] + 1])
         else:
             text = "\n".join(itertools.chain.from_iterable(lines[a : b + 1] for a, b in ranges))
         if len(text.encode("utf-8")) <= budget:
+            named = tuple((name, k) for _, name, k in defs)
             chunks.append(
-                Chunk(path, qualname, kind, first + 1, last + 1, text, content_hash(text))
+                Chunk(path, qualname, kind, first + 1, last + 1, text, content_hash(text), 0, named)
             )
         else:
-            chunks.extend(_split(path, lines, qualname, kind, ranges, budget))
+            chunks.extend(_split(path, lines, qualname, kind, ranges, defs, budget))
             split_class = split_class or len(ranges) > 1
     if split_class:  # a class's later parts start after some of its methods
         chunks.sort(key=lambda c: (c.start_line, c.part))
@@ -287,13 +344,22 @@ def _split(
     qualname: str,
     kind: ChunkKind,
     ranges: tuple[tuple[int, int], ...],
+    defs: tuple[_RowDefinition, ...],
     budget: int,
 ) -> Iterator[Chunk]:
-    """Parts 1..k of a chunk whose text (the lines of `ranges`) is over `budget` bytes."""
+    """Parts 1..k of a chunk whose text (the lines of `ranges`) is over `budget` bytes; each
+    definition goes to the first part that holds its row."""
     rows = list(itertools.chain.from_iterable(range(a, b + 1) for a, b in ranges))
     texts = list(itertools.chain.from_iterable(lines[a : b + 1] for a, b in ranges))
+    left = list(defs)
     for part, (first, last, piece) in enumerate(_pieces(rows, texts, budget), 1):
-        yield Chunk(path, qualname, kind, first + 1, last + 1, piece, content_hash(piece), part)
+        mine: tuple[Definition, ...] = ()
+        if left:
+            mine = tuple((name, k) for row, name, k in left if first <= row <= last)
+            left = [d for d in left if not first <= d[0] <= last]
+        yield Chunk(
+            path, qualname, kind, first + 1, last + 1, piece, content_hash(piece), part, mine
+        )
 
 
 def _pieces(rows: list[int], texts: list[str], budget: int) -> Iterator[tuple[int, int, str]]:

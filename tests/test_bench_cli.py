@@ -58,18 +58,20 @@ def test_ci_bench_writes_json_markdown_and_plots(
         "per-repo-lora",
         "code2lora-static",
         "code2lora-evo",
+        "code2lora-names",
         "shine",
         "dnd",
     }
     expected = {
         # the leakage rule's two settings side by side: rag and the static adapter again with
         # the test code visible (evaluated test functions removed)
+        # the names memory is a static-track row: the snapshot's names
         "static": methods - {"code2lora-evo"} | {"rag+tests", "code2lora-static+tests"},
         # the evolution track adds the fresh-snapshot and start-state rows and rag and the
         # evolving state under with-tests (the evaluated commit's test changes hidden too); no
         # per-repository LoRA (one training run per commit is what it is measured against);
         # SHINE and DnD make snapshot adapters only, so they are static-track rows
-        "evo": methods - {"per-repo-lora", "shine", "dnd"}
+        "evo": methods - {"per-repo-lora", "shine", "dnd", "code2lora-names"}
         | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo+tests", "rag+tests"},
     }
     for track in ("static", "evo"):
@@ -82,9 +84,15 @@ def test_ci_bench_writes_json_markdown_and_plots(
     assert rag["retrieved_tokens"] > 0
     assert rag["prompt_tokens"] <= report["config"]["eval"]["prompt_tokens"]
     assert {o["track"] for o in report["overlap"]} == {"static", "evo"}
+    # the tasks whose target holds a name the repository defines: their share and their rows
+    shares = [o["names_target"] for o in report["overlap"] if o["split"] != "all"]
+    assert all(0 < s < 1 for s in shares)
+    assert _row(report, "static", "cross-repo", "code2lora-names", "repo-name")["n"] > 0
+    assert _row(report, "evo", "cross-repo", "code2lora-evo", "repo-name")["n"] > 0
     assert report["decay"]["code2lora-evo"]
     md = (out / "bench.md").read_text()
     assert "## Static track" in md and "## Evolution track" in md and "Overlap" in md
+    assert "Tasks whose target holds a name the repository defines" in md
     for name in ("em_by_method", "evo_decay"):
         assert (out / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert "ETA" in stderr  # progress lines with an estimate, in a log as on a terminal

@@ -14,7 +14,8 @@ import torch
 from peft import PeftModel
 
 from repo2lora.adapters.functional import batched_to_weights, functional_lora
-from repo2lora.adapters.weights import LoraWeights, find_lora_targets
+from repo2lora.adapters.targets import find_lora_targets
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, LoraTokenizer, select_prompts
 from repo2lora.models import describe_base_model, load_base_model

@@ -1,17 +1,34 @@
-"""Pretraining the default model: corpus split by package, BPE tokenizer, exact resume, and a
-result that loads as a base model."""
+"""Pretraining: bits per byte measured right, the model sized from the budget, exact resume,
+a changed config refused on resume, a result that loads as a base model, and the GPU
+script run on the CPU with a tiny config so it cannot rot."""
 
 from __future__ import annotations
 
+import json
+import math
+import subprocess
+import sys
 import sysconfig
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerFast
 
 from repo2lora.models import describe_base_model, load_base_model
-from repo2lora.pretrain.corpus import Corpus, SourceDoc, gather_corpus
-from repo2lora.pretrain.train_lm import PretrainConfig, pretrain
+from repo2lora.pretrain.bpb import bits_per_byte, xz_bits_per_byte
+from repo2lora.pretrain.budget import config_for_budget, count_params, model_shape, plan_budget
+from repo2lora.pretrain.config import PretrainConfig, PretrainError
+from repo2lora.pretrain.corpus import Corpus, SourceDoc
+from repo2lora.pretrain.export import export_checkpoint
+from repo2lora.pretrain.tokens import prepare_data
+from repo2lora.pretrain.train_lm import pretrain
+from tests.cli import ENV
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CFG = PretrainConfig(
     vocab_size=400,
@@ -25,9 +42,11 @@ CFG = PretrainConfig(
     steps=20,
     warmup_steps=5,
     eval_every=10,
-    eval_batches=2,
+    eval_bytes=20_000,
+    report_bytes=30_000,
     checkpoint_every=10,
     tokenizer_sample_bytes=200_000,
+    precision="fp32",
 )
 
 
@@ -40,18 +59,53 @@ def _small_corpus() -> Corpus:
     return Corpus(docs[2:], docs[:2], {"packages": {d.package: {} for d in docs}})
 
 
-def test_corpus_is_split_by_package() -> None:
-    corpus = gather_corpus(max_bytes=3_000_000, val_share=0.2)
-    train_pk = {d.package for d in corpus.train}
-    val_pk = {d.package for d in corpus.val}
-    assert train_pk and val_pk and not train_pk & val_pk
-    assert len({hash(d.text) for d in corpus.train + corpus.val}) == len(corpus.train + corpus.val)
-    assert not any(d.package in ("repo2lora", "benchmark") for d in corpus.train)
+class _Uniform(torch.nn.Module):
+    """A model whose next-token distribution is uniform over V tokens."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids: torch.Tensor) -> object:
+        class Out:
+            logits = torch.zeros(*input_ids.shape, self.vocab)
+
+        return Out()
+
+
+def test_bits_per_byte_counts_every_token_once_over_utf8_bytes() -> None:
+    from repo2lora.models.presets import byte_tokenizer
+
+    tok = byte_tokenizer()
+    docs = ["def f(x):\n    return x\n", "naïve = 'é'\n" * 30, "pass\n"]
+    res = bits_per_byte(_Uniform(len(tok)), tok, docs, context=16, batch_size=3)
+    n_tokens = sum(len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs) - 1
+    assert res.tokens == n_tokens
+    assert res.bytes == sum(len(d.encode()) for d in docs)
+    assert res.bits_per_byte == pytest.approx(n_tokens * math.log2(len(tok)) / res.bytes)
+    assert 0 < xz_bits_per_byte(docs * 20) < 8
+
+
+def test_the_model_is_sized_from_the_budget() -> None:
+    params, tokens = plan_budget(flops_per_second=1e12, seconds=3600)
+    assert tokens == 20 * params and 6 * params * tokens == pytest.approx(3.6e15, rel=1e-3)
+    for target in (2e6, 2e7, 1.5e8):
+        s = model_shape(int(target), 8192)
+        n = count_params(s["hidden_size"], s["layers"], s["heads"], s["kv_heads"],
+                         s["intermediate"], 8192)  # fmt: skip
+        assert 0.5 < n / target < 2.0
+    cfg, plan = config_for_budget(PretrainConfig(batch_size=8, context=256), 40_000_000, 0, None)
+    assert plan["target_params"] == 2_000_000 and cfg.steps == 40_000_000 // (8 * 256)
+    small, _ = config_for_budget(PretrainConfig(), 400_000_000, 0, None, max_params=3_000_000)
+    assert small.hidden_size < cfg.hidden_size * 4 and small.steps > cfg.steps
 
 
 def test_pretrain_resumes_exactly_and_loads_as_a_base_model(tmp_path: Path) -> None:
     first = pretrain(tmp_path / "a", _small_corpus, CFG, stop_after=10)  # "killed" at 10
     assert first.steps == 10 and not (tmp_path / "a" / "model").exists()
+    with pytest.raises(PretrainError, match="another config"):
+        pretrain(tmp_path / "a", _small_corpus, replace(CFG, lr=3e-3))
     resumed = pretrain(tmp_path / "a", _small_corpus, CFG)  # continues from step 10 to 20
     whole = pretrain(tmp_path / "b", _small_corpus, CFG)
     assert resumed.steps == whole.steps == 20 and resumed.tokens_seen == whole.tokens_seen
@@ -59,10 +113,86 @@ def test_pretrain_resumes_exactly_and_loads_as_a_base_model(tmp_path: Path) -> N
     b = load_file(str(tmp_path / "b" / "model" / "model.safetensors"))
     for k in b:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5)
-    log = (tmp_path / "b" / "pretrain_log.jsonl").read_text()
-    assert '"event": "eval"' in log and '"event": "checkpoint"' in log
+    events = [
+        json.loads(x) for x in (tmp_path / "b" / "pretrain_log.jsonl").read_text().splitlines()
+    ]
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals and all(0 < e["bits_per_byte"] < 8 for e in evals)
     info = describe_base_model(str(tmp_path / "b" / "model"))
     model = load_base_model(info)
     assert not info.untrained and len(model.tokenizer) >= 260
-    card = (tmp_path / "b" / "model" / "model_card.json").read_text()
-    assert '"tokens_seen"' in card and '"held_out_loss_nats_per_token"' in card
+    card = json.loads((tmp_path / "b" / "model" / "model_card.json").read_text())
+    assert card["tokens_seen"] == whole.tokens_seen and card["held_out_bits_per_byte"] > 0
+    assert (
+        card["held_out_xz_bits_per_byte"] > 0
+        and (tmp_path / "b" / "model" / "val_bpb.png").is_file()
+    )
+    (tmp_path / "c").mkdir()
+    prepare_data(tmp_path / "c", _small_corpus, CFG)  # data made, no checkpoint yet
+    with pytest.raises(PretrainError, match="another tokenizer"):
+        pretrain(tmp_path / "c", _small_corpus, replace(CFG, vocab_size=500))
+
+
+def test_a_warm_start_continues_from_committed_weights(tmp_path: Path) -> None:
+    pretrain(tmp_path / "a", _small_corpus, CFG, stop_after=10)
+    export_checkpoint(tmp_path / "a", tmp_path / "warm")  # what a milestone commit holds
+    with pytest.raises(PretrainError, match="another config"):
+        pretrain(tmp_path / "x", _small_corpus, replace(CFG, lr=3e-3), warm_start=tmp_path / "warm")
+    res = pretrain(tmp_path / "w", _small_corpus, CFG, warm_start=tmp_path / "warm")
+    assert res.steps == CFG.steps and res.tokens_seen == CFG.steps * CFG.batch_size * CFG.context
+    tok_w = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "w" / "model"))
+    tok_a = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "warm"))
+    assert tok_w.get_vocab() == tok_a.get_vocab()
+
+
+def test_pretraining_imports_only_what_the_gpu_machine_has() -> None:
+    """The device machine has torch, transformers, tokenizers, safetensors and numpy only."""
+    code = (
+        "import sys; import repo2lora.cli, repo2lora.pretrain.train_lm, "
+        "repo2lora.pretrain.export, repo2lora.pretrain.budget; "
+        "bad = {'peft','tree_sitter','git','sqlite_utils','pygls','rich','datasketch',"
+        "'matplotlib','bm25s','rapidfuzz','watchdog'} & {m.split('.')[0] for m in sys.modules}; "
+        "print(sorted(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    (corpus / "train").mkdir(parents=True)
+    (corpus / "heldout").mkdir()
+    docs = _small_corpus()
+    for split, items in (("train", docs.train), ("heldout", docs.val)):
+        with (corpus / split / "shard-00000.jsonl").open("w") as fh:
+            for d in items:
+                fh.write(json.dumps({"d": d.package, "p": d.path, "t": d.text}) + "\n")
+    manifest = {"format": 1, "config": {}, "distributions": [],
+                "shards": {s: [{"file": f"{s}/shard-00000.jsonl", "sha256": s}]
+                           for s in ("train", "heldout")}}  # fmt: skip
+    (corpus / "corpus.json").write_text(json.dumps(manifest))
+    archive = tmp_path / "corpus.tar.xz"
+    with tarfile.open(archive, "w:xz") as tf:
+        tf.add(corpus, arcname="corpus")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**ENV, "OUT": str(out), "PYTHON": sys.executable, "MAX_PARAMS": "60000"}
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), str(archive), "0.1",
+         "--vocab", "400", "--context", "64", "--batch-size", "4", "--eval-every", "5",
+         "--tokens", "6000", "--precision", "fp32"],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and "model_card.json" in files and "model-files.tar" in files
+    assert any(f.endswith(".safetensors") for f in files)
+    assert all((out / f).stat().st_size <= 16 * 2**20 for f in files)
+    from repo2lora.pretrain.export import unpack
+
+    model_dir = unpack(out, tmp_path / "model")
+    loaded = load_base_model(describe_base_model(str(model_dir)))
+    card = json.loads((out / "model_card.json").read_text())
+    assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
+    assert json.loads((out / "result.json").read_text())["tokens_seen"] == card["tokens_seen"]

@@ -23,10 +23,16 @@ PROVENANCE = "repo2lora.json"
 
 
 def lora_config_for(weights: LoraWeights, base_model_name_or_path: str | None) -> LoraConfig:
+    """Plain LoRA on the projections `weights` targets (no DoRA, no `modules_to_save`: what
+    multi-LoRA servers load); `fan_in_fan_out` for Conv1D projections (GPT-2); PEFT's
+    `rank_pattern`/`alpha_pattern` where some module types have their own rank."""
     return LoraConfig(
         r=weights.rank,
         lora_alpha=weights.alpha,
         target_modules=list(weights.target_modules),
+        rank_pattern=dict(weights.rank_pattern),
+        alpha_pattern=dict(weights.alpha_pattern),
+        fan_in_fan_out=weights.fan_in_fan_out,
         lora_dropout=0.0,
         bias="none",
         task_type="CAUSAL_LM",
@@ -98,4 +104,7 @@ def load_peft_adapter(adapter_dir: str | Path) -> LoraWeights:
         alpha=int(cfg["lora_alpha"]),
         target_modules=tuple(sorted(targets)),
         tensors=pairs,
+        fan_in_fan_out=bool(cfg.get("fan_in_fan_out", False)),
+        rank_pattern={str(k): int(v) for k, v in (cfg.get("rank_pattern") or {}).items()},
+        alpha_pattern={str(k): float(v) for k, v in (cfg.get("alpha_pattern") or {}).items()},
     )

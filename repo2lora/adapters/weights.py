@@ -1,43 +1,43 @@
-"""The generated LoRA: per-target (A, B) tensors, and the targets a base model offers."""
+"""The generated LoRA: per-target (A, B) tensors (the targets themselves: `targets`)."""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from torch import nn
-from transformers import AutoModelForCausalLM, PretrainedConfig
-
-from repo_encoder.errors import UserError
-
-_LAYER_RE = re.compile(r"\.layers\.(\d+)\.")
-
-
-@dataclass(frozen=True)
-class LoraTarget:
-    """One linear module that receives a LoRA pair, e.g. `model.layers.3.self_attn.q_proj`."""
-
-    path: str
-    module_type: str  # last path component, e.g. "q_proj"
-    layer: int
-    in_features: int
-    out_features: int
 
 
 @dataclass
 class LoraWeights:
     """A complete adapter: for each target path, A [rank, in] and B [out, rank].
-    The update applied to a target is W x + (alpha / rank) * B A x."""
+    The update applied to a target is W x + (alpha / rank) * B A x. `fan_in_fan_out`: the
+    targets are Conv1D projections (GPT-2), whose weights are stored [in, out].
+    `rank_pattern`/`alpha_pattern` (PEFT's): module types whose pairs have another rank and
+    alpha than `rank`/`alpha`, e.g. {"lm_head": 32} for a names memory on the LM head."""
 
     rank: int
     alpha: int
     target_modules: tuple[str, ...]
     tensors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    fan_in_fan_out: bool = False
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    alpha_pattern: dict[str, float] = field(default_factory=dict)
 
     @property
     def scaling(self) -> float:
+        """The scaling of the targets at the default rank and alpha."""
         return self.alpha / self.rank
+
+    def scaling_for(self, path: str) -> float:
+        """alpha / rank of the target at `path` (a pattern's when its module type has one)."""
+        for key, rank in self.rank_pattern.items():
+            if path == key or path.endswith("." + key):
+                return self.alpha_pattern.get(key, self.alpha) / rank
+        return self.scaling
+
+    def scalings(self) -> dict[str, float]:
+        """The scaling of every target, by path."""
+        return {p: self.scaling_for(p) for p in self.tensors}
 
     def flat(self) -> torch.Tensor:
         """Every A and B, flattened into one vector (in target order)."""
@@ -52,38 +52,10 @@ class LoraWeights:
                 k: (a.detach().float().cpu(), b.detach().float().cpu())
                 for k, (a, b) in self.tensors.items()
             },
+            self.fan_in_fan_out,
+            dict(self.rank_pattern),
+            dict(self.alpha_pattern),
         )
-
-
-def find_lora_targets(
-    config: PretrainedConfig, target_modules: tuple[str, ...]
-) -> list[LoraTarget]:
-    """The linear modules of a causal LM named by `target_modules`, in layer order, read from a
-    weightless (meta-device) instance so no weights are loaded."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    targets = []
-    for path, module in model.named_modules():
-        name = path.rsplit(".", 1)[-1]
-        if name not in target_modules or not isinstance(module, nn.Linear):
-            continue
-        m = _LAYER_RE.search(path + ".")
-        targets.append(
-            LoraTarget(
-                path=path,
-                module_type=name,
-                layer=int(m.group(1)) if m else 0,
-                in_features=module.in_features,
-                out_features=module.out_features,
-            )
-        )
-    missing = set(target_modules) - {t.module_type for t in targets}
-    if missing:
-        raise UserError(
-            f"the base model has no linear modules named {sorted(missing)}; "
-            "choose target modules it has (e.g. q_proj, v_proj)"
-        )
-    return targets
 
 
 def neutral_adapter(template: LoraWeights) -> LoraWeights:
@@ -94,14 +66,7 @@ def neutral_adapter(template: LoraWeights) -> LoraWeights:
         template.alpha,
         template.target_modules,
         {p: (a.clone(), torch.zeros_like(b)) for p, (a, b) in template.tensors.items()},
+        template.fan_in_fan_out,
+        dict(template.rank_pattern),
+        dict(template.alpha_pattern),
     )
-
-
-def module_shapes(targets: list[LoraTarget]) -> dict[str, tuple[int, int]]:
-    """(in_features, out_features) of each module type, which every layer must share."""
-    shapes: dict[str, tuple[int, int]] = {}
-    for t in targets:
-        shapes.setdefault(t.module_type, (t.in_features, t.out_features))
-        if shapes[t.module_type] != (t.in_features, t.out_features):
-            raise ValueError(f"{t.module_type} has different shapes across layers")
-    return shapes

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Generic, TypeVar, overload
@@ -15,9 +16,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from repo2lora.adapters.weights import find_lora_targets
+from repo2lora.adapters.targets import (
+    DEFAULT_TARGETS,
+    choose_target_modules,
+    output_head,
+    select_targets,
+    weightless_model,
+)
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models import embedded
@@ -55,8 +63,29 @@ class LoadedGenerator(Generic[G]):
 LoadedHypernet = LoadedGenerator[StaticHypernet]
 
 
-def default_hypernet_config(base: BaseModelInfo) -> HypernetConfig:
-    return HypernetConfig(input_dim=int(base.config.hidden_size))
+def default_hypernet_config(
+    base: BaseModelInfo, target_modules: Sequence[str] = DEFAULT_TARGETS
+) -> HypernetConfig:
+    """The untrained default's settings for `base`, with the module types `target_modules`
+    resolves to."""
+    names = choose_target_modules(weightless_model(base.config), target_modules)
+    return HypernetConfig(input_dim=int(base.config.hidden_size), target_modules=names)
+
+
+def check_targets(
+    recorded: Sequence[str], base: BaseModelInfo, wanted: Sequence[str] | None, what: str
+) -> None:
+    """A generator trained for the module types `recorded` is used with `--target-modules
+    wanted` (None: whatever it was trained for): a UserError unless they resolve the same."""
+    if wanted is None:
+        return
+    names = choose_target_modules(weightless_model(base.config), wanted)
+    if names != tuple(sorted(recorded)):
+        raise UserError(
+            f"{what} was trained for target modules {','.join(sorted(recorded))}, but "
+            f"--target-modules {','.join(wanted)} means {','.join(names)} for this model; "
+            "drop --target-modules or pass a hypernetwork trained for those"
+        )
 
 
 @overload
@@ -66,13 +95,18 @@ def build_hypernet(cfg: ShineConfig, base: BaseModelInfo) -> ShineGenerator: ...
 @overload
 def build_hypernet(cfg: DndConfig, base: BaseModelInfo) -> DndGenerator: ...
 def build_hypernet(cfg: GeneratorConfig, base: BaseModelInfo) -> Generator:
-    """The generator `cfg.generator` names, for the LoRA targets `base` offers."""
-    targets = find_lora_targets(base.config, cfg.target_modules)
+    """The generator `cfg.generator` names, for the projections of `base` that
+    `cfg.target_modules` chooses; the built generator's config records their module types."""
+    skeleton = weightless_model(base.config)
+    targets = select_targets(skeleton, cfg.target_modules)
+    cfg = replace(cfg, target_modules=tuple(sorted({t.module_type for t in targets})))
     net: Generator
     if isinstance(cfg, ShineConfig):
         net = ShineGenerator(cfg, targets)
     elif isinstance(cfg, DndConfig):
         net = DndGenerator(cfg, targets)
+    elif cfg.generator == NamesHypernet.generator_name:
+        net = NamesHypernet(cfg, targets, output_head(skeleton))
     else:
         cls = EvoHypernet if cfg.generator == EvoHypernet.generator_name else StaticHypernet
         net = cls(cfg, targets)
@@ -109,18 +143,39 @@ def save_hypernet(
     return out
 
 
-def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
-    """The hypernetwork named by `--hypernet`: None is the untrained default for `base`
-    (seeded, so the same every run); a directory is a checkpoint, refused if it was trained
-    for another base model or holds a generator whose input is not a chunk-vector state."""
+def load_hypernet(
+    spec: str | None,
+    base: BaseModelInfo,
+    target_modules: Sequence[str] | None = None,
+    generator: str | None = None,
+) -> LoadedHypernet:
+    """The hypernetwork named by `--hypernet`: None is the default for `base` (the shipped one,
+    else the untrained one, seeded, so the same every run; for the module types
+    `target_modules` chooses; `generator="code2lora-names"`: an untrained names generator); a
+    directory is a checkpoint, refused if it was trained for another base model or other target
+    modules, or holds a generator whose input is not a chunk-vector state."""
+    names = generator == NamesHypernet.generator_name
+    if spec is None and names:
+        cfg = replace(
+            default_hypernet_config(base, target_modules or DEFAULT_TARGETS),
+            generator="code2lora-names",
+        )
+        digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
+        return LoadedHypernet(
+            net=build_hypernet(cfg, base),
+            key=f"untrained-names-{digest}",
+            description="UNTRAINED code2lora-names hypernetwork (seeded init): its adapter "
+            "leaves the model as it is",
+            untrained=True,
+        )
     if spec is None and (shipped := shipped_hypernet_dir(base, "code2lora-evo")) is not None:
-        loaded = load_generator(str(shipped), base)
+        loaded = load_generator(str(shipped), base, target_modules, "the embedded default")
         assert isinstance(loaded.net, StaticHypernet)
         return LoadedHypernet(
             loaded.net, loaded.key, "embedded default code2lora-evo hypernetwork", False
         )
     if spec is None:
-        cfg = default_hypernet_config(base)
+        cfg = default_hypernet_config(base, target_modules or DEFAULT_TARGETS)
         digest = hashlib.sha256((cfg.digest() + base.identity).encode()).hexdigest()[:12]
         return LoadedHypernet(
             net=build_hypernet(cfg, base),
@@ -130,7 +185,7 @@ def load_hypernet(spec: str | None, base: BaseModelInfo) -> LoadedHypernet:
             ),
             untrained=True,
         )
-    loaded = load_generator(spec, base)
+    loaded = load_generator(spec, base, target_modules)
     if not isinstance(loaded.net, StaticHypernet):
         name = loaded.net.generator_name
         raise UserError(
@@ -160,9 +215,15 @@ def card_generator(spec: str) -> str | None:
     return str(meta.get("generator")) if isinstance(meta, dict) else None
 
 
-def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator[Generator]:
+def load_generator(
+    spec: str,
+    base: BaseModelInfo,
+    target_modules: Sequence[str] | None = None,
+    name: str | None = None,
+) -> LoadedGenerator[Generator]:
     """Any generator's checkpoint directory (code2lora-static/-evo, shine, dnd), refused if it
-    was trained for another base model."""
+    was trained for another base model, or for other module types than `target_modules`
+    chooses (None: the ones it was trained for)."""
     d = Path(spec).expanduser()
     if not (d / CARD).is_file() or not (d / WEIGHTS).is_file():
         raise UserError(
@@ -189,6 +250,7 @@ def load_generator(spec: str, base: BaseModelInfo) -> LoadedGenerator[Generator]
     cfg = (other or HypernetConfig).from_json(meta["config"])
     if cfg.input_dim != int(base.config.hidden_size):
         cfg = replace(cfg, input_dim=int(base.config.hidden_size))
+    check_targets(cfg.target_modules, base, target_modules, name or f"hypernetwork {spec}")
     net = build_hypernet(cfg, base)
     try:
         net.load_state_dict(load_file(str(d / WEIGHTS)), strict=True)

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 
 from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
 
 
@@ -32,7 +33,8 @@ class DndConfig(JsonConfig):
     generator: Literal["dnd"] = "dnd"
     rank: int = DEFAULT_RANK
     alpha: int = DEFAULT_ALPHA
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # the choice (`targets.choose_target_modules`); a built generator records the module types
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     num_prompts: int = 32  # prompts per condition: the channels of the first decoder stage
     channels: tuple[int, ...] = (64, 128)  # between the prompt axis and the weight-token axis
     widths: tuple[int, ...] = (128, 128)  # between the prompt width and the token width

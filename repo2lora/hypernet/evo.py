@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from evo_state.gru import StateUpdater, diff_features
-from repo2lora.adapters.weights import LoraTarget
+from repo2lora.adapters.targets import LoraTarget
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 
 
@@ -31,5 +31,6 @@ class EvoHypernet(StaticHypernet):
     ) -> torch.Tensor:
         """One commit: state [state_dim], chunk vectors [n_in, d] / [n_out, d] -> new state."""
         std = self.encoder.standardized
+        brought_in, taken_out = brought_in.to(self.device), taken_out.to(self.device)
         diff = diff_features(std(brought_in), std(taken_out), *counts)
         return self.updater(h[None], diff[None])[0]

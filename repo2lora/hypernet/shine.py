@@ -18,7 +18,8 @@ from torch import nn
 
 from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights, functional_lora
-from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
+from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
 from repo_encoder.chunk import Chunk
 
@@ -31,7 +32,8 @@ class ShineConfig(JsonConfig):
     generator: Literal["shine"] = "shine"
     rank: int = DEFAULT_RANK
     alpha: int = DEFAULT_ALPHA
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # the choice (`targets.choose_target_modules`); a built generator records the module types
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     memory_tokens: int = 8
     # the meta-LoRA sits on the same target modules while the base model reads the context
     meta_rank: int = 4
@@ -96,15 +98,20 @@ class MetaLora(nn.Module):
         self.scaling = cfg.meta_alpha / r
         self.a = nn.ParameterDict()
         self.b = nn.ParameterDict()
+        self.module_types = list(module_shapes(targets))
         for mt, (fi, fo) in module_shapes(targets).items():
-            self.a[mt] = nn.Parameter((torch.rand(num_layers, r, fi) * 2 - 1) / math.sqrt(fi))
-            self.b[mt] = nn.Parameter(torch.zeros(num_layers, fo, r))
+            key = param_key(mt)
+            self.a[key] = nn.Parameter((torch.rand(num_layers, r, fi) * 2 - 1) / math.sqrt(fi))
+            self.b[key] = nn.Parameter(torch.zeros(num_layers, fo, r))
 
     def batched(self, b: int) -> BatchedLora:
         """The same meta-LoRA for each of `b` samples, in `functional_lora`'s layout."""
         return {
-            mt: (self.a[mt].expand(b, -1, -1, -1), self.b[mt].expand(b, -1, -1, -1))
-            for mt in self.a
+            mt: (
+                self.a[param_key(mt)].expand(b, -1, -1, -1),
+                self.b[param_key(mt)].expand(b, -1, -1, -1),
+            )
+            for mt in self.module_types
         }
 
 
@@ -153,26 +160,30 @@ class LayerReadout(nn.Module):
         self.shapes = module_shapes(targets)
         d, r, m = cfg.mapper_dim, cfg.rank, cfg.memory_tokens
         self.slot_mix = nn.ParameterDict(
-            {mt: nn.Parameter(torch.randn(2 * r, m) / math.sqrt(m)) for mt in self.shapes}
+            {
+                param_key(mt): nn.Parameter(torch.randn(2 * r, m) / math.sqrt(m))
+                for mt in self.shapes
+            }
         )
         self.slot_emb = nn.ParameterDict(
-            {mt: nn.Parameter(torch.randn(2 * r, d) * 0.02) for mt in self.shapes}
+            {param_key(mt): nn.Parameter(torch.randn(2 * r, d) * 0.02) for mt in self.shapes}
         )
 
         def mlp(out: int) -> nn.Sequential:
             return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, out))
 
-        self.to_a = nn.ModuleDict({mt: mlp(fi) for mt, (fi, _) in self.shapes.items()})
-        self.to_b = nn.ModuleDict({mt: mlp(fo) for mt, (_, fo) in self.shapes.items()})
+        self.to_a = nn.ModuleDict({param_key(mt): mlp(fi) for mt, (fi, _) in self.shapes.items()})
+        self.to_b = nn.ModuleDict({param_key(mt): mlp(fo) for mt, (_, fo) in self.shapes.items()})
         self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
 
     def forward(self, mem: torch.Tensor) -> BatchedLora:
         r = self.rank
         out: BatchedLora = {}
         for mt, (fi, _) in self.shapes.items():
-            slots = torch.einsum("sm,blmd->blsd", self.slot_mix[mt], mem) + self.slot_emb[mt]
-            a = torch.tanh(self.to_a[mt](slots[:, :, :r])) / math.sqrt(fi)  # [b, L, r, in]
-            bb = torch.tanh(self.to_b[mt](slots[:, :, r:])) * self.log_b_bound.exp()
+            k = param_key(mt)
+            slots = torch.einsum("sm,blmd->blsd", self.slot_mix[k], mem) + self.slot_emb[k]
+            a = torch.tanh(self.to_a[k](slots[:, :, :r])) / math.sqrt(fi)  # [b, L, r, in]
+            bb = torch.tanh(self.to_b[k](slots[:, :, r:])) * self.log_b_bound.exp()
             out[mt] = (a, bb.transpose(-1, -2))  # B [b, L, out, r]
         return out
 

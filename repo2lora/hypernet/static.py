@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -11,9 +12,11 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.defaults import DEFAULT_ALPHA, DEFAULT_RANK
-from repo2lora.adapters.functional import batched_to_weights
-from repo2lora.adapters.weights import LoraTarget, LoraWeights, module_shapes
+from repo2lora.adapters.functional import BatchedLora, batched_to_weights
+from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
+from repo2lora.hypernet.name_memory import NameInput
 
 
 @dataclass(frozen=True)
@@ -23,12 +26,14 @@ class HypernetConfig(JsonConfig):
     pair per module type shared by all layers (Code2LoRA style)."""
 
     input_dim: int  # chunk vector size (the base model's hidden size)
-    # code2lora-evo adds the GRU step on top of everything code2lora-static has
-    generator: Literal["code2lora-static", "code2lora-evo"] = "code2lora-evo"
+    # code2lora-evo adds the GRU step on top of everything code2lora-static has, and
+    # code2lora-names a names memory on the LM head on top of everything code2lora-evo has
+    generator: Literal["code2lora-static", "code2lora-evo", "code2lora-names"] = "code2lora-evo"
     diff_hidden: int = 256
     rank: int = DEFAULT_RANK
     alpha: int = DEFAULT_ALPHA
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # the choice (`targets.choose_target_modules`); a built generator records the module types
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
     pooling: Literal["attention", "meanmax"] = "attention"
     num_queries: int = 4
     attn_dim: int = 64
@@ -43,6 +48,16 @@ class HypernetConfig(JsonConfig):
     # checkpoint). Raw vectors of every repository share one dominant direction (mean cosine
     # 0.97-0.99 between repositories), which the state otherwise collapses onto.
     standardize: bool = False
+    # code2lora-names only (`hypernet.name_memory`): the LM head pair's rank (the most distinct
+    # tokens it can raise), the most names it holds, the longest spelling it follows (tokens),
+    # and the rank of its learned key maps
+    names_rank: int = 64
+    names_max: int = 48
+    names_tokens: int = 24
+    names_key_rank: int = 32
+    # the most one entry of the names memory adds to a token's logit (nats, at a typical last
+    # hidden state): a confident wrong name costs at most about this much NLL
+    names_max_boost: float = 32.0
     seed: int = 0
 
 
@@ -130,7 +145,10 @@ class LoraHead(nn.Module):
         self.mixer = nn.Sequential(nn.Linear(in_dim, cfg.head_dim), nn.GELU())
         r = cfg.rank
         self.out = nn.ModuleDict(
-            {mt: nn.Linear(cfg.head_dim, r * (fi + fo)) for mt, (fi, fo) in self.shapes.items()}
+            {
+                param_key(mt): nn.Linear(cfg.head_dim, r * (fi + fo))
+                for mt, (fi, fo) in self.shapes.items()
+            }
         )
         self.log_b_bound = nn.Parameter(torch.tensor(math.log(cfg.b_init_bound)))
 
@@ -148,7 +166,7 @@ class LoraHead(nn.Module):
             if not shared:
                 parts.append(self.layer_emb.weight[None, :, :].expand(b, -1, -1))
             h = self.mixer(torch.cat(parts, dim=-1))  # [b, L, head]
-            raw = self.out[mt](h)  # [b, L, r*(fi+fo)]
+            raw = self.out[param_key(mt)](h)  # [b, L, r*(fi+fo)]
             a = torch.tanh(raw[..., : r * fi]).reshape(b, n_l, r, fi) / math.sqrt(fi)
             bb = torch.tanh(raw[..., r * fi :]).reshape(b, n_l, fo, r) * self.log_b_bound.exp()
             if shared:
@@ -168,6 +186,7 @@ class StaticHypernet(nn.Module):
     """Code2LoRA-Static: `encode` a chunk-vector set to a state, `generate` LoRA from a state."""
 
     generator_name = "code2lora-static"
+    reads_names = False  # whether `generate` uses the repository's names (code2lora-names)
 
     def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
         super().__init__()
@@ -177,19 +196,33 @@ class StaticHypernet(nn.Module):
             self.encoder = SetEncoder(cfg)
             self.head = LoraHead(cfg, targets)
 
+    @property
+    def device(self) -> torch.device:
+        return self.head.log_b_bound.device
+
     def encode(self, vectors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim])."""
+        """[b, n, d_in] (or [n, d_in]) -> state [b, state_dim] (or [state_dim]), on the
+        network's device."""
         single = vectors.dim() == 2
+        vectors = vectors.to(self.device)
         if single:
             vectors = vectors[None]
         if mask is None:
-            mask = torch.ones(vectors.shape[:2], dtype=torch.bool)
-        state = self.encoder(vectors, mask)
+            mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=self.device)
+        state = self.encoder(vectors, mask.to(self.device))
         return state[0] if single else state
 
-    def generate(self, state: torch.Tensor) -> LoraWeights:
-        """One repository's adapter from its state [state_dim]."""
+    def generate(self, state: torch.Tensor, names: NameInput | None = None) -> LoraWeights:
+        """One repository's adapter from its state [state_dim] (`names`: for generators that
+        read them; ignored here)."""
         return self.head.to_lora_weights(self.head(state[None]), 0)
+
+    def batched_lora(
+        self, states: torch.Tensor, names: Sequence[NameInput | None] | None = None
+    ) -> tuple[BatchedLora, list[LoraTarget]]:
+        """The batch's LoRA from states [b, state_dim] and the targets it covers (what training
+        applies with `functional_lora`)."""
+        return self.head(states), self.head.targets
 
     def forward(
         self, vectors: torch.Tensor, mask: torch.Tensor

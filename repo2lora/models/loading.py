@@ -33,9 +33,9 @@ _IDENTITY_FIELDS = (
 
 
 def model_identity(config: PretrainedConfig) -> str:
-    """Hash of the architecture-defining config fields (16 hex digits)."""
-    d = config.to_dict()
-    picked = {k: d.get(k) for k in _IDENTITY_FIELDS}
+    """Hash of the architecture-defining config fields (16 hex digits). Read as attributes, so
+    a config that names them otherwise (GPT-2's `n_embd`, `n_layer`) is told apart by size."""
+    picked = {k: getattr(config, k, None) for k in _IDENTITY_FIELDS}
     return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:16]
 
 

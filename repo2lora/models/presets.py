@@ -1,5 +1,7 @@
 """Models built in-process from a config (random init, seeded): `tiny-random` for tests and the
-placeholder default used until a pretrained default ships. Also their byte-level tokenizer."""
+placeholder default used until a pretrained default ships; their byte-level tokenizer; and the
+shapes of public code models (configs only: no weights), which the training estimate and the
+GPU training benchmark build from."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
 EOS = "<|endoftext|>"
 FIM_PREFIX = "<|fim_prefix|>"
@@ -99,3 +101,34 @@ def build_preset(preset: Preset) -> tuple[LlamaForCausalLM, PreTrainedTokenizerF
         model = LlamaForCausalLM(preset_config(preset))
     model.eval()
     return model, byte_tokenizer()
+
+
+# The config.json fields that decide the shapes of public checkpoints (weights not included).
+REFERENCE_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-coder-0.5b": dict(
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
+    "qwen2.5-coder-1.5b": dict(
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
+}
+
+
+def reference_config(name: str) -> Qwen2Config:
+    """The config of a reference shape (Qwen2 architecture), for a random-init model of that
+    shape or an estimate."""
+    cfg = Qwen2Config(max_position_embeddings=32768, **REFERENCE_SHAPES[name])
+    cfg.bos_token_id = cfg.eos_token_id = cfg.pad_token_id = 256  # the byte tokenizer's EOS
+    return cfg

@@ -1,6 +1,9 @@
-"""Pretrains the default code LM: byte-level BPE tokenizer, the corpus packed into token files
-(nanoGPT style), and a Llama-architecture model trained on random windows drawn by a
-seed-and-step RNG, so a killed run resumes exactly. Uses CUDA + bf16 when present."""
+"""Pretrains the default code LM, one entry point on CPU and CUDA: a byte-level BPE tokenizer
+trained on the corpus' train split, the train split packed into uint16 token shards read as
+memory maps, a Llama-architecture model sized from the compute budget (about 20 tokens per
+parameter), random packed windows drawn by a seed-and-step RNG (so a killed run resumes
+exactly), a cosine schedule with warmup, bf16 autocast where the hardware has it, and the
+held-out curve in bits per byte. Stops at a token budget or at a wall-clock limit."""
 
 from __future__ import annotations
 
@@ -10,90 +13,27 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from repo2lora.atomic import atomic_directory
-from repo2lora.models.presets import EOS, SPECIAL_TOKENS
-from repo2lora.pretrain.corpus import Corpus, SourceDoc
+from repo2lora.pretrain.bpb import bits_per_byte
+from repo2lora.pretrain.budget import PEAK_FLOPS, flops_per_token
+from repo2lora.pretrain.config import (
+    RESUMABLE_FIELDS,
+    PretrainConfig,
+    PretrainError,
+    autocast,
+    use_bf16,
+)
+from repo2lora.pretrain.corpus import HASHES, read_manifest
+from repo2lora.pretrain.tokens import CorpusSource, TokenShards, heldout_sample, prepare_data
 from repo2lora.training.checkpoint import optimizer_from_safetensors, optimizer_to_safetensors
-
-
-@dataclass(frozen=True)
-class PretrainConfig:
-    vocab_size: int = 8192
-    hidden_size: int = 256
-    layers: int = 4
-    heads: int = 8
-    kv_heads: int = 4
-    intermediate: int = 688
-    context: int = 512
-    batch_size: int = 16
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 200
-    steps: int = 20_000
-    minutes: float = 0.0  # stop after this many minutes of training (0: run all steps)
-    eval_every: int = 250
-    eval_batches: int = 20
-    checkpoint_every: int = 250
-    seed: int = 0
-    tokenizer_sample_bytes: int = 30_000_000
-
-
-def train_tokenizer(docs: list[SourceDoc], cfg: PretrainConfig) -> PreTrainedTokenizerFast:
-    """Byte-level BPE on (a sample of) the training documents; special tokens as the presets."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-
-    def sample() -> Any:
-        used = 0
-        for d in docs:
-            if used >= cfg.tokenizer_sample_bytes:
-                return
-            used += len(d.text)
-            yield d.text
-
-    tok.train_from_iterator(sample(), trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS,
-        bos_token=EOS,
-        pad_token=EOS,
-        model_max_length=cfg.context,
-    )
-
-
-def pack_tokens(tokenizer: PreTrainedTokenizerFast, docs: list[SourceDoc], path: Path) -> int:
-    """Every document's tokens followed by EOS, as one uint16 file; returns the token count."""
-    eos = tokenizer.eos_token_id
-    tmp = path.with_suffix(".tmp")
-    n = 0
-    with tmp.open("wb") as fh:
-        for i in range(0, len(docs), 256):
-            batch = tokenizer([d.text for d in docs[i : i + 256]], add_special_tokens=False)[
-                "input_ids"
-            ]
-            for ids in batch:
-                arr = np.asarray([*ids, eos], dtype=np.uint16)
-                fh.write(arr.tobytes())
-                n += arr.size
-    os.replace(tmp, path)
-    return n
 
 
 def lm_config(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
@@ -107,16 +47,9 @@ def lm_config(cfg: PretrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaC
         max_position_embeddings=cfg.context,
         tie_word_embeddings=True,
     )
+    c._attn_implementation = "sdpa"  # fused attention on CPU and CUDA
     c.bos_token_id = c.eos_token_id = c.pad_token_id = tokenizer.eos_token_id
     return c
-
-
-def _batch(data: np.ndarray, step: int, seed: int, cfg: PretrainConfig) -> torch.Tensor:
-    rng = np.random.default_rng([seed, step])
-    starts = rng.integers(0, len(data) - cfg.context - 1, size=cfg.batch_size)
-    return torch.from_numpy(
-        np.stack([data[s : s + cfg.context + 1].astype(np.int64) for s in starts])
-    )
 
 
 def _lr(step: int, cfg: PretrainConfig) -> float:
@@ -124,17 +57,6 @@ def _lr(step: int, cfg: PretrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     frac = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
-
-
-@torch.no_grad()
-def eval_loss(model: Any, data: np.ndarray, cfg: PretrainConfig, device: torch.device) -> float:
-    model.eval()
-    losses = []
-    for i in range(cfg.eval_batches):
-        x = _batch(data, 10_000_000 + i, cfg.seed, cfg).to(device)  # fixed held-out windows
-        losses.append(float(model(input_ids=x[:, :-1], labels=x[:, :-1]).loss))
-    model.train()
-    return float(np.mean(losses))
 
 
 @dataclass
@@ -145,54 +67,89 @@ class PretrainResult:
     seconds: float
     val_loss: float
     params: int
+    bits_per_byte: float = float("nan")
 
 
-def prepare_data(out: Path, corpus_fn: Callable[[], Corpus], cfg: PretrainConfig) -> dict[str, Any]:
-    """Tokenizer + packed train/val token files in `out/data` (done once; reused on resume)."""
-    data = out / "data"
-    meta_path = data / "meta.json"
-    if meta_path.is_file():
-        return dict(json.loads(meta_path.read_text()))
-    data.mkdir(parents=True, exist_ok=True)
-    corpus = corpus_fn()
-    tokenizer = train_tokenizer(corpus.train, cfg)
-    tokenizer.save_pretrained(str(data / "tokenizer"))
-    n_train = pack_tokens(tokenizer, corpus.train, data / "train.bin")
-    n_val = pack_tokens(tokenizer, corpus.val, data / "val.bin")
-    meta = {
-        "train_tokens": n_train,
-        "val_tokens": n_val,
-        "manifest": corpus.manifest,
-        "train_files": len(corpus.train),
-        "val_files": len(corpus.val),
-    }
-    (data / "manifest.json").write_text(json.dumps(corpus.manifest, indent=2, sort_keys=True))
-    meta_path.write_text(json.dumps({k: v for k, v in meta.items() if k != "manifest"}, indent=2))
-    return meta
+def _check_resume(ckpt: Path, cfg: PretrainConfig) -> None:
+    """Refuse to continue the state in `ckpt` (a checkpoint or warm-start directory) with a
+    config that changes anything but this invocation's clock and cadence."""
+    st = json.loads((ckpt / "state.json").read_text())
+    old = st.get("config")
+    if not old:
+        return
+    changed = [
+        f"{f.name} {old.get(f.name)} -> {getattr(cfg, f.name)}"
+        for f in fields(cfg)
+        if f.name not in RESUMABLE_FIELDS and f.name in old and old[f.name] != getattr(cfg, f.name)
+    ]
+    if changed:
+        raise PretrainError(
+            f"the run in {ckpt.parent} was started with another config ({'; '.join(changed)}); "
+            "resume it with the same options or start a new --out"
+        )
+
+
+def stored_config(out_dir: str | Path, warm_start: bool = False) -> PretrainConfig | None:
+    """The config a run was started with (None when it has no checkpoint yet); with
+    `warm_start`, the config recorded in a warm-start directory."""
+    state = Path(out_dir) / ("state.json" if warm_start else "checkpoint/state.json")
+    if not state.is_file():
+        return None
+    old = json.loads(state.read_text()).get("config")
+    if not old:
+        return None
+    known = {f.name for f in fields(PretrainConfig)}
+    return PretrainConfig(**{k: v for k, v in old.items() if k in known})
 
 
 def pretrain(
     out_dir: str | Path,
-    corpus_fn: Callable[[], Corpus],
+    corpus: CorpusSource,
     cfg: PretrainConfig,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     stop_after: int | None = None,
+    finish_at_stop: bool = False,
+    warm_start: str | Path | None = None,
 ) -> PretrainResult:
     """Run (or resume) pretraining into `out_dir`; the finished model is `out_dir/model`.
-    `stop_after` ends the run at that step after its checkpoint, as a kill would (for tests)."""
+    `corpus` is a corpus directory (`repo2lora corpus build`) or a function giving a Corpus.
+    `stop_after` ends the run at that step after its checkpoint, as a kill would (for tests).
+    `finish_at_stop` writes the model when the wall clock stops the run before its planned
+    steps (a one-call GPU run); otherwise such a run pauses, to be resumed.
+    `warm_start` (a directory from `export --checkpoint`: weights, tokenizer, state) starts a
+    new run directory from committed weights, with its tokenizer and at its step, the optimizer
+    fresh: the way on when the run directory itself is gone."""
+    if not callable(corpus):
+        read_manifest(corpus)  # a clear error before anything is written
     out = Path(out_dir)
-    meta = prepare_data(out, corpus_fn, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    warm = None
+    if (ckpt / "state.json").is_file():
+        _check_resume(ckpt, cfg)
+    elif warm_start is not None:
+        warm = Path(warm_start)
+        if not (warm / "state.json").is_file() or not (warm / "model.safetensors").is_file():
+            raise PretrainError(
+                f"{warm} is not a warm-start directory (state.json, model.safetensors, "
+                "tokenizer); make one with `python -m repo2lora.pretrain.export --checkpoint RUN`"
+            )
+        _check_resume(warm, cfg)
+    meta = prepare_data(out, corpus, cfg, tokenizer_dir=warm)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "data" / "tokenizer"))
-    train = np.memmap(out / "data" / "train.bin", dtype=np.uint16, mode="r")
-    val = np.memmap(out / "data" / "val.bin", dtype=np.uint16, mode="r")
+    shards = TokenShards(out / "data", meta["shards"])
+    curve_docs = heldout_sample(out, "heldout-curve")
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
+    bf16 = use_bf16(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     model: Any = LlamaForCausalLM(lm_config(cfg, tokenizer))
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1, betas=(0.9, 0.95))
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=0.1, betas=(0.9, 0.95), fused=cuda
+    )
     step, tokens, seconds = 0, 0, 0.0
-    ckpt = out / "checkpoint"
     if (ckpt / "state.json").is_file():
         load_model(model, str(ckpt / "model.safetensors"))
         opt.load_state_dict(
@@ -203,7 +160,16 @@ def pretrain(
         )
         st = json.loads((ckpt / "state.json").read_text())
         step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
+    elif warm is not None:
+        load_model(model, str(warm / "model.safetensors"))
+        st = json.loads((warm / "state.json").read_text())
+        step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
+    step_fn = torch.compile(model) if cfg.compile and cuda else model
     log_path = out / "pretrain_log.jsonl"
+    fpt = flops_per_token(params, cfg.layers, cfg.hidden_size, cfg.context)
+    peak = next(
+        (v for k, v in PEAK_FLOPS.items() if cuda and k in torch.cuda.get_device_name(0)), None
+    )
 
     def log(ev: dict[str, Any]) -> None:
         with log_path.open("a") as fh:
@@ -211,77 +177,200 @@ def pretrain(
         if on_log:
             on_log(ev)
 
-    def save(val_loss: float) -> None:
+    def save(val_loss: float, bpb: float) -> None:
         with atomic_directory(ckpt) as tmp:
             save_model(model, str(tmp / "model.safetensors"))  # handles the tied embeddings
             tensors, ometa = optimizer_to_safetensors(opt.state_dict())
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(ometa))
-            state = {"step": step, "tokens": tokens, "seconds": seconds, "val_loss": val_loss}
+            state = {
+                "step": step,
+                "tokens": tokens,
+                "seconds": seconds,
+                "val_loss": val_loss,
+                "bits_per_byte": bpb,
+                "config": asdict(cfg),
+            }
             (tmp / "state.json").write_text(json.dumps(state))
 
+    def evaluate() -> tuple[float, float]:
+        """(held-out nats per token, held-out bits per byte) on the curve sample."""
+        with autocast(device, bf16):
+            res = bits_per_byte(model, tokenizer, curve_docs, cfg.context, device=device)
+        return res.nats / max(1, res.tokens), res.bits_per_byte
+
     model.train()
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cuda
-        else torch.autocast("cpu", enabled=False)
-    )
-    val_loss = float("nan")
+    val_loss, bpb = float("nan"), float("nan")
     budget = cfg.minutes * 60 if cfg.minutes else float("inf")
-    t_start = time.perf_counter() - seconds
+    t_start = time.perf_counter()
+    seconds_before = seconds
+    window_t, window_tokens = time.perf_counter(), 0
     while step < cfg.steps and (time.perf_counter() - t_start) < budget:
-        x = _batch(train, step, cfg.seed, cfg).to(device)
+        x = shards.batch(step, cfg.seed, cfg.batch_size, cfg.context).to(device, non_blocking=True)
         for g in opt.param_groups:
             g["lr"] = _lr(step, cfg)
-        with autocast:
-            loss = model(input_ids=x[:, :-1], labels=x[:, :-1]).loss
+        with autocast(device, bf16):
+            loss = step_fn(input_ids=x[:, :-1], labels=x[:, :-1]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         tokens += x[:, :-1].numel()
-        seconds = time.perf_counter() - t_start
+        window_tokens += x[:, :-1].numel()
+        seconds = seconds_before + time.perf_counter() - t_start
         if step % 10 == 0:
+            dt = max(time.perf_counter() - window_t, 1e-9)
+            tps = window_tokens / dt
+            ev: dict[str, Any] = {
+                "event": "step",
+                "step": step,
+                "loss": float(loss.detach()),
+                "tokens": tokens,
+                "tokens_per_s": round(tps, 1),
+                "model_flops_per_s": tps * fpt,
+                "lr": _lr(step, cfg),
+            }
+            if peak:
+                ev["mfu"] = round(tps * fpt / peak, 4)
+            if cuda:
+                ev["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+            log(ev)
+            window_t, window_tokens = time.perf_counter(), 0
+        if step % cfg.eval_every == 0:
+            val_loss, bpb = evaluate()
             log(
                 {
-                    "event": "step",
+                    "event": "eval",
                     "step": step,
-                    "loss": float(loss),
+                    "val_loss": val_loss,
+                    "bits_per_byte": bpb,
                     "tokens": tokens,
-                    "tokens_per_s": tokens / max(seconds, 1e-9),
-                    "lr": _lr(step, cfg),
+                    "seconds": round(seconds, 1),
                 }
             )
-        if step % cfg.eval_every == 0:
-            val_loss = eval_loss(model, val, cfg, device)
-            log({"event": "eval", "step": step, "val_loss": val_loss, "tokens": tokens})
         if step % cfg.checkpoint_every == 0:
-            save(val_loss)
+            save(val_loss, bpb)
             log({"event": "checkpoint", "step": step})
             if stop_after is not None and step >= stop_after:
-                return PretrainResult("", step, tokens, seconds, val_loss, 0)
-    val_loss = eval_loss(model, val, cfg, device)
-    save(val_loss)
+                return PretrainResult("", step, tokens, seconds, val_loss, params, bpb)
+    val_loss, bpb = evaluate()
+    save(val_loss, bpb)
+    if (
+        step < cfg.steps and not finish_at_stop
+    ):  # stopped by the wall clock: resumable, no final model yet
+        log({"event": "paused", "step": step, "tokens": tokens, "bits_per_byte": bpb})
+        return PretrainResult("", step, tokens, seconds, val_loss, params, bpb)
+    return finish(out, model, tokenizer, cfg, meta, step, tokens, seconds, val_loss, log)
+
+
+def finish(
+    out: Path,
+    model: Any,
+    tokenizer: PreTrainedTokenizerFast,
+    cfg: PretrainConfig,
+    meta: dict[str, Any],
+    step: int,
+    tokens: int,
+    seconds: float,
+    val_loss: float,
+    log: Callable[[dict[str, Any]], None],
+) -> PretrainResult:
+    """Write `out/model`: weights, tokenizer, and a card with the final held-out bits per byte
+    (on the larger report sample), xz's beside it, and the curve."""
+    device = next(model.parameters()).device
+    with autocast(device, use_bf16(cfg.precision, device)):
+        report = bits_per_byte(
+            model, tokenizer, heldout_sample(out, "heldout-report"), cfg.context, device=device
+        )
     final = out / "model"
-    params = sum(p.numel() for p in model.parameters())
-    card = {
-        "kind": "repo2lora default base model",
-        "architecture": "llama",
-        "params": params,
-        "config": asdict(cfg),
-        "tokens_seen": tokens,
-        "steps": step,
-        "wall_seconds": round(seconds, 1),
-        "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
-        "held_out_loss_nats_per_token": val_loss,
-        "data": {k: v for k, v in meta.items()},
-        "data_manifest_file": "manifest.json",
-    }
     with atomic_directory(final) as tmp:
         model.to(torch.float32).save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
+        params = sum(p.numel() for p in model.parameters())
+        curve = [
+            {k: ev.get(k) for k in ("step", "tokens", "val_loss", "bits_per_byte")}
+            for ev in map(json.loads, (out / "pretrain_log.jsonl").read_text().splitlines())
+            if ev.get("event") == "eval"
+        ]
+        cuda = device.type == "cuda"
+        card = {
+            "kind": "repo2lora default base model",
+            "architecture": "llama",
+            "params": params,
+            "config": asdict(cfg),
+            "tokens_seen": tokens,
+            "tokens_per_param": round(tokens / params, 2),
+            "steps": step,
+            "wall_seconds": round(seconds, 1),
+            "tokens_per_second": round(tokens / max(seconds, 1e-9), 1),
+            "hardware": torch.cuda.get_device_name(0) if cuda else f"cpu x{os.cpu_count()}",
+            "held_out_bits_per_byte": report.bits_per_byte,
+            "held_out_xz_bits_per_byte": meta.get("xz_bits_per_byte"),
+            "held_out_bytes": report.bytes,
+            "held_out_bytes_per_token": meta.get("heldout_bytes_per_token"),
+            "held_out_loss_nats_per_token": val_loss,
+            "curve": curve,
+            "data": {k: v for k, v in meta.items() if k != "shards"},
+            "data_manifest_file": "manifest.json",
+        }
         (tmp / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
         shutil.copy(out / "data" / "manifest.json", tmp / "manifest.json")
-    log({"event": "done", "step": step, "val_loss": val_loss, "tokens": tokens})
-    return PretrainResult(str(final), step, tokens, seconds, val_loss, params)
+        if (out / "data" / HASHES).is_file():
+            shutil.copy(out / "data" / HASHES, tmp / HASHES)
+        plot_bpb_curve(curve, meta.get("xz_bits_per_byte"), tmp / "val_bpb.png")
+    log(
+        {
+            "event": "done",
+            "step": step,
+            "val_loss": val_loss,
+            "tokens": tokens,
+            "bits_per_byte": report.bits_per_byte,
+        }
+    )
+    return PretrainResult(str(final), step, tokens, seconds, val_loss, params, report.bits_per_byte)
+
+
+def plot_bpb_curve(curve: list[dict[str, Any]], xz: float | None, path: Path) -> None:
+    """The held-out bits per byte against training tokens, with xz's line; skipped quietly
+    where matplotlib is missing (the GPU machine)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    pts = [c for c in curve if c.get("bits_per_byte") is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    ax.plot(
+        [c["tokens"] / 1e6 for c in pts],
+        [c["bits_per_byte"] for c in pts],
+        marker="o",
+        label="model",
+    )
+    if xz:
+        ax.axhline(xz, color="grey", linestyle="--", label="xz -9e")
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel("held-out bits per byte")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def load_checkpoint_model(
+    out_dir: str | Path,
+) -> tuple[Any, PreTrainedTokenizerFast, dict[str, Any]]:
+    """The model of a run's last checkpoint (float32, eval mode), its tokenizer and its state,
+    so a run in progress can be measured by the same code as a finished model."""
+    out = Path(out_dir)
+    cfg = stored_config(out)
+    if cfg is None:
+        raise PretrainError(f"{out} has no checkpoint yet; let the run reach its first checkpoint")
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(out / "data" / "tokenizer"))
+    model: Any = LlamaForCausalLM(lm_config(cfg, tokenizer))
+    load_model(model, str(out / "checkpoint" / "model.safetensors"))
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    return model.eval(), tokenizer, state

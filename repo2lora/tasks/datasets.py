@@ -14,6 +14,7 @@ from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotConfig, encode_snapshot, open_context
 from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine, mine_added
 from repo2lora.training.data import RepoEncoding
+from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import resolve_commit
 
 
@@ -65,7 +66,8 @@ def encode_repo(
     start = resolve_commit(repo, evolving_from) if evolving_from else target
     with open_store(ctx.root) as store:
         snap = encode_snapshot(ctx, store, start)
-        enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha])
+        names = NameIndex.of(snap.chunks)
+        enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha], names=[names])
         data = RepoData(label, enc)
         if not evolving_from:  # an evolving read's tasks are the walk's
             data.static_tasks = mine(repo, target, mcfg, repo_name=label).tasks
@@ -78,6 +80,9 @@ def encode_repo(
                 diff = commit_chunk_diff(repo, prev, sha, cfg.exclusion, cfg.chunker)
                 enc.diffs.append(ctx.encode_diff(store, diff))
                 enc.commits.append(sha)
+                names = names.copy()
+                names.apply(diff.brought_in, diff.taken_out)
+                enc.names.append(names)
                 data.evo_tasks += [
                     (i, t) for t in mine_added(repo, sha, mcfg, repo_name=label).tasks
                 ]

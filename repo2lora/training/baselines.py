@@ -17,6 +17,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from repo2lora.adapters.defaults import DEFAULT_RANK, default_alpha
+from repo2lora.adapters.targets import DEFAULT_TARGETS, select_targets, uses_fan_in_fan_out
 from repo2lora.models.loading import LoadedModel
 from repo2lora.training.data import TaskExample, per_example_nll, tokenize_examples
 
@@ -29,7 +30,7 @@ class LoraTrainConfig:
     batch_size: int = 8
     lr: float = 3e-3
     rank: int = DEFAULT_RANK
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS  # a choice: `targets.select_targets`
     max_prompt_tokens: int = 256
     max_target_tokens: int = 32
     source_chunk_tokens: int = 128  # source text is cut into pieces of this many tokens
@@ -74,6 +75,7 @@ def train_lora(
     data += pieces
     if not data:
         raise ValueError("no training data for the LoRA baseline")
+    targets = select_targets(base.model, cfg.target_modules)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         peft_model = get_peft_model(
@@ -81,7 +83,8 @@ def train_lora(
             LoraConfig(
                 r=cfg.rank,
                 lora_alpha=default_alpha(cfg.rank),
-                target_modules=list(cfg.target_modules),
+                target_modules=sorted({t.module_type for t in targets}),
+                fan_in_fan_out=uses_fan_in_fan_out(targets),
                 lora_dropout=0.0,
                 bias="none",
                 task_type="CAUSAL_LM",

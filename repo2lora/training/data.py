@@ -3,10 +3,16 @@ repository (and commit) whose encoding generates the adapter."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+import inspect
+import io
+import tokenize
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+
+from repo_encoder.names import NameIndex
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,9 @@ class RepoEncoding:
         default_factory=list
     )  # per commit after the snapshot: (brought_in [n_in, d], taken_out [n_out, d], counts)
     commits: list[str] = field(default_factory=list)  # commits[0] is the snapshot commit
+    # the names each step's commit defines (names[0]: the snapshot's), for generators that read
+    # them (code2lora-names); empty when they were not read
+    names: list[NameIndex] = field(default_factory=list)
 
 
 @dataclass
@@ -62,6 +71,36 @@ def tokenize_examples(
         mask[i, : len(seq)] = 1
         labels[i, len(p) : len(seq)] = torch.tensor(t)
     return TokenBatch(ids, mask, labels, sum(len(t) for _, t in rows))
+
+
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+
+
+@functools.lru_cache(maxsize=8192)  # a training run asks again for the same prefixes
+def target_end(prefix: str) -> str:
+    """What closes the target slot a prefix leaves open, read from the prefix's own syntax: the
+    closer of the innermost bracket it leaves open (`pytest.raises(` -> ")"), else the end of
+    the line ("\n")."""
+    stack: list[str] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(prefix).readline):
+            if tok.type != tokenize.OP:
+                continue
+            if tok.string in _CLOSERS:
+                stack.append(_CLOSERS[tok.string])
+            elif stack and tok.string == stack[-1]:
+                stack.pop()
+            elif tok.string in _CLOSERS.values():
+                stack.clear()  # unbalanced: the statement it closed is not ours
+    except (tokenize.TokenError, SyntaxError):
+        pass  # the prefix ends inside its statement: what was read so far decides
+    return stack[-1] if stack else "\n"
+
+
+def with_target_end(examples: list[TaskExample]) -> list[TaskExample]:
+    """The examples with what closes each target appended to it (`target_end`), so that
+    training also teaches where a completion stops."""
+    return [replace(ex, target=ex.target + target_end(ex.prefix)) for ex in examples]
 
 
 def pad_vector_sets(sets: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,4 +134,31 @@ def per_example_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="none"
     )  # [b, t-1]
     n = (shift_labels != -100).sum(1).clamp(min=1)
+    return nll.sum(1) / n
+
+
+def target_positions(labels: torch.Tensor) -> torch.Tensor:
+    """The positions whose logits predict a target token in some example [k] (sorted): labels
+    shifted by one."""
+    return (labels[:, 1:] != -100).any(0).nonzero().flatten()
+
+
+def target_nll(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Mean per-token NLL of each example's target [b], as `per_example_nll` of the full
+    logits, but with the LM head run only at the positions that predict a target token
+    (`logits_to_keep`): over a long prompt and a large vocabulary the full logits would be most
+    of a training step's memory."""
+    keep = target_positions(labels).to(input_ids.device)
+    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        logits = model(**kwargs, use_cache=False, logits_to_keep=keep).logits  # [b, k, V]
+    else:
+        logits = model(**kwargs).logits[:, keep]
+    wanted = labels.to(logits.device)[:, keep + 1]  # [b, k]
+    nll = torch.nn.functional.cross_entropy(
+        logits.float().transpose(1, 2), wanted, ignore_index=-100, reduction="none"
+    )  # [b, k]
+    n = (wanted != -100).sum(1).clamp(min=1)
     return nll.sum(1) / n

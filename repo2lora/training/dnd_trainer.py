@@ -24,15 +24,22 @@ from evo_state.store import open_store
 from repo2lora.adapters.defaults import default_alpha
 from repo2lora.adapters.functional import BatchedLora
 from repo2lora.adapters.peft_dir import peft_state_dict
-from repo2lora.adapters.weights import LoraTarget, LoraWeights, find_lora_targets
+from repo2lora.adapters.targets import (
+    LoraTarget,
+    choose_target_modules,
+    find_lora_targets,
+    uses_fan_in_fan_out,
+)
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, _accelerator, static_schedule
+from repo2lora.training.hypernet_trainer import TrainConfig, static_schedule
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult
+from repo2lora.training.placement import make_accelerator
 from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters
 from repo_encoder.snapshot import resolve_commit
 
@@ -68,7 +75,7 @@ def _lora_weights(peft_model: Any, targets: list[LoraTarget], rank: int) -> Lora
         b = module.lora_B["default"].weight.detach().float().clone()
         tensors[t.path] = (a, b)
     types = tuple(sorted({t.module_type for t in targets}))
-    return LoraWeights(rank, 2 * rank, types, tensors)
+    return LoraWeights(rank, 2 * rank, types, tensors, uses_fan_in_fan_out(targets))
 
 
 def train_collecting(
@@ -102,7 +109,8 @@ def _weights_from_file(path: Path, targets: list[LoraTarget], rank: int) -> Lora
         )
         for t in targets
     }
-    return LoraWeights(rank, 2 * rank, tuple(sorted({t.module_type for t in targets})), tensors)
+    types = tuple(sorted({t.module_type for t in targets}))
+    return LoraWeights(rank, 2 * rank, types, tensors, uses_fan_in_fan_out(targets))
 
 
 def collect_lora_checkpoints(
@@ -243,7 +251,7 @@ def train_dnd(
     if missing:
         raise ValueError(f"no prompt vectors for repositories {missing}")
     out = Path(out_dir)
-    acc = _accelerator()
+    acc = make_accelerator(cfg.precision)
     net = build_hypernet(arch or default_dnd_config(base, cfg), base.info)
     collect = collect or CollectConfig(
         lora=LoraTrainConfig(
@@ -253,7 +261,8 @@ def train_dnd(
             seed=cfg.seed,
         )
     )
-    if collect.lora.rank != net.cfg.rank or collect.lora.target_modules != net.cfg.target_modules:
+    collected_types = choose_target_modules(base.model, collect.lora.target_modules)
+    if collect.lora.rank != net.cfg.rank or collected_types != net.cfg.target_modules:
         raise ValueError("the collected LoRAs must have the generator's rank and targets")
     t0 = time.perf_counter()
     if acc.is_main_process:

@@ -23,14 +23,17 @@ from repo2lora.training.checkpoint import (
     read_trainer_state,
     write_checkpoint,
 )
+from repo2lora.training.placement import memory_kind, peak_memory_mb
 
 
 @dataclass
 class StepLog:
     step: int
     loss: float
-    tokens: int
+    tokens: int  # target tokens of the global batch
     tokens_per_s: float
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0  # this process's peak since training started (`placement`)
 
 
 @dataclass
@@ -127,6 +130,41 @@ class TrainingRun:
         """The generator being trained (the loss module's `net`), outside any DDP wrapper."""
         return self.acc.unwrap_model(self.model).net
 
+    def log_start(self, base_model: Any, net: nn.Module, cfg: Any, checkpointing: bool) -> None:
+        """The run's first log line: where it runs, in what precision, its sizes, and the memory
+        `repo2lora.training.memory` expects a step to need (to compare with the steps' peaks)."""
+        from repo2lora.training.memory import TrainShape, estimate_training
+
+        acc = self.acc
+        world = acc.num_processes
+        shape = TrainShape(
+            batch=-(-int(cfg.batch_size) // world),
+            prompt_tokens=int(cfg.max_prompt_tokens),
+            target_tokens=int(cfg.max_target_tokens),
+            rank=int(cfg.rank),
+            target_modules=tuple(getattr(net.cfg, "target_modules", cfg.target_modules)),
+            precision="bf16" if acc.mixed_precision == "bf16" else "fp32",
+            checkpointing=checkpointing,
+            processes=world,
+        )
+        hyper_params = sum(p.numel() for p in net.parameters())
+        estimate = estimate_training(base_model.config, shape, hypernet_params=hyper_params)
+        if acc.device.type == "cuda":  # encoding ran on this device in float32 weights before
+            torch.cuda.reset_peak_memory_stats(acc.device)
+        self.log(
+            {
+                "event": "start",
+                "device": str(acc.device),
+                "processes": world,
+                "precision": shape.precision,
+                "gradient_checkpointing": checkpointing,
+                "memory_kind": memory_kind(acc.device),
+                "hypernet_params": hyper_params,
+                "base_params": sum(p.numel() for p in base_model.parameters()),
+                "estimate": estimate,
+            }
+        )
+
     def log(self, event: dict[str, Any]) -> None:
         if self.acc.is_main_process:
             with (self.out / "train_log.jsonl").open("a") as fh:
@@ -178,8 +216,17 @@ class TrainingRun:
             self.step += 1
             self.tokens += outcome.tokens
             last_loss = outcome.loss
+            if acc.device.type == "cuda":  # the step's kernels are queued, not yet run
+                torch.cuda.synchronize(acc.device)
             dt = time.perf_counter() - t
-            entry = StepLog(self.step, last_loss, outcome.tokens, outcome.units / max(dt, 1e-9))
+            entry = StepLog(
+                self.step,
+                last_loss,
+                outcome.tokens,
+                outcome.units / max(dt, 1e-9),
+                dt,
+                peak_memory_mb(acc.device),
+            )
             if on_step is not None and acc.is_main_process:
                 on_step(entry)
             self.log({"event": "step", **asdict(entry)})

@@ -23,7 +23,8 @@ from torch import nn
 
 from repo2lora.adapters.defaults import default_alpha
 from repo2lora.adapters.functional import BatchedLora, functional_lora
-from repo2lora.adapters.weights import LoraTarget, LoraWeights
+from repo2lora.adapters.targets import LoraTarget
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.shine import (
     ShineConfig,
@@ -34,14 +35,14 @@ from repo2lora.hypernet.shine import (
 )
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import SnapshotConfig, save_adapter
-from repo2lora.training.data import TaskExample, per_example_nll
+from repo2lora.training.data import TaskExample, target_nll
 from repo2lora.training.hypernet_trainer import (
     TrainConfig,
-    _accelerator,
     _tokens,
     shard_batch,
 )
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
+from repo2lora.training.placement import checkpoints_layers, make_accelerator
 from repo_encoder.chunker import chunk_files
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
 
@@ -85,9 +86,10 @@ class ShineLoss(nn.Module):
 
     _base: Any
 
-    def __init__(self, net: ShineGenerator, base_model: Any) -> None:
+    def __init__(self, net: ShineGenerator, base_model: Any, checkpoint_layers: bool = False):
         super().__init__()
         self.net = net
+        self.checkpoint_layers = checkpoint_layers
         object.__setattr__(self, "_base", base_model)
 
     def forward(
@@ -97,7 +99,8 @@ class ShineLoss(nn.Module):
         per_context = self.net(self._base, contexts)  # one adapter per repository
         owner = owner.to(next(iter(per_context.values()))[0].device)
         per_example = {mt: (a[owner], b[owner]) for mt, (a, b) in per_context.items()}
-        return lm_loss_sum(self._base, self.net.targets, self.net.scaling, per_example, batch)
+        net, ck = self.net, self.checkpoint_layers
+        return lm_loss_sum(self._base, net.targets, net.scaling, per_example, batch, ck)
 
 
 def lm_loss_sum(
@@ -106,16 +109,15 @@ def lm_loss_sum(
     scaling: float,
     batched: BatchedLora,
     batch: dict[str, torch.Tensor],
+    checkpoint_layers: bool = False,
 ) -> torch.Tensor:
     """Summed target-token NLL of each example under its own adapter (row of `batched`)."""
     device = base_model.get_input_embeddings().weight.device
     batch = {k: v.to(device) for k, v in batch.items()}
     batched = {mt: (a.to(device), b.to(device)) for mt, (a, b) in batched.items()}
-    with functional_lora(base_model, targets, batched, scaling):
-        logits = base_model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits
-    return (per_example_nll(logits, batch["labels"]) * batch["n_target"]).sum()
+    with functional_lora(base_model, targets, batched, scaling, checkpoint_layers):
+        nll = target_nll(base_model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    return (nll * batch["n_target"]).sum()
 
 
 @torch.no_grad()
@@ -146,10 +148,9 @@ def evaluate_adapters(
         }
         gen_sum += float(lm_loss_sum(base_model, targets, scaling, batched, tok))
         device = base_model.get_input_embeddings().weight.device
-        logits = base_model(
-            input_ids=tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device)
-        ).logits.cpu()
-        base_sum += float((per_example_nll(logits, tok["labels"]) * tok["n_target"]).sum())
+        ids, mask, labels = (tok[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+        nll = target_nll(base_model, ids, mask, labels).cpu()
+        base_sum += float((nll * tok["n_target"]).sum())
         n_sum += float(tok["n_target"].sum())
     return {"nll_generated": gen_sum / n_sum, "nll_base": base_sum / n_sum, "target_tokens": n_sum}
 
@@ -187,7 +188,7 @@ def train_shine(
     if missing:
         raise ValueError(f"no chunk texts for repositories {missing}")
     out = Path(out_dir)
-    acc = _accelerator()
+    acc = make_accelerator(cfg.precision)
     net = build_hypernet(arch or default_shine_config(base, cfg), base.info)
     net.train()
     freeze_base(acc, base.model)
@@ -198,7 +199,9 @@ def train_shine(
     }
     arch_card = {"architecture": net.cfg.to_json(), **(card or {})}
     run = TrainingRun(acc, net, opt, base.info, out, asdict(cfg), arch_card, resume)
-    model = run.prepare(ShineLoss(net, base.model))
+    checkpointing = checkpoints_layers(cfg.gradient_checkpointing)
+    model = run.prepare(ShineLoss(net, base.model, checkpointing))
+    run.log_start(base.model, net, cfg, checkpointing)
     rank, world = acc.process_index, acc.num_processes
 
     def evaluate_now() -> dict[str, float]:

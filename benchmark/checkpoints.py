@@ -1,0 +1,134 @@
+"""Scoring given checkpoints (`bench --generator-dir`): the checkpoints loaded in place of
+training (each one's generator kind read from its card; `default` is the shipped static and
+evolving pair), the methods such a run scores, and the contamination check of its test
+repositories against the base model's and the checkpoints' training manifests."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import git
+
+from benchmark import contamination as c
+from benchmark import methods as m
+from benchmark.config import SYNTHETIC_SUITES, BenchConfig, check_config
+from benchmark.prepare import RepoSource, resolve_sources
+from benchmark.train import Trained
+from repo2lora.hypernet.checkpoint import card_generator, load_generator
+from repo2lora.hypernet.dnd import DndGenerator
+from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.names import NamesHypernet
+from repo2lora.hypernet.shine import ShineGenerator
+from repo2lora.hypernet.static import StaticHypernet
+from repo2lora.models import embedded
+from repo2lora.models.loading import LoadedModel
+from repo_encoder.errors import UserError
+
+DEFAULT = "default"
+# baselines that need no training: they run beside the checkpoints when --methods names them
+UNTRAINED_BASELINES = (m.BASE, m.RAG)
+_NEEDS_TRAINING = (m.SHARED_LORA, m.PER_REPO_LORA)
+
+
+def checkpoint_dirs(specs: tuple[str, ...]) -> list[Path]:
+    """The checkpoint directories `--generator-dir` names (`default`: the shipped pair)."""
+    out: list[Path] = []
+    for spec in specs:
+        if spec == DEFAULT:
+            out += [embedded.DEFAULT_DIR / rel for rel in embedded.HYPERNETS.values()]
+        else:
+            out.append(Path(spec).expanduser().resolve())
+    return out
+
+
+def load_checkpoints(base: LoadedModel, dirs: list[Path]) -> tuple[Trained, list[str]]:
+    """Each checkpoint as the model its method runs (one per generator kind), with no
+    training: `Trained.constant` and `train_targets` stay empty."""
+    trained = Trained()
+    names: list[str] = []
+    for d in dirs:
+        kind = card_generator(str(d))
+        if kind in names:
+            raise UserError(
+                f"two {kind} checkpoints given ({d}); score one checkpoint of each kind per run"
+            )
+        net = load_generator(str(d), base.info).net
+        net.eval()
+        if isinstance(net, NamesHypernet):
+            trained.names_net = net
+        elif isinstance(net, EvoHypernet):
+            trained.evo_net = net
+        elif isinstance(net, StaticHypernet):
+            trained.static_net = net
+        elif isinstance(net, ShineGenerator | DndGenerator):
+            trained.snapshot_nets[net.generator_name] = net
+        name = net.generator_name
+        names.append(name)
+        trained.costs[name] = {
+            "checkpoint": str(d),
+            "generator": name,
+            "params": sum(p.numel() for p in net.parameters()),
+            "trained_here": False,
+        }
+    return trained, names
+
+
+def scoring_config(cfg: BenchConfig, generators: list[str]) -> tuple[BenchConfig, list[str]]:
+    """`cfg` with the methods a scoring run runs: the checkpoints' and the baselines that need
+    no training that `--methods` names (none when it names all); notes on what is left out."""
+    asked = set(cfg.methods) if cfg.methods != m.ALL_METHODS else set()
+    trainable = sorted(asked & set(_NEEDS_TRAINING))
+    if trainable:
+        raise UserError(
+            f"{', '.join(trainable)} need training; with --generator-dir only "
+            f"{', '.join(UNTRAINED_BASELINES)} run beside the checkpoints"
+        )
+    notes = []
+    if m.CONSTANT in asked:
+        notes.append(
+            f"{m.CONSTANT}: skipped (it predicts the training split's most frequent target, and "
+            "a checkpoint does not record its training targets)"
+        )
+    methods = tuple(generators) + tuple(x for x in UNTRAINED_BASELINES if x in asked)
+    return dataclasses.replace(cfg, methods=methods), notes
+
+
+def scoring_sources(cfg: BenchConfig, out: Path) -> list[RepoSource]:
+    """The repositories a scoring run scores, resolved without writing into `out` for local
+    paths (a synthetic suite is generated there first, as `resolve_sources` does)."""
+    synthetic = len(cfg.suite) == 1 and cfg.suite[0] in SYNTHETIC_SUITES
+    if synthetic:
+        check_config(out, cfg)
+    return resolve_sources(cfg, out)
+
+
+def check_contamination(
+    sources: list[RepoSource], base: LoadedModel, dirs: list[Path], allow: bool
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Every test repository against the base model's and the checkpoints' training
+    manifests; refused (UserError) when contaminated unless `allow`. Returns the collisions
+    (per repository, one line each) and the manifests read."""
+    manifests = c.base_model_manifests(base.info.model_dir)
+    for d in dirs:
+        manifests += c.checkpoint_manifests(d)
+    unique = list({mf.source: mf for mf in manifests}.values())
+    repos = []
+    for s in sources:
+        try:
+            repos.append(c.repo_identity(s.label, s.path))
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            continue  # not a repository: preparing it says so in a skip line
+    found = c.screen(repos, unique, allow)
+    return {k: [x.line() for x in v] for k, v in found.items()}, [mf.source for mf in unique]
+
+
+def mark_report(
+    report: dict[str, Any], found: dict[str, list[str]], manifests: list[str]
+) -> dict[str, Any]:
+    """The report of a scoring run, with its contamination check and marks."""
+    report["contamination"] = {"manifests": manifests, "contaminated": found}
+    for r in (*report["repos"], *report["records"]):
+        r["contaminated"] = r["repo"] in found
+    return report

@@ -1,0 +1,158 @@
+"""The names a snapshot defines (`NameIndex`): every chunk's definitions, the modules its file
+paths name, and how many chunks mention each identifier, as counts that a chunk diff moves in
+O(diff): adding a commit's new chunks and removing its old ones gives exactly the index a fresh
+snapshot of the commit would.
+
+Module names come from paths: a file's stem (`pkg/io/json.py` -> `json`), and every directory
+above it (`pkg`, `io`) except `src`; `__init__`/`__main__` and names starting with "_" or "."
+are not module names. Mentions count the chunks whose text holds an identifier (a word of
+letters, digits and "_"), once per chunk however often it appears there."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from repo_encoder.chunk import Chunk, DefinitionKind
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NOT_MODULES = frozenset({"src", "__init__", "__main__"})
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RepoName:
+    """One public name of a repository with what its learned score reads: where and how often
+    it is defined, how many chunks mention it, and how deep in the tree its shallowest
+    definition sits (0: a top-level file or package)."""
+
+    name: str
+    kind: DefinitionKind
+    definitions: int  # of this (name, kind), across files
+    files: int  # files that define it
+    mentions: int  # chunks whose text holds the name
+    depth: int  # directories above its shallowest defining file
+    in_init: bool  # defined in a package's __init__.py
+
+
+def module_names(path: str) -> list[str]:
+    """The module names a Python file's repository path makes importable (see the module
+    docstring)."""
+    p = PurePosixPath(path)
+    parts = [*p.parent.parts, p.stem]
+    return [n for n in parts if n not in _NOT_MODULES and not n.startswith(("_", "."))]
+
+
+class NameIndex:
+    """Counts over a set of chunks: definitions by (name, kind, path), chunks by path (the
+    modules that exist) and chunks by mentioned identifier."""
+
+    def __init__(self) -> None:
+        self.defined: collections.Counter[tuple[str, DefinitionKind, str]] = collections.Counter()
+        self.paths: collections.Counter[str] = collections.Counter()
+        self.mentions: collections.Counter[str] = collections.Counter()
+
+    @classmethod
+    def of(cls, chunks: Iterable[Chunk]) -> NameIndex:
+        """The index of a snapshot's chunks."""
+        index = cls()
+        index.add(chunks)
+        return index
+
+    def copy(self) -> NameIndex:
+        out = NameIndex()
+        out.defined = self.defined.copy()
+        out.paths = self.paths.copy()
+        out.mentions = self.mentions.copy()
+        return out
+
+    def add(self, chunks: Iterable[Chunk]) -> None:
+        self._count(chunks, 1)
+
+    def remove(self, chunks: Iterable[Chunk]) -> None:
+        self._count(chunks, -1)
+
+    def apply(self, added: Iterable[Chunk], removed: Iterable[Chunk]) -> None:
+        """One chunk diff: `added` holds the new side of modified chunks, `removed` the old."""
+        self.add(added)
+        self.remove(removed)
+
+    def _count(self, chunks: Iterable[Chunk], sign: int) -> None:
+        for c in chunks:
+            for name, kind in c.definitions:
+                key = (name, kind, c.path)
+                self.defined[key] += sign
+                if self.defined[key] <= 0:
+                    del self.defined[key]
+            self.paths[c.path] += sign
+            if self.paths[c.path] <= 0:
+                del self.paths[c.path]
+            for word in set(_WORD.findall(c.text)):
+                self.mentions[word] += sign
+                if self.mentions[word] <= 0:
+                    del self.mentions[word]
+
+    def names(self) -> list[RepoName]:
+        """Every public name, modules included, sorted by (name, kind)."""
+        defs: dict[tuple[str, DefinitionKind], list[tuple[str, int]]] = {}
+        for (name, kind, path), n in self.defined.items():
+            defs.setdefault((name, kind), []).append((path, n))
+        for path in self.paths:
+            for name in module_names(path):
+                defs.setdefault((name, "module"), []).append((path, 1))
+        out = []
+        for (name, kind), where in sorted(defs.items()):
+            files = {p for p, _ in where}
+            shallow = min(files, key=lambda p: (p.count("/"), p))
+            out.append(
+                RepoName(
+                    name=name,
+                    kind=kind,
+                    definitions=sum(n for _, n in where) if kind != "module" else len(files),
+                    files=len(files),
+                    mentions=self.mentions.get(name, 0),
+                    depth=shallow.count("/"),
+                    in_init=any(p.endswith("__init__.py") for p in files),
+                )
+            )
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameIndex):
+            return NotImplemented
+        return (self.defined, self.paths, self.mentions) == (
+            other.defined,
+            other.paths,
+            other.mentions,
+        )
+
+    def to_bytes(self) -> bytes:
+        """A compact, deterministic encoding (zlib-compressed JSON) for the state store."""
+        doc = {
+            "version": FORMAT_VERSION,
+            "defined": sorted([n, k, p, c] for (n, k, p), c in self.defined.items()),
+            "paths": sorted(self.paths.items()),
+            "mentions": sorted(self.mentions.items()),
+        }
+        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NameIndex | None:
+        """The index `to_bytes` wrote, or None when it is unreadable or of another format (the
+        caller rebuilds it from a snapshot)."""
+        try:
+            doc = json.loads(zlib.decompress(data))
+        except (zlib.error, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+            return None
+        index = cls()
+        index.defined.update({(n, k, p): c for n, k, p, c in doc["defined"]})
+        index.paths.update(dict(doc["paths"]))
+        index.mentions.update(dict(doc["mentions"]))
+        return index

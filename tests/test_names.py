@@ -1,0 +1,366 @@
+"""Code2LoRA-Names end to end: the names a snapshot defines (from the chunker's parse), kept
+exactly by chunk diffs and stored with the chunks; the names adapter is a standard PEFT LoRA
+(the LM head included, tied embeddings untouched) whose logits match in-process application;
+snapshot, update and the server use it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+
+from evo_state.diff import commit_chunk_diff
+from evo_state.store import SCHEMA_VERSION, open_store
+from lsp_server.generation_model import GenerationModel
+from repo2lora.adapters.apply import attach_lora, weight_sharing_twin
+from repo2lora.adapters.functional import functional_lora
+from repo2lora.adapters.peft_dir import load_peft_adapter
+from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config, load_hypernet
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.names import NamesHypernet
+from repo2lora.models import LoadedModel, describe_base_model, load_base_model
+from repo2lora.snapshot import snapshot_repository
+from repo2lora.training.data import target_end
+from repo2lora.update import update_repository
+from repo_encoder.chunker import ChunkerConfig, chunk_files, chunk_source
+from repo_encoder.exclusion import ExclusionConfig
+from repo_encoder.names import NameIndex, module_names
+from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
+from tests.cli import run_json
+from tests.gitrepo import GitRepo
+
+INFO = describe_base_model("tiny-random")
+
+SOURCE = textwrap.dedent(
+    '''
+    """A module."""
+    import os
+
+    MAX_SIZE = 3
+    _PRIVATE = 4
+    A = B_C = 5
+    lower = 6
+    X: int = 7
+
+
+    class FooError(ValueError):
+        pass
+
+
+    class Bar(errors.BaseError):
+        LIMIT = 3
+
+        def run(self):
+            pass
+
+        def _hidden(self):
+            pass
+
+        def __init__(self):
+            pass
+
+        class Inner:
+            def go(self):
+                pass
+
+
+    @decorator
+    def public_fn(x):
+        return x
+
+
+    def _private():
+        pass
+    '''
+).encode()
+
+
+@pytest.fixture(scope="module")
+def base() -> Iterator[LoadedModel]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_base_model(INFO)
+    torch.set_num_threads(before)
+
+
+def _definitions(data: bytes, **cfg: int) -> dict[str, tuple[tuple[str, str], ...]]:
+    chunks = chunk_source("pkg/mod.py", data, ChunkerConfig(**cfg)).chunks
+    return {f"{c.qualname}#{c.part}": c.definitions for c in chunks if c.definitions}
+
+
+def test_chunks_list_the_public_names_they_define() -> None:
+    assert _definitions(SOURCE) == {
+        "<module>#0": tuple((n, "constant") for n in ("MAX_SIZE", "A", "B_C", "X")),
+        "FooError#0": (("FooError", "exception"),),
+        "Bar#0": (("Bar", "exception"),),  # its base's name ends in Error
+        "Bar.run#0": (("run", "method"),),
+        "Bar.Inner#0": (("Inner", "class"),),
+        "Bar.Inner.go#0": (("go", "method"),),
+        "public_fn#0": (("public_fn", "function"),),
+    }
+    # a split chunk: each definition is in the part that holds its line, once
+    big = b"".join(b"NAME_%d = %d\n" % (i, i) for i in range(400))
+    parts = _definitions(big, max_tokens=100)
+    assert len(parts) > 3
+    flat = [d for defs in parts.values() for d in defs]
+    assert flat == [(f"NAME_{i}", "constant") for i in range(400)]
+    # a file that does not parse is cut into windows, which define nothing
+    assert _definitions(b"def broken(:\n    pass\nclass Y:\n") == {}
+
+
+def test_module_names_come_from_paths() -> None:
+    assert module_names("src/pkg/io/json_tools.py") == ["pkg", "io", "json_tools"]
+    assert module_names("pkg/__init__.py") == ["pkg"]
+    assert module_names("_private/x.py") == ["x"]
+
+
+def _index_at(repo: GitRepo, rev: str) -> NameIndex:
+    r = open_repository(repo.root)
+    snap = read_snapshot(r, resolve_commit(r, rev), ExclusionConfig())
+    return NameIndex.of(chunk_files(snap.files).chunks)
+
+
+def test_a_chunk_diff_moves_the_index_exactly_to_the_next_snapshot(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(
+        {
+            "pkg/__init__.py": "",
+            "pkg/a.py": "LIMIT = 1\n\n\nclass ParseError(Exception):\n    pass\n\n\n"
+            "def parse(x):\n    raise ParseError(x)\n",
+            "pkg/b.py": "def helper():\n    return 1\n",
+        },
+        "v1",
+    )
+    (repo.root / "pkg/b.py").unlink()
+    repo.commit(
+        {
+            # renamed function, changed constant, a new class, b.py deleted, c.py added
+            "pkg/a.py": "LIMIT = 2\n\n\nclass ParseError(Exception):\n    pass\n\n\n"
+            "def parse_all(x):\n    raise ParseError(x)\n\n\nclass Reader:\n"
+            "    def read(self):\n        return parse_all(1)\n",
+            "pkg/c.py": "from pkg.a import parse_all\n\n\ndef helper():\n    return parse_all(2)\n",
+        },
+        "v2",
+    )
+    r = open_repository(repo.root)
+    index = _index_at(repo, "HEAD~1")
+    diff = commit_chunk_diff(
+        r, r.commit("HEAD~1").hexsha, r.commit("HEAD").hexsha, ExclusionConfig(), ChunkerConfig()
+    )
+    index.apply(diff.brought_in, diff.taken_out)
+    fresh = _index_at(repo, "HEAD")
+    assert index == fresh
+    names = {(n.name, n.kind) for n in fresh.names()}
+    assert {("parse_all", "function"), ("Reader", "class"), ("read", "method")} <= names
+    assert {("ParseError", "exception"), ("LIMIT", "constant"), ("c", "module")} <= names
+    assert ("parse", "function") not in names and ("b", "module") not in names
+    by_name = {n.name: n for n in fresh.names()}
+    # its definition, Reader.read, and in c.py the import and helper
+    assert by_name["parse_all"].mentions == 4
+    assert NameIndex.from_bytes(fresh.to_bytes()) == fresh
+
+
+def test_a_version_1_store_is_migrated_and_keeps_names(tmp_path: Path) -> None:
+    state = tmp_path / ".repo2lora"
+    state.mkdir()
+    db = sqlite3.connect(state / "state.db")
+    db.execute("create table meta (key text primary key, value text)")
+    db.execute("insert into meta values ('schema_version', '1')")
+    db.execute(
+        "create table chunks (commit_sha text, path text, qualname text, kind text, "
+        "start_line integer, end_line integer, part integer, hash text, "
+        "primary key (commit_sha, path, start_line, part))"
+    )
+    db.execute("insert into chunks values ('c0', 'a.py', 'f', 'function', 1, 2, 0, 'h')")
+    db.commit()
+    db.close()
+    chunks = chunk_source("pkg/mod.py", SOURCE).chunks
+    index = NameIndex.of(chunks)
+    with open_store(tmp_path) as store:
+        version = store.db.execute("select value from meta where key = 'schema_version'")
+        assert int(version.fetchone()[0]) == SCHEMA_VERSION == 2
+        store.record_state(
+            commit="c1",
+            parents=[],
+            authored_at=0,
+            summary="s",
+            chunks=chunks,
+            hypernet_key="k",
+            kind="evo",
+            model_key="m",
+            vector=torch.zeros(4).numpy(),
+            stats={},
+            adapter_path=None,
+            names=index.to_bytes(),
+        )
+    with open_store(tmp_path) as store:
+        stored = store.get_names("c1")
+        assert stored is not None and NameIndex.from_bytes(stored) == index
+        assert store.get_names("c0") is None
+        defs = [d for path, ds in store.chunk_definitions("c1") for d in ds]
+        assert ["FooError", "exception"] in defs and ["public_fn", "function"] in defs
+
+
+def _trained_like(net: NamesHypernet) -> None:
+    """Parameters moved off their neutral start, as training would."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+        net.names.gain.fill_(0.3)
+
+
+def _names(repo_root: Path) -> NameIndex:
+    files = [(str(p.relative_to(repo_root)), p.read_bytes()) for p in repo_root.rglob("*.py")]
+    return NameIndex.of(chunk_files(files).chunks)
+
+
+def test_names_adapter_is_a_standard_peft_lora_with_matching_logits(
+    base: LoadedModel, tmp_path: Path
+) -> None:
+    cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
+    net = build_hypernet(cfg, INFO)
+    assert isinstance(net, NamesHypernet)
+    probe = NameProbe(base.model, base.tokenizer, cfg.names_tokens)
+    names = NameInput(_names(Path(__file__).parent.parent / "repo_encoder").names(), probe)
+    state = torch.randn(cfg.state_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        neutral = net.generate(state, names).detached()
+    assert neutral.tensors["lm_head"][0].abs().sum() == 0  # untrained: the head is left alone
+    _trained_like(net)
+    with torch.no_grad():
+        weights = net.generate(state, names).detached()
+    a, b = weights.tensors["lm_head"]
+    assert a.shape == (cfg.names_rank, 64) and b.shape == (INFO.config.vocab_size, cfg.names_rank)
+    assert weights.rank_pattern == {"lm_head": cfg.names_rank}
+    from repo2lora.snapshot import save_adapter
+
+    save_adapter(weights, tmp_path / "adapter", INFO, {"generator": net.generator_name})
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert "lm_head" in saved["target_modules"] and saved["rank_pattern"] == {"lm_head": 64}
+    assert load_peft_adapter(tmp_path / "adapter").scalings() == weights.scalings()
+
+    ids = base.tokenizer("def f(x):\n    raise Chunk", return_tensors="pt")["input_ids"]
+    embeddings = base.model.get_input_embeddings().weight.detach().clone()
+    with torch.no_grad():
+        plain = base.model(ids).logits
+        peft = PeftModel.from_pretrained(weight_sharing_twin(base.model), tmp_path / "adapter")
+        loaded = peft(ids).logits
+        attached = attach_lora(weight_sharing_twin(base.model), weights)(ids).logits
+        batched, targets = net.batched_lora(state[None], [names])
+        with functional_lora(base.model, targets, batched, net.scaling):
+            functional = base.model(ids).logits
+        merged = GenerationModel(base, weights, "merged")
+        merged.install(weights, commit="c")
+        installed = merged.model(ids).logits
+    assert (loaded - plain).abs().max() > 1e-2  # the head's pair changes the logits
+    torch.testing.assert_close(loaded, attached, rtol=0, atol=1e-5)
+    torch.testing.assert_close(loaded, functional, rtol=0, atol=1e-4)
+    torch.testing.assert_close(loaded, installed, rtol=0, atol=1e-4)
+    # the LM head is tied to the embeddings: nothing above wrote them
+    assert torch.equal(base.model.get_input_embeddings().weight, embeddings)
+    torch.testing.assert_close(base.model(ids).logits, plain, rtol=0, atol=0)
+
+
+def test_snapshot_and_update_carry_names_in_o_diff(sample_repo: GitRepo, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
+    net = build_hypernet(cfg, INFO)
+    assert isinstance(net, NamesHypernet)
+    _trained_like(net)
+    from repo2lora.hypernet.checkpoint import save_hypernet
+
+    ckpt = save_hypernet(net, INFO, tmp_path / "ckpt")
+    root = sample_repo.root
+    snap = snapshot_repository(root, "HEAD~1", model="tiny-random", hypernet=str(ckpt))
+    assert snap.weights is not None and "lm_head" in snap.weights.tensors
+    first = update_repository(root, "HEAD~1", model="tiny-random", hypernet=str(ckpt))
+    assert first.resumed_from == snap.commit  # the snapshot's state and names, adopted
+    res = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
+    assert res.resumed_from == first.target and [s.source for s in res.steps] == ["diff"]
+    head = open_repository(root).head.commit.hexsha
+    with open_store(root) as store:
+        stored = store.get_names(head)
+    assert stored is not None
+    assert NameIndex.from_bytes(stored) == _index_at(sample_repo, "HEAD")
+    assert load_peft_adapter(res.adapter_path).tensors["lm_head"][0].abs().sum() > 0
+    # uncommitted edits are folded in transiently: their names reach the adapter only
+    sample_repo.write({"pkg/extra.py": "class Gadget:\n    pass\n"})
+    wt = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt), worktree=True)
+    assert wt.worktree is not None and wt.worktree.added == 1
+    assert not torch.equal(
+        load_peft_adapter(wt.adapter_path).tensors["lm_head"][0],
+        load_peft_adapter(res.adapter_path).tensors["lm_head"][0],
+    )
+    with open_store(root) as store:
+        assert NameIndex.from_bytes(store.get_names(head) or b"") == _index_at(sample_repo, "HEAD")
+    # the server's neutral template has the same shapes as an update's adapter
+    loaded = load_hypernet(str(ckpt), INFO)
+    template = loaded.net.generate(torch.zeros(cfg.state_dim)).detached()
+    assert {p: a.shape for p, (a, _) in template.tensors.items()} == {
+        p: a.shape for p, (a, _) in load_peft_adapter(res.adapter_path).tensors.items()
+    }
+
+
+def test_snapshot_cli_with_the_untrained_names_generator(sample_repo: GitRepo) -> None:
+    out = run_json(
+        "snapshot", str(sample_repo.root), "--model", "tiny-random", "--generator",
+        "code2lora-names",
+    )  # fmt: skip
+    assert out["hypernet_untrained"] is True
+    provenance = json.loads((Path(out["adapter_path"]) / "repo2lora.json").read_text())
+    assert provenance["generator"] == "code2lora-names"
+
+
+def test_target_end_reads_the_slot_the_prefix_leaves_open() -> None:
+    assert target_end("    with pytest.raises(") == ")"
+    assert target_end("    self.assertEqual(self.x.add(3), ") == ")"
+    assert target_end("    assert f(1) == ") == "\n"
+    assert target_end('    assert g([1, 2], "(") == ') == "\n"
+    assert target_end("    assert d == [1, ") == "]"
+
+
+def test_the_server_follows_a_repository_with_a_names_generator(
+    sample_repo: GitRepo, tmp_path: Path
+) -> None:
+    from lsp_server.config import ServerConfig
+    from lsp_server.prompt import Prompt
+    from lsp_server.session import QuietEvents, Session, resolve_models
+
+    cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
+    net = build_hypernet(cfg, INFO)
+    _trained_like(net)
+    from repo2lora.hypernet.checkpoint import save_hypernet
+
+    ckpt = save_hypernet(net, INFO, tmp_path / "ckpt")
+    config = ServerConfig(model="tiny-random", watch=False, max_new_tokens=4)
+    session = Session(
+        [sample_repo.root], config, resolve_models("tiny-random", str(ckpt)), QuietEvents()
+    )
+    session.start()
+    try:
+        session.ready.result(timeout=60)
+        session.regenerate().result(timeout=120)
+        status = session.status()
+        assert status["adapter"]["commit"] == open_repository(sample_repo.root).head.commit.hexsha
+        assert session.name_probe is not None and session.name_probe._states  # kept warm
+        res = session.complete(Prompt("x = Vec", ""), lambda: False)
+        assert res.version == status["adapter"]["version"] >= 1
+    finally:
+        session.close()
+
+
+def test_the_names_speed_benchmark_prints_its_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark.speed import names as speed
+
+    speed.main(["--lines", "800", "--model", "tiny-random", "--repeats", "1", "--threads", "1"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "names" and report["names"] > 0
+    assert {"adapter_cold_probe", "per_adapter_server_update"} <= set(report["ms"])
+    assert set(report["meets_target"]) == {"cli", "server"}

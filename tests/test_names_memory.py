@@ -1,0 +1,98 @@
+"""The names memory proves its mechanism on the synthetic suite: trained end to end on some
+repositories, it makes the embedded default model complete a held-out repository's own
+exception name, a name no training repository contains, where the model alone cannot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark.metrics import score_completion
+from repo2lora.adapters.apply import attach_lora, weight_sharing_twin
+from repo2lora.generation import GenerationConfig, generate_completion
+from repo2lora.hypernet.checkpoint import load_generator
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.models import describe_base_model, load_base_model
+from repo2lora.tasks.datasets import encode_repo
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import build_training_data
+from repo2lora.training.data import TaskExample, target_nll, tokenize_examples
+from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+
+_WORD = re.compile(r"[A-Za-z_]\w*")
+
+
+@pytest.fixture(scope="module")
+def threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _names_task(ex: TaskExample, defined: set[str]) -> bool:
+    return any(w in defined for w in _WORD.findall(ex.target))
+
+
+def test_a_held_out_repositorys_own_exception_is_completed_with_the_adapter(
+    tmp_path: Path, threads: None
+) -> None:
+    repos = [r.path for r in generate_suite(tmp_path / "suite", 5, 1, seed=0)]
+    train_paths, held_out = repos[:4], repos[4]
+    base = load_base_model(describe_base_model(None))  # the embedded (pretrained) default
+    data = build_training_data(train_paths, base, evolving=False, test_share=0.0)
+    # the tasks whose target names something its repository defines
+    train = [
+        ex
+        for ex in data.train
+        if _names_task(ex, {n.name for n in data.encodings[ex.repo].names[0].names()})
+    ]
+    cfg = TrainConfig(
+        generator="code2lora-names",
+        steps=45,
+        batch_size=8,
+        lr=3e-3,
+        max_prompt_tokens=96,
+        max_target_tokens=16,
+        checkpoint_every=1000,
+        eval_every=1000,
+    )
+    train_hypernet(base, data.encodings, train, tmp_path / "names", cfg)
+    net = load_generator(str(tmp_path / "names"), base.info).net
+    net.eval()
+
+    test = encode_repo(held_out, base)
+    index = test.encoding.names[0]
+    error = next(n.name for n in index.names() if n.kind == "exception")
+    assert not any(error in p.read_text() for r in train_paths for p in r.rglob("*.py"))
+    tasks = [t for t in test.static_tasks if t.target == error]  # `pytest.raises(<error>)`
+    assert tasks
+
+    probe = NameProbe(base.model, base.tokenizer, net.cfg.names_tokens)
+    with torch.no_grad():
+        state = net.encode(test.encoding.vectors)
+        weights = net.generate(state, NameInput(index.names(), probe)).detached()
+        adapted = attach_lora(weight_sharing_twin(base.model), weights)
+    gen = GenerationConfig(max_new_tokens=16, max_prompt_tokens=256)
+
+    def exact(model: object) -> int:
+        return sum(
+            score_completion(
+                generate_completion(model, base.tokenizer, t.prefix, gen), t.target
+            ).strict_em
+            for t in tasks
+        )
+
+    def nll(model: object) -> float:
+        exs = [TaskExample("x", t.prefix, t.target) for t in tasks]
+        tb = tokenize_examples(base.tokenizer, exs, 256, 16)
+        with torch.no_grad():
+            return float(target_nll(model, tb.input_ids, tb.attention_mask, tb.labels).mean())
+
+    assert exact(base.model) == 0
+    assert exact(adapted) >= 1
+    assert nll(adapted) < nll(base.model) - 2.0
