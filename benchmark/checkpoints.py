@@ -17,11 +17,6 @@ from benchmark.config import SYNTHETIC_SUITES, BenchConfig, check_config
 from benchmark.prepare import RepoSource, resolve_sources
 from benchmark.train import Trained
 from repo2lora.hypernet.checkpoint import card_generator, load_generator
-from repo2lora.hypernet.dnd import DndGenerator
-from repo2lora.hypernet.evo import EvoHypernet
-from repo2lora.hypernet.names import NamesHypernet
-from repo2lora.hypernet.shine import ShineGenerator
-from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models import embedded
 from repo2lora.models.loading import LoadedModel
 from repo_encoder.errors import UserError
@@ -56,20 +51,13 @@ def load_checkpoints(base: LoadedModel, dirs: list[Path]) -> tuple[Trained, list
             )
         net = load_generator(str(d), base.info).net
         net.eval()
-        if isinstance(net, NamesHypernet):
-            trained.names_net = net
-        elif isinstance(net, EvoHypernet):
-            trained.evo_net = net
-        elif isinstance(net, StaticHypernet):
-            trained.static_net = net
-        elif isinstance(net, ShineGenerator | DndGenerator):
-            trained.snapshot_nets[net.generator_name] = net
         name = net.generator_name
+        trained.nets[name] = net  # each kind is the method of its name
         names.append(name)
         trained.costs[name] = {
             "checkpoint": str(d),
             "generator": name,
-            "params": sum(p.numel() for p in net.parameters()),
+            "params": net.describe()["params"],
             "trained_here": False,
         }
     return trained, names

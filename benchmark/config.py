@@ -12,7 +12,7 @@ from typing import Any
 from benchmark import methods as m
 from repo2lora.adapters.defaults import DEFAULT_RANK
 from repo2lora.adapters.targets import DEFAULT_TARGETS
-from repo2lora.training.hypernet_trainer import TrainConfig
+from repo2lora.training.shared import TrainConfig
 from repo_encoder.errors import UserError
 
 TRACKS = ("static", "evo")
@@ -161,3 +161,20 @@ def check_config(out: Path, cfg: BenchConfig) -> None:
             )
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg.fingerprint(), indent=2, sort_keys=True) + "\n")
+
+
+def method_list(text: str) -> tuple[str, ...]:
+    """`--methods`: `all`, or comma-separated method names."""
+    if text == "all":
+        return m.ALL_METHODS
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
+def scored_suite(
+    suite: tuple[str, ...], generator_dirs: tuple[str, ...], test_repos: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The suite a run reads: scoring checkpoints on `--test-repos` alone (the suite left at
+    its default) scores those repositories."""
+    if generator_dirs and test_repos and suite == ("ci",):
+        return test_repos
+    return suite

@@ -34,8 +34,9 @@ from repo2lora.models.presets import (
     reference_config,
 )
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+from repo2lora.training.hypernet_trainer import train_hypernet
 from repo2lora.training.placement import make_accelerator
+from repo2lora.training.shared import TrainConfig
 from repo_encoder.embed import EmbedConfig, embed_texts
 
 # packages the device machine does not have: the run must not import them

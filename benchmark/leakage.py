@@ -12,9 +12,9 @@ import torch
 from benchmark.walk import StateWalk
 from evo_state.diff import ChunkDiff, commit_chunk_diff
 from evo_state.store import Store
-from repo2lora.hypernet.evo import EvoHypernet
+from repo2lora.hypernet.protocol import DiffInput, Generator
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import DiffInput, SnapshotConfig, encode_snapshot
+from repo2lora.snapshot import SnapshotConfig, encode_snapshot
 from repo2lora.tasks.datasets import repo_context
 from repo2lora.tasks.miner import AssertionTask
 from repo_encoder.chunk import Chunk
@@ -103,7 +103,7 @@ class WithTestsHistory:
             }
         return without_functions(snap.chunks, snap.encoded.vectors, hidden)
 
-    def walk(self, net: EvoHypernet) -> StateWalk:
+    def walk(self, net: Generator) -> StateWalk:
         """The evolving state under this setting."""
 
         def carried(t: int) -> DiffInput:

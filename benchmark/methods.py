@@ -17,9 +17,7 @@ from benchmark.metrics import score_completion, target_nll
 from repo2lora.adapters.apply import attach_lora, swap_lora_weights, weight_sharing_twin
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.generation import GenerationConfig, generate_completion
-from repo2lora.hypernet.dnd import DndGenerator
-from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
-from repo2lora.hypernet.static import StaticHypernet
+from repo2lora.hypernet.protocol import Generator, SnapshotInput, snapshot_adapter
 from repo2lora.models.loading import LoadedModel
 from repo_encoder.chunk import Chunk
 
@@ -181,19 +179,14 @@ class AdapterSlot:
 
 
 @torch.no_grad()
-def generate_adapter(net: StaticHypernet, state: torch.Tensor) -> LoraWeights:
+def generate_adapter(net: Generator, state: torch.Tensor) -> LoraWeights:
     """One adapter from a hypernetwork state [state_dim]."""
     return net.generate(state).detached()
 
 
-def snapshot_adapter(
-    net: ShineGenerator | DndGenerator,
-    base: LoadedModel,
-    chunks: list[Chunk],
-    vectors: torch.Tensor,
+def stateless_adapter(
+    net: Generator, base: LoadedModel, chunks: list[Chunk], vectors: torch.Tensor
 ) -> LoraWeights:
-    """One adapter of a snapshot from a generator without a vector state: SHINE reads the
-    chunks' text with the base model, DnD decodes the chunk vectors."""
-    if isinstance(net, ShineGenerator):
-        return net.generate_from_texts(base.model, base.tokenizer, chunk_texts(chunks))
-    return net.generate_from_vectors(vectors)
+    """One adapter of a snapshot from a generator without a vector state (SHINE reads the
+    chunks' text with the base model, DnD decodes the chunk vectors)."""
+    return snapshot_adapter(net, SnapshotInput(vectors, chunks, base.model, base.tokenizer))

@@ -25,8 +25,7 @@ from benchmark.train import Trained, examples_of, is_train, lora_config, train_l
 from benchmark.walk import StateWalk
 from evo_state.store import Store
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
-from repo2lora.hypernet.names import NamesHypernet
-from repo2lora.hypernet.static import StaticHypernet
+from repo2lora.hypernet.protocol import Generator, SnapshotInput
 from repo2lora.models.loading import LoadedModel
 from repo2lora.snapshot import RepoContext, SnapshotEncoding, encode_snapshot
 from repo2lora.tasks.miner import AssertionTask
@@ -125,7 +124,7 @@ class Evaluator:
         return self.run(self.base.model, prompts, [et.task.target for et in tasks], secs, retrieved)
 
     def adapted(
-        self, net: StaticHypernet | None, state: Callable[[], torch.Tensor]
+        self, net: Generator | None, state: Callable[[], torch.Tensor]
     ) -> tuple[Any, float]:
         """The slot's model with the adapter generated from `state()`, and the seconds it took
         to make the state, generate the LoRA and swap it in."""
@@ -136,11 +135,12 @@ class Evaluator:
         model = self.slot.load(weights)
         return model, time.perf_counter() - t
 
-    def name_input(self, net: NamesHypernet, names: NameIndex) -> NameInput:
+    def name_input(self, net: Generator, names: NameIndex) -> NameInput:
         """What the names memory reads of `names`, through one probe of the base model kept
         for the whole track (names and states read once)."""
         if self._probe is None:
-            self._probe = NameProbe(self.base.model, self.base.tokenizer, net.cfg.names_tokens)
+            self._probe = net.name_probe(self.base.model, self.base.tokenizer)
+        assert self._probe is not None  # only a generator that reads names is asked
         return NameInput(names.names(), self._probe)
 
     def per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:
@@ -256,7 +256,8 @@ def _static_generated(run: StaticRepoRun, name: str) -> Results:
     """The static hypernetwork's adapter of what the setting lets the encoder see."""
     net = run.ev.trained.static_net
     assert net is not None
-    model, seconds = run.ev.adapted(net, functools.partial(net.encode, run.seen[name][1]))
+    seen = SnapshotInput(vectors=run.seen[name][1])
+    model, seconds = run.ev.adapted(net, functools.partial(net.encode_snapshot, seen))
     run.adapters[name] = {"adapter_seconds": seconds}
     return run.scored(model)
 
@@ -267,7 +268,8 @@ def _static_names(run: StaticRepoRun, name: str) -> Results:
     assert net is not None and snap is not None
     t = time.perf_counter()
     with torch.no_grad():
-        weights = net.generate(net.encode(snap.vectors), run.ev.name_input(net, snap.names))
+        state = net.encode_snapshot(SnapshotInput(vectors=snap.vectors))
+        weights = net.generate(state, run.ev.name_input(net, snap.names))
     model = run.ev.names_slot.load(weights.detached())
     run.adapters[name] = {"adapter_seconds": time.perf_counter() - t}
     return run.scored(model)
@@ -279,7 +281,7 @@ def _static_snapshot_generator(run: StaticRepoRun, name: str) -> Results:
     snap = run.repo.static
     assert snap is not None
     t = time.perf_counter()
-    weights = m.snapshot_adapter(gen, run.ev.base, snap.chunks, snap.vectors)
+    weights = m.stateless_adapter(gen, run.ev.base, snap.chunks, snap.vectors)
     model = run.ev.slot.load(weights)
     run.adapters[name] = {"adapter_seconds": time.perf_counter() - t}
     return run.scored(model)
@@ -355,9 +357,7 @@ class EvoRepoRun:
             snap = encode_snapshot(self.ctx, self.store, commit)
         return EvoStep(step, group, snap)
 
-    def adapted(
-        self, name: str, net: StaticHypernet | None, state: Callable[[], torch.Tensor]
-    ) -> Any:
+    def adapted(self, name: str, net: Generator | None, state: Callable[[], torch.Tensor]) -> Any:
         model, seconds = self.ev.adapted(net, state)
         self.costs.setdefault(name, []).append(seconds)
         return model
@@ -367,7 +367,7 @@ class EvoRepoRun:
         """The static adapter's state of the walk's start snapshot."""
         net = self.ev.trained.static_net
         assert net is not None
-        return net.encode(self.enc.vectors)
+        return net.encode_snapshot(SnapshotInput(vectors=self.enc.vectors))
 
     def scored(self, at: EvoStep, model: Any) -> Results:
         return self.ev.run(model, at.prompts, at.targets)
@@ -405,7 +405,8 @@ def _evo_fresh_snapshot(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
     """The static adapter of a fresh snapshot of this commit."""
     net, snap = run.ev.trained.static_net, at.snap
     assert net is not None and snap is not None
-    model = run.adapted(name, net, functools.partial(net.encode, snap.encoded.vectors))
+    fresh = SnapshotInput(vectors=snap.encoded.vectors)
+    model = run.adapted(name, net, functools.partial(net.encode_snapshot, fresh))
     return run.scored(at, model)
 
 

@@ -11,6 +11,7 @@ from benchmark import methods as m
 from benchmark.prepare import PreparedRepo
 from benchmark.train import Trained
 from repo2lora.adapters.weights import LoraWeights
+from repo2lora.hypernet.protocol import SnapshotInput, replay
 from repo2lora.models.loading import LoadedModel
 
 
@@ -42,7 +43,7 @@ def adapter_spread(
     snaps = [r.static for r in repos if r.static is not None]
     if trained.static_net is not None:
         net = trained.static_net
-        states = [net.encode(v.vectors) for v in snaps]
+        states = [net.encode_snapshot(SnapshotInput(vectors=v.vectors)) for v in snaps]
         result[m.STATIC] = spread(states, [m.generate_adapter(net, h) for h in states])
     if trained.evo_net is not None:
         evo = trained.evo_net
@@ -51,12 +52,9 @@ def adapter_spread(
             if r.evo is None:
                 continue
             enc = r.evo.data.encoding
-            h = evo.encode(enc.vectors)
-            for diff in enc.diffs:
-                h = evo.step(h, *diff)
-            finals.append(h)
+            finals.append(replay(evo, evo.encode_snapshot(SnapshotInput(enc.vectors)), enc.diffs))
         result[m.EVO] = spread(finals, [m.generate_adapter(evo, h) for h in finals])
     for name, gen in trained.snapshot_nets.items():
-        made = [m.snapshot_adapter(gen, base, v.chunks, v.vectors) for v in snaps]
+        made = [m.stateless_adapter(gen, base, v.chunks, v.vectors) for v in snaps]
         result[name] = spread(None, made)
     return result

@@ -15,12 +15,9 @@ from typing import Any
 from benchmark import methods as m
 from benchmark.config import BenchConfig, as_json
 from benchmark.prepare import PreparedRepo
-from repo2lora.hypernet.checkpoint import Generator, load_generator
-from repo2lora.hypernet.dnd import DndGenerator
-from repo2lora.hypernet.evo import EvoHypernet
-from repo2lora.hypernet.names import NamesHypernet
-from repo2lora.hypernet.shine import ShineGenerator, chunk_texts
-from repo2lora.hypernet.static import StaticHypernet
+from repo2lora.hypernet.checkpoint import load_generator
+from repo2lora.hypernet.protocol import Generator
+from repo2lora.hypernet.shine import chunk_texts
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn
 from repo2lora.tasks.datasets import in_repo_split
@@ -28,8 +25,9 @@ from repo2lora.tasks.miner import AssertionTask
 from repo2lora.training.baselines import BASELINE_CARD, LoraTrainConfig, train_lora_baseline
 from repo2lora.training.data import RepoEncoding, TaskExample
 from repo2lora.training.dnd_trainer import CollectConfig, train_dnd
-from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+from repo2lora.training.hypernet_trainer import train_hypernet
 from repo2lora.training.loop import StepLog, TrainResult
+from repo2lora.training.shared import TrainConfig
 from repo2lora.training.shine_trainer import train_shine
 
 
@@ -37,14 +35,29 @@ from repo2lora.training.shine_trainer import train_shine
 class Trained:
     """The models trained on the training split, and what training them cost."""
 
-    static_net: StaticHypernet | None = None
-    evo_net: EvoHypernet | None = None
-    names_net: NamesHypernet | None = None
-    snapshot_nets: dict[str, ShineGenerator | DndGenerator] = field(default_factory=dict)
+    # each trained generator under its method's name (= its kind: code2lora-static, ...)
+    nets: dict[str, Generator] = field(default_factory=dict)
     shared: dict[str, Path] = field(default_factory=dict)  # track -> adapter dir
     constant: dict[str, str] = field(default_factory=dict)  # track -> most frequent target
     train_targets: dict[str, set[str]] = field(default_factory=dict)
     costs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def static_net(self) -> Generator | None:
+        return self.nets.get(m.STATIC)
+
+    @property
+    def evo_net(self) -> Generator | None:
+        return self.nets.get(m.EVO)
+
+    @property
+    def names_net(self) -> Generator | None:
+        return self.nets.get(m.NAMES)
+
+    @property
+    def snapshot_nets(self) -> dict[str, Generator]:
+        """The generators without a stored vector state (SHINE, DnD), by method name."""
+        return {k: v for k, v in self.nets.items() if not v.stores_state}
 
 
 def _train_generator(
@@ -92,8 +105,8 @@ def _train_hypernet(
     out_dir: Path,
     tcfg: TrainConfig,
     progress: ProgressFn,
-) -> tuple[StaticHypernet, dict[str, Any]]:
-    net, cost = _train_generator(
+) -> tuple[Generator, dict[str, Any]]:
+    return _train_generator(
         base,
         examples,
         out_dir,
@@ -101,8 +114,6 @@ def _train_hypernet(
         progress,
         lambda on_step: train_hypernet(base, encodings, examples, out_dir, tcfg, on_step=on_step),
     )
-    assert isinstance(net, StaticHypernet)
-    return net, cost
 
 
 def train_lora(
@@ -218,7 +229,7 @@ def train_models(
                 _hypernet_config(cfg, m.STATIC, cfg.hypernet_steps),
                 progress,
             )
-            trained.static_net, trained.costs[m.STATIC] = net, cost
+            trained.nets[m.STATIC], trained.costs[m.STATIC] = net, cost
         else:
             notes.append(f"{m.STATIC}: no training tasks, not trained")
     if m.EVO in wants and "evo" in cfg.tracks:
@@ -230,13 +241,12 @@ def train_models(
             net, cost = _train_hypernet(
                 base, encodings, evo_ex, out / "models" / "evo" / m.EVO, tcfg, progress
             )
-            assert isinstance(net, EvoHypernet)
-            trained.evo_net, trained.costs[m.EVO] = net, cost
+            trained.nets[m.EVO], trained.costs[m.EVO] = net, cost
         else:
             notes.append(f"{m.EVO}: no training tasks in the training repositories' histories")
     if m.NAMES in wants and "static" in cfg.tracks:
         if static_ex:
-            trained.names_net, trained.costs[m.NAMES] = _train_names(
+            trained.nets[m.NAMES], trained.costs[m.NAMES] = _train_names(
                 base, train_repos, static_ex, cfg, out, static_dir, trained, progress
             )
         else:
@@ -250,7 +260,7 @@ def train_models(
         gen, trained.costs[name] = _train_snapshot_generator(
             name, base, train_repos, static_enc, static_ex, cfg, out, progress
         )
-        trained.snapshot_nets[name] = gen
+        trained.nets[name] = gen
     if m.SHARED_LORA in wants:
         for track, examples in (("static", static_ex), ("evo", evo_ex)):
             if track not in cfg.tracks:
@@ -278,7 +288,7 @@ def _train_names(
     static_dir: Path,
     trained: Trained,
     progress: ProgressFn,
-) -> tuple[NamesHypernet, dict[str, Any]]:
+) -> tuple[Generator, dict[str, Any]]:
     """Code2LoRA-Names on the static track: the snapshots' vectors and names, started from the
     trained static hypernetwork when there is one (as the evolving one is, `evo_init`), so
     that the row differs from code2lora-static by the names memory."""
@@ -292,11 +302,9 @@ def _train_names(
     tcfg = _hypernet_config(cfg, m.NAMES, cfg.hypernet_steps)
     if cfg.evo_init != "scratch" and trained.static_net is not None:
         tcfg = replace(tcfg, init_from=str(static_dir), init_lr_scale=cfg.evo_init_lr_scale)
-    net, cost = _train_hypernet(
+    return _train_hypernet(
         base, encodings, examples, out / "models" / "static" / m.NAMES, tcfg, progress
     )
-    assert isinstance(net, NamesHypernet)
-    return net, cost
 
 
 def _train_snapshot_generator(
@@ -308,7 +316,7 @@ def _train_snapshot_generator(
     cfg: BenchConfig,
     out: Path,
     progress: ProgressFn,
-) -> tuple[ShineGenerator | DndGenerator, dict[str, Any]]:
+) -> tuple[Generator, dict[str, Any]]:
     """SHINE (on the training repositories' chunk texts) or DnD (on their chunk vectors, after
     collecting per-repository LoRA checkpoints), with the library's trainers."""
     d = out / "models" / "static" / name
@@ -326,8 +334,4 @@ def _train_snapshot_generator(
             keep=keep,
         )
         run = functools.partial(train_dnd, base, encodings, examples, d, tcfg, collect=collect)
-    gen, cost = _train_generator(
-        base, examples, d, tcfg, progress, lambda on_step: run(on_step=on_step)
-    )
-    assert isinstance(gen, ShineGenerator | DndGenerator)
-    return gen, cost
+    return _train_generator(base, examples, d, tcfg, progress, lambda on_step: run(on_step=on_step))

@@ -7,8 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from repo2lora.hypernet.evo import EvoHypernet
-from repo2lora.snapshot import DiffInput
+from repo2lora.hypernet.protocol import DiffInput, Generator, SnapshotInput, replay
 
 
 class StateWalk:
@@ -18,7 +17,7 @@ class StateWalk:
 
     def __init__(
         self,
-        net: EvoHypernet,
+        net: Generator,
         start_vectors: Callable[[], torch.Tensor],
         carried: Callable[[int], DiffInput],
         shown: Callable[[int], DiffInput] | None = None,
@@ -31,15 +30,15 @@ class StateWalk:
 
     def start(self) -> torch.Tensor:
         if self.h0 is None:
-            self.h0 = self.h = self.net.encode(self.start_vectors())
+            start = SnapshotInput(vectors=self.start_vectors())
+            self.h0 = self.h = self.net.encode_snapshot(start)
         return self.h0
 
     def _advance(self, step: int) -> torch.Tensor:
         h = self.h if self.h is not None else self.start()
-        while self.at < step:
-            self.at += 1
-            h = self.net.step(h, *self.carried(self.at))
-        self.h = h
+        todo = range(self.at + 1, step + 1)
+        self.h = h = replay(self.net, h, (self.carried(t) for t in todo))
+        self.at = max(self.at, step)
         return h
 
     def state(self, step: int) -> torch.Tensor:

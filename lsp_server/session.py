@@ -29,7 +29,6 @@ from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
-from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
@@ -105,7 +104,7 @@ def resolve_models(
 ) -> ServingModels:
     info = describe_base_model(model)
     hyper = load_hypernet(hypernet, info, target_modules)
-    if not isinstance(hyper.net, EvoHypernet):
+    if not hyper.net.stateful:
         raise UserError(
             f"{hyper.description} is a {hyper.net.generator_name} generator; the server follows "
             "history and needs a code2lora-evo checkpoint (or none, for the default)"
@@ -243,9 +242,8 @@ class Session:
                 self.encoder.model.to(self.config.device)
             prepare_for_decoding(self.encoder.model)  # the encoder shares the layout: no copy
             net = self.models.hyper.net
-            if net.reads_names:  # kept across updates: names read once are not read again
-                model, tok = self.encoder.model, self.encoder.tokenizer
-                self.name_probe = NameProbe(model, tok, net.cfg.names_tokens)
+            # kept across updates: names read once are not read again (None: reads no names)
+            self.name_probe = net.name_probe(self.encoder.model, self.encoder.tokenizer)
             with torch.no_grad():  # an adapter of the right shape; the slot starts neutral
                 template = self.models.hyper.net.generate(
                     torch.zeros(self.models.hyper.net.cfg.state_dim)

@@ -18,6 +18,7 @@ from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.protocol import DiffInput
 from repo2lora.models.loading import (
     BaseModelInfo,
     LoadedModel,
@@ -127,11 +128,6 @@ def adapter_dir(repo_root: str | Path, commit: str, hypernet_key: str, kind: str
     return Path(repo_root) / ".repo2lora" / "adapters" / f"{kind}-{commit[:12]}-{hypernet_key}"
 
 
-# what one GRU step reads: vectors brought in [n_in, d], taken out [n_out, d], and the counts
-# of added, removed and modified chunks
-DiffInput = tuple[torch.Tensor, torch.Tensor, tuple[int, int, int]]
-
-
 @dataclass
 class RepoContext:
     """What every step over one repository needs: the repository, the resolved base model
@@ -179,7 +175,8 @@ class RepoContext:
             return None
         if self.probe is None:
             loaded = self.model()
-            self.probe = NameProbe(loaded.model, loaded.tokenizer, net.cfg.names_tokens)
+            self.probe = net.name_probe(loaded.model, loaded.tokenizer)
+        assert self.probe is not None  # a generator that reads names has a probe
         return NameInput(names.names(), self.probe)
 
     def names_at(self, commit: git.Commit) -> NameIndex:

@@ -18,8 +18,8 @@ from evo_state.history import ancestors
 from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
-from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.name_memory import NameProbe
+from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
@@ -85,9 +85,9 @@ class UpdateResult:
         return d
 
 
-def _evo_net(ctx: RepoContext) -> EvoHypernet:
+def _evo_net(ctx: RepoContext) -> StaticHypernet:
     net = ctx.hyper.net
-    if not isinstance(net, EvoHypernet):
+    if not net.stateful:
         raise UserError(
             f"{ctx.hyper.description} is a {net.generator_name} generator; following history "
             "needs a code2lora-evo checkpoint (or none, for the default)"
@@ -97,7 +97,7 @@ def _evo_net(ctx: RepoContext) -> EvoHypernet:
 
 def can_follow_history(hyper: LoadedHypernet) -> bool:
     """Whether `hyper` keeps an evolving state (a code2lora-evo network)."""
-    return isinstance(hyper.net, EvoHypernet)
+    return hyper.net.stateful
 
 
 def start_state(store: Store, commit: str, hypernet_key: str) -> StateRecord | None:

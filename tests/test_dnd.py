@@ -20,6 +20,7 @@ from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_h
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, LoraTokenizer, select_prompts
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.models.loading import LoadedModel
+from repo2lora.stateless_snapshot import repo_adapter as dnd_repo_adapter
 from repo2lora.tasks.training_data import TrainingData, build_training_data
 from repo2lora.training.baselines import LoraTrainConfig
 from repo2lora.training.data import TaskExample
@@ -27,12 +28,11 @@ from repo2lora.training.dnd_trainer import (
     CollectConfig,
     DndLoss,
     collect_lora_checkpoints,
-    dnd_repo_adapter,
     train_collecting,
     train_dnd,
 )
-from repo2lora.training.hypernet_trainer import TrainConfig
 from repo2lora.training.loop import TrainResult
+from repo2lora.training.shared import TrainConfig
 from repo_encoder.errors import UserError
 from tests.cli import run_json
 from tests.generator_checks import assert_cli_snapshot_matches

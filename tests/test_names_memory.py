@@ -21,7 +21,8 @@ from repo2lora.tasks.datasets import encode_repo
 from repo2lora.tasks.synthetic import generate_suite
 from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.data import TaskExample, target_nll, tokenize_examples
-from repo2lora.training.hypernet_trainer import TrainConfig, train_hypernet
+from repo2lora.training.hypernet_trainer import train_hypernet
+from repo2lora.training.shared import TrainConfig
 
 _WORD = re.compile(r"[A-Za-z_]\w*")
 

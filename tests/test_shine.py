@@ -18,15 +18,16 @@ from repo2lora.hypernet.checkpoint import build_hypernet, load_generator, load_h
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator, chunk_token_ids, pack_context
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.models.loading import LoadedModel
+from repo2lora.stateless_snapshot import repo_adapter as shine_repo_adapter
 from repo2lora.tasks.training_data import TrainingData, build_training_data
 from repo2lora.training.data import TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, _tokens
 from repo2lora.training.loop import TrainResult
+from repo2lora.training.shared import TrainConfig
+from repo2lora.training.shared import tokenize_batch as _tokens
 from repo2lora.training.shine_trainer import (
     ShineLoss,
     default_shine_config,
     repo_chunk_texts,
-    shine_repo_adapter,
     train_shine,
 )
 from repo_encoder.errors import UserError

@@ -22,7 +22,9 @@ from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, _tokens, train_hypernet
+from repo2lora.training.hypernet_trainer import HypernetLoss, train_hypernet
+from repo2lora.training.shared import TrainConfig
+from repo2lora.training.shared import tokenize_batch as _tokens
 from repo_encoder.errors import UserError
 from tests.cli import ENV
 
@@ -283,7 +285,7 @@ def test_lora_baselines_train_save_and_load(suite: list[Path], tmp_path: Path) -
 
 
 def test_window_examples_are_a_seeded_sample_not_the_earliest() -> None:
-    from repo2lora.training.hypernet_trainer import sample_in_order
+    from repo2lora.training.shared import sample_in_order
 
     items = list(range(100))
     picked = sample_in_order(items, 10, (0, 3, 1))

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -51,8 +51,9 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
     base = load_base_model(info)
     hyper = load_hypernet(hypernet, info, generator="code2lora-names")
     net = hyper.net
-    if not isinstance(net, NamesHypernet):
+    if not net.reads_names:
         raise SystemExit(f"{hypernet} is a {net.generator_name} checkpoint, not code2lora-names")
+    net = cast(NamesHypernet, net)  # the kind that reads names: its memory is timed below
     if hyper.untrained:  # an untrained memory's gain is zero; timing is the same either way
         with torch.no_grad():
             net.names.gain.fill_(0.1)

@@ -28,7 +28,8 @@ from repo2lora.tasks.synthetic import generate_suite
 from repo2lora.tasks.training_data import build_training_data
 from repo2lora.training.baselines import LoraTrainConfig, fresh_copy, train_lora_baseline
 from repo2lora.training.data import TaskExample, pad_vector_sets, per_example_nll, tokenize_examples
-from repo2lora.training.hypernet_trainer import HypernetLoss, TrainConfig, train_hypernet
+from repo2lora.training.hypernet_trainer import HypernetLoss, train_hypernet
+from repo2lora.training.shared import TrainConfig
 
 
 def _median_time(fn: Any, repeats: int) -> float:

@@ -14,7 +14,6 @@ from typing import Generic, TypeVar, overload
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from repo2lora.adapters.targets import (
     DEFAULT_TARGETS,
@@ -26,10 +25,11 @@ from repo2lora.adapters.targets import (
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator
 from repo2lora.hypernet.evo import EvoHypernet
 from repo2lora.hypernet.names import NamesHypernet
+from repo2lora.hypernet.protocol import Generator
 from repo2lora.hypernet.shine import ShineConfig, ShineGenerator
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models import embedded
-from repo2lora.models.loading import BaseModelInfo
+from repo2lora.models.loading import BaseModelInfo, describe_base_model
 from repo_encoder.errors import UserError
 
 WEIGHTS = "hypernet.safetensors"
@@ -38,7 +38,14 @@ FORMAT = "repo2lora-hypernet"
 FORMAT_VERSION = 1
 
 GeneratorConfig = HypernetConfig | ShineConfig | DndConfig
-Generator = StaticHypernet | ShineGenerator | DndGenerator
+BuiltGenerator = StaticHypernet | ShineGenerator | DndGenerator
+# every kind by its name (`--generator`, the checkpoint card's `generator`)
+KINDS: dict[str, type[BuiltGenerator]] = {
+    cls.generator_name: cls
+    for cls in (StaticHypernet, EvoHypernet, NamesHypernet, ShineGenerator, DndGenerator)
+}
+# kinds that make one adapter per snapshot and keep no stored state (SHINE, DnD)
+STATELESS_KINDS: tuple[str, ...] = tuple(k for k, c in KINDS.items() if not c.stores_state)
 # generators whose input is not a chunk-vector state: a card names them by `generator`
 _OTHER_CONFIGS: dict[str, type[ShineConfig] | type[DndConfig]] = {
     ShineGenerator.generator_name: ShineConfig,
@@ -46,7 +53,7 @@ _OTHER_CONFIGS: dict[str, type[ShineConfig] | type[DndConfig]] = {
 }
 
 
-G = TypeVar("G", bound=nn.Module)
+G = TypeVar("G", bound=Generator)
 
 
 @dataclass
@@ -94,13 +101,13 @@ def build_hypernet(cfg: HypernetConfig, base: BaseModelInfo) -> StaticHypernet: 
 def build_hypernet(cfg: ShineConfig, base: BaseModelInfo) -> ShineGenerator: ...
 @overload
 def build_hypernet(cfg: DndConfig, base: BaseModelInfo) -> DndGenerator: ...
-def build_hypernet(cfg: GeneratorConfig, base: BaseModelInfo) -> Generator:
+def build_hypernet(cfg: GeneratorConfig, base: BaseModelInfo) -> BuiltGenerator:
     """The generator `cfg.generator` names, for the projections of `base` that
     `cfg.target_modules` chooses; the built generator's config records their module types."""
     skeleton = weightless_model(base.config)
     targets = select_targets(skeleton, cfg.target_modules)
     cfg = replace(cfg, target_modules=tuple(sorted({t.module_type for t in targets})))
-    net: Generator
+    net: BuiltGenerator
     if isinstance(cfg, ShineConfig):
         net = ShineGenerator(cfg, targets)
     elif isinstance(cfg, DndConfig):
@@ -203,6 +210,38 @@ def shipped_hypernet_dir(base: BaseModelInfo, generator: str) -> Path | None:
     rel = embedded.HYPERNETS.get(generator)
     d = embedded.DEFAULT_DIR / rel if rel is not None else None
     return d if d is not None and (d / CARD).is_file() else None
+
+
+def check_generator_kind(spec: str, wanted: str) -> None:
+    """`--hypernet spec` with `--generator wanted`: a UserError unless the checkpoint holds that
+    kind (code2lora-static and -evo checkpoints stand in for each other)."""
+    found = card_generator(spec)
+    same_family = {found, wanted} <= {"code2lora-static", "code2lora-evo"}
+    if found is not None and found != wanted and not same_family:
+        raise UserError(
+            f"{spec} holds a {found} generator, not {wanted}; drop --generator or pass a "
+            f"{wanted} checkpoint"
+        )
+
+
+def keeps_state(generator: str | None, hypernet: str | None) -> bool:
+    """Whether `--generator` / the `--hypernet` checkpoint name a kind whose snapshot is a
+    stored state (code2lora), rather than one adapter per snapshot (SHINE, DnD)."""
+    if generator in STATELESS_KINDS:
+        return False
+    return not (hypernet and card_generator(hypernet) in STATELESS_KINDS)
+
+
+def snapshot_hypernet(model: str | None, hypernet: str | None, generator: str | None) -> str | None:
+    """The checkpoint `repo2lora snapshot` uses for a stored-state kind: `--hypernet` (checked
+    against `--generator`), else for code2lora-static the shipped one when the base model is
+    the embedded default (None: the default `load_hypernet` picks)."""
+    if generator is not None and hypernet:
+        check_generator_kind(hypernet, generator)
+    if generator == "code2lora-static" and not hypernet:
+        shipped = shipped_hypernet_dir(describe_base_model(model), "code2lora-static")
+        return str(shipped) if shipped is not None else None
+    return hypernet
 
 
 def card_generator(spec: str) -> str | None:

@@ -12,7 +12,7 @@ with the generator as buffers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.protocol import SnapshotInput, describe_generator
+from repo_encoder.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,15 @@ class HyperConvBlock(nn.Module):
 
 class DndGenerator(nn.Module):
     """Prompt vectors [N, d] -> LoRA. `encode` picks the prompts from a repository's chunk
-    vectors; `generate` decodes them; `predict_tokens` is what training fits."""
+    vectors; `generate` decodes them; `predict_tokens` is what training fits. Implements
+    `protocol.Generator` (no vector state: one adapter per snapshot)."""
 
     generator_name = "dnd"
+    stateful = False
+    stores_state = False
+    reads_names = False
+    reads_texts = False
+    trainer = "dnd"
     token_mean: torch.Tensor  # buffers: [T, D], [T, 1], [T, D] bool
     token_scale: torch.Tensor
     token_mask: torch.Tensor
@@ -198,14 +207,28 @@ class DndGenerator(nn.Module):
         tokens = self.predict_tokens(prompts) * self.token_scale + self.token_mean
         return self.lora_tokens.batched(tokens * self.token_mask)
 
-    def generate(self, condition: torch.Tensor) -> LoraWeights:
-        """One repository's adapter from its condition [N, d] (`encode`)."""
-        return batched_to_weights(
-            self(condition[None]), self.targets, self.cfg.rank, self.cfg.alpha
-        )
+    def encode_snapshot(self, snapshot: SnapshotInput) -> torch.Tensor:
+        """A snapshot's condition [N, d]: prompts picked from its chunk vectors, on the
+        generator's device."""
+        if snapshot.vectors is None:
+            raise ValueError("dnd reads chunk vectors; none were given")
+        return self.encode(snapshot.vectors).to(self.token_mean.device)
 
-    @torch.no_grad()
-    def generate_from_vectors(self, vectors: torch.Tensor) -> LoraWeights:
-        """One repository's adapter from its chunk vectors [k, d]: what the CLI, the benchmark
-        and evaluation all call."""
-        return self.generate(self.encode(vectors).to(self.token_mean.device)).detached()
+    def step(
+        self,
+        h: torch.Tensor,
+        brought_in: torch.Tensor,
+        taken_out: torch.Tensor,
+        counts: tuple[int, int, int],
+    ) -> torch.Tensor:
+        raise UserError("a dnd generator has no evolving state to follow history with")
+
+    def generate(self, state: torch.Tensor, names: NameInput | None = None) -> LoraWeights:
+        """One repository's adapter from its condition [N, d] (`encode_snapshot`)."""
+        return batched_to_weights(self(state[None]), self.targets, self.cfg.rank, self.cfg.alpha)
+
+    def name_probe(self, base_model: Any, tokenizer: Any) -> NameProbe | None:
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return describe_generator(self)

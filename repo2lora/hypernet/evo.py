@@ -15,6 +15,7 @@ class EvoHypernet(StaticHypernet):
     `generate` reads any state with the shared LoRA head."""
 
     generator_name = "code2lora-evo"
+    stateful = True
 
     def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
         super().__init__(cfg, targets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import LoraTarget
@@ -36,6 +37,9 @@ class NamesHypernet(EvoHypernet):
     @property
     def scaling(self) -> float:
         return self.cfg.alpha / self.cfg.rank
+
+    def names_parameters(self) -> list[nn.Parameter]:
+        return list(self.names.parameters())
 
     def names_pair(self, names: NameInput | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's pair for one repository, A [R, hidden] and B [vocab, R], in the units

@@ -21,7 +21,10 @@ from repo2lora.adapters.functional import BatchedLora, batched_to_weights, funct
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.protocol import SnapshotInput, describe_generator
 from repo_encoder.chunk import Chunk
+from repo_encoder.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -189,9 +192,15 @@ class LayerReadout(nn.Module):
 
 
 class ShineGenerator(nn.Module):
-    """Repository context (token ids) -> LoRA, reading it with the frozen base model."""
+    """Repository context (token ids) -> LoRA, reading it with the frozen base model;
+    implements `protocol.Generator` (no vector state: one adapter per snapshot)."""
 
     generator_name = "shine"
+    stateful = False
+    stores_state = False
+    reads_names = False
+    reads_texts = True
+    trainer = "shine"
 
     def __init__(self, cfg: ShineConfig, targets: list[LoraTarget]) -> None:
         super().__init__()
@@ -240,15 +249,32 @@ class ShineGenerator(nn.Module):
     def forward(self, base_model: Any, contexts: list[list[int]]) -> BatchedLora:
         return self.readout(self.mapper(self.read_memory(base_model, contexts)))
 
-    def generate(self, base_model: Any, context: list[int]) -> LoraWeights:
-        """One repository's adapter from its packed context (`pack_context`)."""
-        return batched_to_weights(
-            self(base_model, [context]), self.targets, self.cfg.rank, self.cfg.alpha
-        )
+    def encode_snapshot(self, snapshot: SnapshotInput) -> torch.Tensor:
+        """The memory tokens' hidden states [L, M, H] after the base model read the snapshot's
+        chunk texts, packed with seed 0 (the same context every run)."""
+        if snapshot.base_model is None or snapshot.tokenizer is None:
+            raise ValueError("shine reads the chunk texts with the base model; none was given")
+        texts = chunk_texts(snapshot.chunks)
+        ids = chunk_token_ids(snapshot.tokenizer, texts, self.cfg.chunk_tokens)
+        context = pack_context(ids, self.cfg.context_tokens)
+        return self.read_memory(snapshot.base_model, [context])[0]
 
-    @torch.no_grad()
-    def generate_from_texts(self, base_model: Any, tokenizer: Any, texts: list[str]) -> LoraWeights:
-        """One repository's adapter from its chunk texts (`chunk_texts`): what the CLI, the
-        benchmark and evaluation all call."""
-        ids = chunk_token_ids(tokenizer, texts, self.cfg.chunk_tokens)
-        return self.generate(base_model, pack_context(ids, self.cfg.context_tokens)).detached()
+    def step(
+        self,
+        h: torch.Tensor,
+        brought_in: torch.Tensor,
+        taken_out: torch.Tensor,
+        counts: tuple[int, int, int],
+    ) -> torch.Tensor:
+        raise UserError("a shine generator has no evolving state to follow history with")
+
+    def generate(self, state: torch.Tensor, names: NameInput | None = None) -> LoraWeights:
+        """One repository's adapter from its memory states [L, M, H] (`encode_snapshot`)."""
+        batched = self.readout(self.mapper(state[None]))
+        return batched_to_weights(batched, self.targets, self.cfg.rank, self.cfg.alpha)
+
+    def name_probe(self, base_model: Any, tokenizer: Any) -> NameProbe | None:
+        return None
+
+    def describe(self) -> dict[str, object]:
+        return describe_generator(self)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -16,7 +16,9 @@ from repo2lora.adapters.functional import BatchedLora, batched_to_weights
 from repo2lora.adapters.targets import DEFAULT_TARGETS, LoraTarget, module_shapes, param_key
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.config import JsonConfig
-from repo2lora.hypernet.name_memory import NameInput
+from repo2lora.hypernet.name_memory import NameInput, NameProbe
+from repo2lora.hypernet.protocol import SnapshotInput, describe_generator
+from repo_encoder.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -183,10 +185,15 @@ class LoraHead(nn.Module):
 
 
 class StaticHypernet(nn.Module):
-    """Code2LoRA-Static: `encode` a chunk-vector set to a state, `generate` LoRA from a state."""
+    """Code2LoRA-Static: `encode` a chunk-vector set to a state, `generate` LoRA from a state.
+    The base of the vector-state family (evo, names); implements `protocol.Generator`."""
 
     generator_name = "code2lora-static"
+    stateful = False  # no diff step: code2lora-evo adds it
+    stores_state = True
     reads_names = False  # whether `generate` uses the repository's names (code2lora-names)
+    reads_texts = False
+    trainer = "code2lora"
 
     def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget]) -> None:
         super().__init__()
@@ -211,6 +218,38 @@ class StaticHypernet(nn.Module):
             mask = torch.ones(vectors.shape[:2], dtype=torch.bool, device=self.device)
         state = self.encoder(vectors, mask.to(self.device))
         return state[0] if single else state
+
+    def encode_snapshot(self, snapshot: SnapshotInput) -> torch.Tensor:
+        """h_0 of a snapshot: its chunk vectors pooled [state_dim]."""
+        if snapshot.vectors is None:
+            raise ValueError(f"{self.generator_name} reads chunk vectors; none were given")
+        return self.encode(snapshot.vectors)
+
+    def step(
+        self,
+        h: torch.Tensor,
+        brought_in: torch.Tensor,
+        taken_out: torch.Tensor,
+        counts: tuple[int, int, int],
+    ) -> torch.Tensor:
+        """A static hypernetwork has no diff step (`stateful` is False)."""
+        raise UserError(
+            f"a {self.generator_name} generator has no evolving state to follow history with; "
+            "use a code2lora-evo checkpoint"
+        )
+
+    def name_probe(self, base_model: Any, tokenizer: Any) -> NameProbe | None:
+        """The probe the names memory reads through (None: this generator reads no names)."""
+        if not self.reads_names:
+            return None
+        return NameProbe(base_model, tokenizer, self.cfg.names_tokens)
+
+    def names_parameters(self) -> list[nn.Parameter]:
+        """The names memory's parameters (none here), which training gives their own rate."""
+        return []
+
+    def describe(self) -> dict[str, object]:
+        return describe_generator(self)
 
     def generate(self, state: torch.Tensor, names: NameInput | None = None) -> LoraWeights:
         """One repository's adapter from its state [state_dim] (`names`: for generators that

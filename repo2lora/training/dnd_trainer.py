@@ -1,8 +1,7 @@
 """Trains the DnD-style generator: first a collection of LoRA checkpoints, saved along a plain
 peft LoRA's training on each repository's examples (the per-repository baseline, same init for
 every repository); then the hyper-convolutional decoder, by masked MSE between its tokens for a
-random batch of the repository's prompt vectors and a checkpoint of that repository. Also the
-function that turns one repository into a DnD adapter (for the CLI and the benchmark).
+random batch of the repository's prompt vectors and a checkpoint of that repository.
 
 The decoder loop runs under `accelerate launch` like the other trainers; its schedule and each
 sample's prompt draw are pure functions of (seed, step), so a resumed run repeats exactly."""
@@ -20,7 +19,6 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from evo_state.store import open_store
 from repo2lora.adapters.defaults import default_alpha
 from repo2lora.adapters.functional import BatchedLora
 from repo2lora.adapters.peft_dir import peft_state_dict
@@ -34,14 +32,11 @@ from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.dnd import DndConfig, DndGenerator, select_prompts
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.training.baselines import LoraTrainConfig, train_lora
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo2lora.training.hypernet_trainer import TrainConfig, static_schedule
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult
 from repo2lora.training.placement import make_accelerator
-from repo2lora.training.shine_trainer import RepoAdapter, evaluate_adapters
-from repo_encoder.snapshot import resolve_commit
+from repo2lora.training.shared import TrainConfig, evaluate_adapters, static_schedule
 
 COLLECTION = "collection.json"
 
@@ -346,27 +341,3 @@ def train_dnd(
     res.eval["decoder_seconds"] = time.perf_counter() - t1
     res.seconds = time.perf_counter() - t0
     return res
-
-
-def dnd_repo_adapter(
-    path: str | Path,
-    base: LoadedModel,
-    net: DndGenerator,
-    out_dir: str | Path | None = None,
-    rev: str = "HEAD",
-    config: SnapshotConfig | None = None,
-) -> RepoAdapter:
-    """The DnD adapter of `rev` of the repository at `path` (written as a PEFT directory when
-    `out_dir` is given): its prompts are the snapshot's chunk vectors, read from the
-    repository's vector cache (`.repo2lora/state.db`) or encoded by the base model."""
-    t = time.perf_counter()
-    ctx = open_context(path, config=config, loaded_model=base, with_hypernet=False)
-    commit = resolve_commit(ctx.repo, rev)
-    with open_store(ctx.root) as store:
-        vectors = encode_snapshot(ctx, store, commit).encoded.vectors
-    read = time.perf_counter() - t
-    t = time.perf_counter()
-    weights = net.generate_from_vectors(vectors)
-    seconds = {"read": read, "generate": time.perf_counter() - t}
-    n = int(vectors.shape[0])
-    return RepoAdapter.made(commit.hexsha, "dnd", weights, base, out_dir, seconds, n)

@@ -9,81 +9,33 @@ any process and a resumed run repeats exactly what an uninterrupted one would ha
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from repo2lora.adapters.defaults import DEFAULT_RANK, default_alpha
-from repo2lora.adapters.functional import functional_lora
-from repo2lora.adapters.targets import DEFAULT_TARGETS
+from repo2lora.adapters.defaults import default_alpha
 from repo2lora.hypernet.checkpoint import build_hypernet, load_generator
-from repo2lora.hypernet.evo import EvoHypernet
-from repo2lora.hypernet.name_memory import NameInput, NameProbe
-from repo2lora.hypernet.names import NamesHypernet
+from repo2lora.hypernet.name_memory import NameInput
+from repo2lora.hypernet.protocol import replay
 from repo2lora.hypernet.static import HypernetConfig, StaticHypernet
 from repo2lora.models.loading import LoadedModel
-from repo2lora.training.data import (
-    RepoEncoding,
-    TaskExample,
-    pad_vector_sets,
-    target_nll,
-    tokenize_examples,
-    with_target_end,
-)
+from repo2lora.training.data import RepoEncoding, TaskExample, pad_vector_sets, target_nll
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 from repo2lora.training.placement import checkpoints_layers, make_accelerator
+from repo2lora.training.shared import (
+    TrainConfig,
+    lm_loss_sum,
+    sample_in_order,
+    shard_batch,
+    static_schedule,
+    tokenize_batch,
+)
 from repo_encoder.errors import UserError
 from repo_encoder.names import RepoName
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The knobs of a hypernetwork training run."""
-
-    generator: str = "code2lora-static"  # or "code2lora-evo", "code2lora-names"
-    steps: int = 200
-    batch_size: int = 8  # global: examples per step (static) / windows per step (evo)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    max_prompt_tokens: int = 256
-    max_target_tokens: int = 32
-    tbptt_window: int = 16
-    checkpoint_every: int = 50
-    eval_every: int = 50
-    seed: int = 0
-    rank: int = DEFAULT_RANK
-    # `attention`, `all-linear` or module names (`targets.select_targets`)
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
-    layer_conditioning: str = "embedding"
-    # the shipped untrained default starts B near zero (1e-3) so it barely moves the model; a
-    # training run starts wider, or the bound itself takes hundreds of steps to open up
-    b_init_bound: float = 0.05
-    # chunk vectors centred/scaled by the training corpus' statistics. Off by default: on the ci
-    # suite it spreads the adapters (pairwise cosine 1.00 -> 0.70) but overfits the few training
-    # repositories (cross-repo target NLL 4.83 -> 5.06)
-    standardize: bool = False
-    # also train on what closes each target (`data.target_end`: ")" after `pytest.raises(X`),
-    # so completions learn to stop; None: for code2lora-names, whose memory raises a name's
-    # tokens wherever they fit and would otherwise go on after a name is written
-    target_end: bool | None = None
-    # code2lora-names: the LM head pair's rank and the most names its memory holds
-    names_rank: int = HypernetConfig.names_rank
-    names_max: int = HypernetConfig.names_max
-    names_lr_scale: float = 3.0  # the names memory learns at `lr` times this
-    # evo and names only: start the snapshot encoder and LoRA head (and, from an evolving
-    # checkpoint, the GRU step) from this trained hypernetwork (a checkpoint directory), so that
-    # h_0 is its state and training starts from its adapter; what was copied then learns at
-    # `lr * init_lr_scale` (0: frozen, only the new parts learn)
-    init_from: str | None = None
-    init_lr_scale: float = 0.1
-    precision: str = "auto"  # "bf16" autocast (auto: on CUDA), "fp32"
-    gradient_checkpointing: str = "auto"  # of the frozen base's layers (auto: on CUDA)
 
 
 class HypernetLoss(nn.Module):
@@ -102,13 +54,9 @@ class HypernetLoss(nn.Module):
         """Summed target-token NLL of each example under the LoRA generated from its state
         (and, for a generator that reads them, its repository's names: `batch["names"]`)."""
         batched, targets = self.net.batched_lora(states, batch.get("names"))
-        base = self._base
-        device = base.get_input_embeddings().weight.device
-        tok = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+        tok = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "n_target")}
         scaling = self.net.cfg.alpha / self.net.cfg.rank
-        with functional_lora(base, targets, batched, scaling, self.checkpoint_layers):
-            nll = target_nll(base, **tok)  # [b] mean per token
-        return (nll * batch["n_target"].to(nll.device)).sum()
+        return lm_loss_sum(self._base, targets, scaling, batched, tok, self.checkpoint_layers)
 
     def forward(self, kind: str, **batch: Any) -> torch.Tensor:
         if kind == "static":
@@ -119,16 +67,13 @@ class HypernetLoss(nn.Module):
 
     def _evo_window(self, batch: dict[str, Any]) -> torch.Tensor:
         net = self.net
-        assert isinstance(net, EvoHypernet)
         enc: RepoEncoding = batch["repo"]
         start, end = batch["start"], batch["end"]  # steps (start, end]; step 0 is h_0
         if start == 0:
             h = net.encode(enc.vectors)
         else:
             with torch.no_grad():  # truncated BPTT: the window starts from a replayed state
-                h = net.encode(enc.vectors)
-                for t in range(1, start + 1):
-                    h = net.step(h, *enc.diffs[t - 1])
+                h = replay(net, net.encode(enc.vectors), enc.diffs[:start])
         states = {0: h} if start == 0 else {}
         for t in range(start + 1, end + 1):
             h = net.step(h, *enc.diffs[t - 1])
@@ -138,63 +83,6 @@ class HypernetLoss(nn.Module):
             return sum(p.sum() for p in net.parameters()) * 0.0  # type: ignore[return-value]
         st = torch.stack([states[s] for s in steps])
         return self.lm_loss_sum(st, batch)
-
-
-def learns_target_end(cfg: TrainConfig) -> bool:
-    return cfg.target_end if cfg.target_end is not None else cfg.generator == "code2lora-names"
-
-
-def _tokens(
-    tokenizer: Any, examples: list[TaskExample], cfg: TrainConfig
-) -> dict[str, torch.Tensor]:
-    if learns_target_end(cfg):
-        examples = with_target_end(examples)
-    tb = tokenize_examples(tokenizer, examples, cfg.max_prompt_tokens, cfg.max_target_tokens)
-    n_target = (tb.labels[:, 1:] != -100).sum(1).float()
-    return {
-        "input_ids": tb.input_ids,
-        "attention_mask": tb.attention_mask,
-        "labels": tb.labels,
-        "n_target": n_target,
-    }
-
-
-def static_schedule(n: int, step: int, batch_size: int, seed: int) -> list[int]:
-    """Example indices of global step `step`: epochs of seeded permutations, concatenated."""
-    out: list[int] = []
-    pos = step * batch_size
-    while len(out) < batch_size:
-        epoch, offset = divmod(pos, n)
-        perm = list(range(n))
-        random.Random(seed * 1_000_003 + epoch).shuffle(perm)
-        take = min(batch_size - len(out), n - offset)
-        out += perm[offset : offset + take]
-        pos += take
-    return out
-
-
-def shard_batch(
-    tokenizer: Any, examples: list[TaskExample], step: int, cfg: TrainConfig, rank: int, world: int
-) -> tuple[list[TaskExample], dict[str, torch.Tensor], float]:
-    """This process's share of global step `step`'s batch, tokenised, and the global batch's
-    target tokens (the whole batch is tokenised again only when other processes share it)."""
-    idx = static_schedule(len(examples), step, cfg.batch_size, cfg.seed)
-    mine = [examples[i] for i in idx[rank::world]]
-    tok = _tokens(tokenizer, mine, cfg)
-    if world == 1:
-        return mine, tok, float(tok["n_target"].sum())
-    whole = _tokens(tokenizer, [examples[i] for i in idx], cfg)
-    return mine, tok, float(whole["n_target"].sum())
-
-
-def sample_in_order(items: list[Any], k: int, key: tuple[int, ...]) -> list[Any]:
-    """At most `k` of `items`, drawn uniformly by a generator seeded from `key` (the run's seed,
-    the step, the window), kept in their original order. A window's later commits are as likely
-    to be picked as its first ones."""
-    if len(items) <= k:
-        return items
-    rng = random.Random(":".join(map(str, key)))  # str seeds are hashed stably (sha512)
-    return [items[i] for i in sorted(rng.sample(range(len(items)), k))]
 
 
 def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
@@ -209,14 +97,14 @@ def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, 0)
 
 
-def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> set[str]:
+def start_from_static(net: StaticHypernet, static_dir: str, base: LoadedModel) -> set[str]:
     """Copy a trained hypernetwork's encoder and LoRA head into `net` (their configs must
     agree): a code2lora-static one into an evolving or names `net`, and for a names `net` also a
     code2lora-evo one (its GRU step too). Returns the names of the parameters copied."""
     static = load_generator(static_dir, base.info, net.cfg.target_modules).net
     wants = "code2lora-static or code2lora-evo" if net.reads_names else "code2lora-static"
-    fits = isinstance(static, StaticHypernet) and not static.reads_names
-    if not fits or (isinstance(static, EvoHypernet) and not net.reads_names):
+    fits = static.stores_state and not static.reads_names
+    if not fits or (static.stateful and not net.reads_names):
         raise UserError(
             f"{static_dir} holds a {static.generator_name} generator; --init-from needs a "
             f"{wants} checkpoint"
@@ -231,7 +119,9 @@ def start_from_static(net: EvoHypernet, static_dir: str, base: LoadedModel) -> s
     return set(state)
 
 
-def _started_groups(net: EvoHypernet, cfg: TrainConfig, copied: set[str]) -> list[dict[str, Any]]:
+def _started_groups(
+    net: StaticHypernet, cfg: TrainConfig, copied: set[str]
+) -> list[dict[str, Any]]:
     """Optimizer groups of a run started from another: what is new (the GRU step, the names
     memory) at `lr`, what was copied at `lr * init_lr_scale` (frozen when that is 0 or less)."""
     new = [p for k, p in net.named_parameters() if k not in copied]
@@ -247,11 +137,11 @@ def _names_apart(
     net: StaticHypernet, groups: list[dict[str, Any]], cfg: TrainConfig
 ) -> list[dict[str, Any]]:
     """The names memory's parameters in a group of their own at `lr * names_lr_scale`."""
-    if not isinstance(net, NamesHypernet):
+    if not net.reads_names:
         return groups
-    mine = {id(p) for p in net.names.parameters()}
+    mine = {id(p) for p in net.names_parameters()}
     out = [{**g, "params": [p for p in g["params"] if id(p) not in mine]} for g in groups]
-    memory = [p for p in net.names.parameters() if p.requires_grad]
+    memory = [p for p in net.names_parameters() if p.requires_grad]
     return [g for g in out if g["params"]] + [{"params": memory, "lr": cfg.lr * cfg.names_lr_scale}]
 
 
@@ -261,9 +151,7 @@ class NameInputs:
 
     def __init__(self, net: StaticHypernet, base: LoadedModel, encodings: dict[str, RepoEncoding]):
         self.encodings = encodings
-        self.probe = (
-            NameProbe(base.model, base.tokenizer, net.cfg.names_tokens) if net.reads_names else None
-        )
+        self.probe = net.name_probe(base.model, base.tokenizer)
         self._lists: dict[tuple[str, int], list[RepoName]] = {}
 
     def __call__(self, examples: list[TaskExample]) -> list[NameInput | None] | None:
@@ -310,16 +198,12 @@ def evaluate(
     gen_sum = base_sum = n_sum = 0.0
     for i in range(0, len(examples), 16):
         part = examples[i : i + 16]
-        tok: dict[str, Any] = dict(_tokens(tokenizer, part, cfg))
+        tok: dict[str, Any] = dict(tokenize_batch(tokenizer, part, cfg))
         tok["names"] = names_of(part) if names_of is not None else None
         states = []
         for ex in part:
             enc = encodings[ex.repo]
-            h = net.encode(enc.vectors)
-            if ex.step > 0 and isinstance(net, EvoHypernet):
-                for t in range(1, ex.step + 1):
-                    h = net.step(h, *enc.diffs[t - 1])
-            states.append(h)
+            states.append(replay(net, net.encode(enc.vectors), enc.diffs[: max(ex.step, 0)]))
         gen_sum += float(loss_module.lm_loss_sum(torch.stack(states), tok))
         device = base.get_input_embeddings().weight.device
         ids, mask, labels = (tok[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
@@ -363,7 +247,8 @@ def train_hypernet(
     if hcfg.standardize:  # a resume loads the same statistics
         net.encoder.fit_standardization(corpus_vectors(encodings))
     if cfg.init_from is not None:
-        assert isinstance(net, EvoHypernet)
+        if not net.stateful:
+            raise UserError("--init-from starts an evolving hypernetwork (code2lora-evo, -names)")
         groups = _started_groups(net, cfg, start_from_static(net, cfg.init_from, base))
     else:
         groups = [{"params": list(net.parameters())}]
@@ -403,7 +288,7 @@ def train_hypernet(
             batch: dict[str, Any] = {"repo": encodings[repo], "start": s0, "end": s1}
             batch["steps"] = [e.step for e in exs]
             if exs:
-                batch.update(_tokens(base.tokenizer, exs, cfg))
+                batch.update(tokenize_batch(base.tokenizer, exs, cfg))
                 batch["names"] = names_of(exs)
                 n_tok += float(batch["n_target"].sum())
             loss_sum = loss_sum + model("evo", **batch)

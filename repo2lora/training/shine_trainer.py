@@ -1,8 +1,7 @@
 """Trains the SHINE-style generator end to end on the LM loss of target tokens: the frozen base
 model reads each repository's chunk texts (memory tokens appended, meta-LoRA active), the
 generated LoRA is applied functionally to the same frozen model for that repository's examples,
-and gradients reach only the generator. Also: the held-out evaluation shared with DnD, and the
-function that turns one repository into a SHINE adapter (for the CLI and the benchmark).
+and gradients reach only the generator. Also: a repository's chunk texts, what it trains on.
 
 Like the code2lora trainer, it runs as one CPU process by default and unchanged under
 `accelerate launch` (each process takes its share of a step's examples); the schedule, and the
@@ -12,9 +11,8 @@ run repeats what an uninterrupted one would have done."""
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +20,7 @@ import torch
 from torch import nn
 
 from repo2lora.adapters.defaults import default_alpha
-from repo2lora.adapters.functional import BatchedLora, functional_lora
-from repo2lora.adapters.targets import LoraTarget
-from repo2lora.adapters.weights import LoraWeights
+from repo2lora.adapters.functional import BatchedLora
 from repo2lora.hypernet.checkpoint import build_hypernet
 from repo2lora.hypernet.shine import (
     ShineConfig,
@@ -34,15 +30,11 @@ from repo2lora.hypernet.shine import (
     pack_context,
 )
 from repo2lora.models.loading import LoadedModel
-from repo2lora.snapshot import SnapshotConfig, save_adapter
-from repo2lora.training.data import TaskExample, target_nll
-from repo2lora.training.hypernet_trainer import (
-    TrainConfig,
-    _tokens,
-    shard_batch,
-)
+from repo2lora.snapshot import SnapshotConfig
+from repo2lora.training.data import TaskExample
 from repo2lora.training.loop import StepLog, StepOutcome, TrainingRun, TrainResult, freeze_base
 from repo2lora.training.placement import checkpoints_layers, make_accelerator
+from repo2lora.training.shared import TrainConfig, evaluate_adapters, lm_loss_sum, shard_batch
 from repo_encoder.chunker import chunk_files
 from repo_encoder.snapshot import open_repository, read_snapshot, resolve_commit
 
@@ -77,7 +69,7 @@ def default_shine_config(base: LoadedModel, cfg: TrainConfig) -> ShineConfig:
     )
 
 
-# --- loss and evaluation ---------------------------------------------------------------------
+# --- the loss ---------------------------------------------------------------------
 
 
 class ShineLoss(nn.Module):
@@ -101,58 +93,6 @@ class ShineLoss(nn.Module):
         per_example = {mt: (a[owner], b[owner]) for mt, (a, b) in per_context.items()}
         net, ck = self.net, self.checkpoint_layers
         return lm_loss_sum(self._base, net.targets, net.scaling, per_example, batch, ck)
-
-
-def lm_loss_sum(
-    base_model: Any,
-    targets: list[LoraTarget],
-    scaling: float,
-    batched: BatchedLora,
-    batch: dict[str, torch.Tensor],
-    checkpoint_layers: bool = False,
-) -> torch.Tensor:
-    """Summed target-token NLL of each example under its own adapter (row of `batched`)."""
-    device = base_model.get_input_embeddings().weight.device
-    batch = {k: v.to(device) for k, v in batch.items()}
-    batched = {mt: (a.to(device), b.to(device)) for mt, (a, b) in batched.items()}
-    with functional_lora(base_model, targets, batched, scaling, checkpoint_layers):
-        nll = target_nll(base_model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    return (nll * batch["n_target"]).sum()
-
-
-@torch.no_grad()
-def evaluate_adapters(
-    base_model: Any,
-    tokenizer: Any,
-    targets: list[LoraTarget],
-    scaling: float,
-    adapters: dict[str, BatchedLora],
-    examples: list[TaskExample],
-    cfg: TrainConfig,
-) -> dict[str, float]:
-    """Mean per-token target NLL with each example's repository adapter (batch size 1 each)
-    and with the base model: the numbers `hypernet_trainer.evaluate` reports, computed the
-    same way (same tokenization, same batches of 16)."""
-    if not examples:
-        return {}
-    gen_sum = base_sum = n_sum = 0.0
-    for i in range(0, len(examples), 16):
-        part = examples[i : i + 16]
-        tok = _tokens(tokenizer, part, cfg)
-        batched = {
-            mt: (
-                torch.cat([adapters[e.repo][mt][0] for e in part]),
-                torch.cat([adapters[e.repo][mt][1] for e in part]),
-            )
-            for mt in adapters[part[0].repo]
-        }
-        gen_sum += float(lm_loss_sum(base_model, targets, scaling, batched, tok))
-        device = base_model.get_input_embeddings().weight.device
-        ids, mask, labels = (tok[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
-        nll = target_nll(base_model, ids, mask, labels).cpu()
-        base_sum += float((nll * tok["n_target"]).sum())
-        n_sum += float(tok["n_target"].sum())
-    return {"nll_generated": gen_sum / n_sum, "nll_base": base_sum / n_sum, "target_tokens": n_sum}
 
 
 @torch.no_grad()
@@ -240,57 +180,3 @@ def train_shine(
     )
     net.eval()
     return res
-
-
-# --- one repository -> one adapter -----------------------------------------------------------
-
-
-@dataclass
-class RepoAdapter:
-    """A generated adapter for one repository commit, and what it cost."""
-
-    commit: str
-    generator: str
-    weights: LoraWeights
-    adapter_dir: str | None
-    seconds: dict[str, float]  # "read" (git + chunking or vectors), "generate" (the generator)
-    inputs: int  # chunks read (SHINE: those that fit the context budget are fewer)
-
-    @classmethod
-    def made(
-        cls,
-        commit: str,
-        generator: str,
-        weights: LoraWeights,
-        base: LoadedModel,
-        out_dir: str | Path | None,
-        seconds: dict[str, float],
-        inputs: int,
-    ) -> RepoAdapter:
-        """The adapter a generator made for `commit`, written as a PEFT directory (with its
-        provenance) when `out_dir` is given."""
-        if out_dir is not None:
-            prov: dict[str, object] = {"commit": commit, "kind": "static", "generator": generator}
-            save_adapter(weights, out_dir, base.info, prov)
-        written = str(out_dir) if out_dir is not None else None
-        return cls(commit, generator, weights, written, seconds, inputs)
-
-
-def shine_repo_adapter(
-    path: str | Path,
-    base: LoadedModel,
-    net: ShineGenerator,
-    out_dir: str | Path | None = None,
-    rev: str = "HEAD",
-    config: SnapshotConfig | None = None,
-) -> RepoAdapter:
-    """The SHINE adapter of `rev` of the repository at `path` (written as a PEFT directory when
-    `out_dir` is given). The encoder sees what a snapshot sees (the same exclusion)."""
-    t = time.perf_counter()
-    commit = resolve_commit(open_repository(path), rev).hexsha
-    texts = repo_chunk_texts(path, rev, config)
-    read = time.perf_counter() - t
-    t = time.perf_counter()
-    weights = net.generate_from_texts(base.model, base.tokenizer, texts)
-    seconds = {"read": read, "generate": time.perf_counter() - t}
-    return RepoAdapter.made(commit, "shine", weights, base, out_dir, seconds, len(texts))

@@ -1,0 +1,57 @@
+"""`repo2lora models`: the embedded default (checked against its sha256s) and the presets."""
+
+from __future__ import annotations
+
+import argparse
+
+from repo2lora.cli.output import print_json
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from repo2lora.models import embedded
+    from repo2lora.models.presets import PRESETS
+
+    default = embedded.describe_installed()
+    presets = [
+        {"name": name, "description": p.description, "untrained": True}
+        for name, p in PRESETS.items()
+    ]
+    if args.json:
+        print_json({"default": default, "presets": presets})
+        return 0 if default.get("verified", True) else 1
+    if not default["installed"]:
+        print("default   not installed: commands without --model use the random placeholder")
+    else:
+        model = default["model"]
+        state = "verified (sha256)" if default["verified"] else f"DAMAGED: {default['error']}"
+        mb = (default.get("total_bytes") or 0) / 1e6
+        print(f"default   {default['path']}  ({mb:.1f} MB, {state})")
+        print(
+            f"  model     {model.get('architecture', '?')}, {model.get('params', 0) / 1e6:.1f}M "
+            f"parameters, vocabulary {model.get('vocab_size', '?')}, "
+            f"{model.get('tokens_seen', 0) / 1e6:.1f}M tokens seen, held-out loss "
+            f"{model.get('held_out_loss', float('nan')):.3f} nats/token"
+        )
+        for name, h in sorted(default["hypernets"].items()):
+            print(
+                f"  {name:<9} {h.get('path', '?')}: {h.get('steps', '?')} steps on "
+                f"{h.get('train_examples', '?')} tasks of {h.get('repositories', '?')} "
+                "repositories"
+            )
+        manifests = "pretrain-manifest.json, hypernet-manifest.json"
+        print(f"  data      {default['path']}/data/ ({manifests})")
+    for p in presets:
+        print(f"{p['name']:<15} preset: {p['description']}")
+    print("any other --model: a local transformers directory or a hub id (safetensors only)")
+    return 0 if default.get("verified", True) else 1
+
+
+def add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mo = sub.add_parser(
+        "models",
+        help="list the installed base models and hypernetworks and where they came from",
+        description="The embedded default (its card, checked against the sha256 of every "
+        "shipped file) and the built-in presets. Exits 1 when the default is damaged.",
+    )
+    mo.add_argument("--json", action="store_true", help="print JSON for scripts")
+    mo.set_defaults(func=cmd_models)

@@ -1,0 +1,59 @@
+"""What every command prints with: quiet libraries, rich progress bars on stderr, notes, and
+JSON for scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def quiet_libraries() -> None:
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", module="peft")
+    warnings.filterwarnings("ignore", module="transformers")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Any]:
+    """A ProgressFn that draws one rich bar per stage on stderr (nothing when disabled)."""
+    if not enabled:
+        yield lambda stage, done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    labels = {"chunk": "chunking files", "encode": "encoding chunks", "update": "commits"}
+    with Progress(
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bars.add_task(labels.get(stage, stage), total=total)
+            bars.update(tasks[stage], completed=done, total=total)
+
+        yield update
+
+
+def note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr)
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True, default=str))

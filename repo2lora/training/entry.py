@@ -1,0 +1,113 @@
+"""What `repo2lora train` decides before and around a trainer: which `--init-from` checkpoints
+fit, which repositories it trains on (with a synthetic suite generated on request), their
+training data, and which trainer a generator kind goes to (`TRAINERS`, keyed by the kind's
+`trainer` capability)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from repo2lora.hypernet.checkpoint import KINDS, card_generator
+from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
+from repo2lora.tasks.synthetic import generate_suite
+from repo2lora.tasks.training_data import TrainingData, build_training_data
+from repo2lora.training.dnd_trainer import train_dnd
+from repo2lora.training.hypernet_trainer import train_hypernet
+from repo2lora.training.loop import TrainResult
+from repo2lora.training.placement import encoding_on_training_device
+from repo2lora.training.shared import TrainConfig
+from repo2lora.training.shine_trainer import repo_chunk_texts, train_shine
+from repo_encoder.errors import UserError
+
+
+def check_init_from(generator: str, init_from: str | None) -> None:
+    """`--init-from` starts an evolving generator from a trained static one (a names one from
+    an evolving one too): a UserError for any other pairing, before anything is written."""
+    if init_from and not KINDS[generator].stateful:
+        raise UserError(
+            "--init-from starts an evolving hypernetwork from a static one: "
+            "add --generator code2lora-evo (or code2lora-names)"
+        )
+    if not init_from:
+        return
+    found = card_generator(init_from)
+    starts = ["code2lora-static"] + (["code2lora-evo"] if generator != "code2lora-evo" else [])
+    if found not in starts:
+        holds = f"a {found} generator" if found else "no hypernetwork checkpoint"
+        raise UserError(
+            f"{init_from} holds {holds}; --init-from needs a {' or '.join(starts)} checkpoint"
+        )
+
+
+def training_repositories(
+    repos: Sequence[str], out: str | Path, synthetic: int, commits: int, seed: int
+) -> list[Path]:
+    """The repositories to train on: `repos`, plus a synthetic suite of `synthetic`
+    repositories generated once into `out/synthetic-suite` (kept for a resumed run)."""
+    paths = [Path(p) for p in repos]
+    if synthetic:
+        suite_dir = Path(out) / "synthetic-suite"
+        if not (suite_dir / "done").exists():
+            generate_suite(suite_dir, synthetic, commits, seed)
+            (suite_dir / "done").write_text("ok\n")
+        paths += sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    if not paths:
+        raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
+    return paths
+
+
+def training_inputs(
+    paths: list[Path], model: str | None, generator: str, seed: int
+) -> tuple[LoadedModel, TrainingData]:
+    """The base model and the repositories' training data (their walks too, for a generator
+    that follows history); a UserError when they hold no assertion tasks."""
+    base = load_base_model(describe_base_model(model))
+    with encoding_on_training_device(base):  # the main process encodes; the others read its cache
+        data = build_training_data(paths, base, KINDS[generator].stateful, seed=seed)
+    if not data.train:
+        raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
+    return base, data
+
+
+Trainer = Callable[..., TrainResult]
+
+
+def _train_code2lora(
+    base: LoadedModel, data: TrainingData, paths: list[Path], out: str, cfg: TrainConfig, **kw: Any
+) -> TrainResult:
+    return train_hypernet(base, data.encodings, data.train, out, cfg, **kw)
+
+
+def _train_shine(
+    base: LoadedModel, data: TrainingData, paths: list[Path], out: str, cfg: TrainConfig, **kw: Any
+) -> TrainResult:
+    texts = {p.name: repo_chunk_texts(p) for p in paths}
+    return train_shine(base, texts, data.train, out, cfg, **kw)
+
+
+def _train_dnd(
+    base: LoadedModel, data: TrainingData, paths: list[Path], out: str, cfg: TrainConfig, **kw: Any
+) -> TrainResult:
+    return train_dnd(base, data.encodings, data.train, out, cfg, **kw)
+
+
+# a generator kind's `trainer` -> the function that trains it
+TRAINERS: dict[str, Trainer] = {
+    "code2lora": _train_code2lora,
+    "shine": _train_shine,
+    "dnd": _train_dnd,
+}
+
+
+def train_generator(
+    base: LoadedModel,
+    data: TrainingData,
+    paths: list[Path],
+    out: str,
+    cfg: TrainConfig,
+    **common: Any,
+) -> TrainResult:
+    """Train the generator `cfg.generator` names with its kind's trainer."""
+    return TRAINERS[KINDS[cfg.generator].trainer](base, data, paths, out, cfg, **common)
