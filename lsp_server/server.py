@@ -27,9 +27,10 @@ from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
 
 from lsp_server.config import ServerConfig, apply_options
+from lsp_server.events import Level
 from lsp_server.prompt import Prompt, prompt_at
 from lsp_server.scheduling import DocumentRequests
-from lsp_server.session import Level, ServingModels, Session, resolve_models
+from lsp_server.session import ServingModels, Session, resolve_models
 from lsp_server.workspace_files import inside_workspace, read_workspace_file, uri_path
 from repo2lora import __version__
 from repo_encoder.errors import UserError

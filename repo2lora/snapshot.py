@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from evo_state.diff import ChunkDiff
-from evo_state.store import Store, open_store, state_writes
+from evo_state.state_dir import state_writes
+from evo_state.store import Store, open_store
 from repo2lora.adapters.peft_dir import save_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet

@@ -16,10 +16,11 @@ import torch
 from lsp_server import session as session_module
 from lsp_server.cache import CompletionCache
 from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options, parse_host_port
+from lsp_server.events import QuietEvents
 from lsp_server.follower import RepositoryFollower
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess, prompt_at
-from lsp_server.session import QuietEvents, Session, resolve_models
+from lsp_server.session import Session, resolve_models
 from lsp_server.watcher import classify_change
 from lsp_server.workspace_files import (
     OutsideWorkspace,

@@ -330,8 +330,9 @@ def test_the_server_follows_a_repository_with_a_names_generator(
     sample_repo: GitRepo, tmp_path: Path
 ) -> None:
     from lsp_server.config import ServerConfig
+    from lsp_server.events import QuietEvents
     from lsp_server.prompt import Prompt
-    from lsp_server.session import QuietEvents, Session, resolve_models
+    from lsp_server.session import Session, resolve_models
 
     cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
     net = build_hypernet(cfg, INFO)

@@ -81,7 +81,7 @@ def _snapshot_stateless(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
-    from evo_state.store import move_aside_damaged
+    from evo_state.state_dir import move_aside_damaged
     from repo2lora.snapshot import SnapshotConfig
     from repo2lora.update import UpdateConfig, update_repository
     from repo_encoder.exclusion import ExclusionConfig
