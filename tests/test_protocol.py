@@ -53,7 +53,7 @@ def _snapshot() -> SnapshotInput:
 
 
 def test_the_cli_offers_every_kind_and_knows_which_keep_no_state() -> None:
-    assert GENERATORS == list(KINDS)
+    assert list(KINDS) == GENERATORS
     assert STATELESS_KINDS == OTHER_GENERATORS
     assert OTHER_GENERATORS == ("shine", "dnd")
     assert {k.trainer for k in KINDS.values()} <= set(TRAINERS)
