@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +26,7 @@ from repo2lora.hypernet.dnd import DndConfig
 from repo2lora.hypernet.protocol import Generator, SnapshotInput, replay, snapshot_adapter
 from repo2lora.hypernet.shine import ShineConfig
 from repo2lora.models import describe_base_model, load_base_model
-from repo2lora.training.entry import TRAINERS, check_init_from
+from repo2lora.train import TRAINERS, check_init_from
 from repo_encoder.chunker import chunk_files
 from repo_encoder.errors import UserError
 
@@ -111,3 +114,24 @@ def test_init_from_needs_an_evolving_run_and_a_static_checkpoint(tmp_path: Path)
         check_init_from("code2lora-evo", str(evo))
     check_init_from("code2lora-names", str(evo))  # a names run may start from an evolving one
     check_init_from("code2lora-evo", None)
+
+
+def test_nothing_but_the_bench_command_imports_the_benchmark() -> None:
+    """Every module of the library, the server and the lower packages imports without pulling
+    in `benchmark` (the CLI's `bench` command imports it when it runs)."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "for pkg in ('repo_encoder', 'evo_state', 'repo2lora', 'lsp_server'):\n"
+        "    root = importlib.import_module(pkg)\n"
+        "    for m in pkgutil.walk_packages(root.__path__, pkg + '.'):\n"
+        "        if not m.name.endswith('__main__'):\n"
+        "            importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] == 'benchmark'))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -12,7 +12,7 @@ from repo2lora.cli.output import print_json
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from repo2lora.training.entry import (
+    from repo2lora.train import (
         check_init_from,
         train_generator,
         training_inputs,

@@ -1,1 +1,2 @@
-"""Generators: repository encodings -> LoRA weights for every (layer, target module)."""
+"""Generators: repository encodings -> LoRA weights for every (layer, target module), each
+implementing one interface (`protocol.Generator`)."""

@@ -60,7 +60,7 @@ class Generator(Protocol):
       update and the server drive it (SHINE and DnD make one adapter per snapshot instead);
     - `reads_names`: `generate` reads the repository's names (`name_probe` makes the probe);
     - `reads_texts`: `encode_snapshot` reads the chunks' text with the base model, not vectors;
-    - `trainer`: which training entry trains it (`repo2lora.training.entry`).
+    - `trainer`: which training entry trains it (`repo2lora.train`).
     Saving and loading (`hypernet.checkpoint`) go through `cfg.to_json()` and the module's
     `state_dict` / `load_state_dict`."""
 

@@ -1,3 +1,3 @@
-"""Training: hypernetworks (static and evolving) end to end on the LM loss, and the peft
+"""Training: every generator (code2lora static, evolving and names; SHINE; DnD) and the peft
 baselines (one shared LoRA; one LoRA per repository). Data arrives as plain examples; what
-mines it (`repo2lora.tasks`) sits above this package."""
+mines it (`repo2lora.tasks`) and the `repo2lora train` step (`repo2lora.train`) sit above."""

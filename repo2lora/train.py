@@ -1,7 +1,6 @@
-"""What `repo2lora train` decides before and around a trainer: which `--init-from` checkpoints
-fit, which repositories it trains on (with a synthetic suite generated on request), their
-training data, and which trainer a generator kind goes to (`TRAINERS`, keyed by the kind's
-`trainer` capability)."""
+"""`repo2lora train` as one step: which `--init-from` checkpoints fit, which repositories it
+trains on (a synthetic suite generated on request), their training data, and which trainer a
+generator kind goes to (`TRAINERS`, keyed by the kind's `trainer` capability)."""
 
 from __future__ import annotations
 
