@@ -217,7 +217,8 @@ def test_two_processes_under_accelerate_match_one(suite: list[Path], tmp_path: P
 
 
 def test_kill_and_resume_reaches_the_same_parameters(suite: list[Path], tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "repo2lora", *_train_cmd(suite, tmp_path / "killed", 60, 32)]
+    # 30 steps of 16: a checkpoint every 10, so the kill lands with 20 steps still to go
+    cmd = [sys.executable, "-m", "repo2lora", *_train_cmd(suite, tmp_path / "killed", 30, 16)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 180
@@ -234,7 +235,7 @@ def test_kill_and_resume_reaches_the_same_parameters(suite: list[Path], tmp_path
     log = (tmp_path / "killed" / "train_log.jsonl").read_text()
     assert '"event": "checkpoint"' in log
     whole = subprocess.run(
-        [sys.executable, "-m", "repo2lora", *_train_cmd(suite, tmp_path / "whole", 60, 32)],
+        [sys.executable, "-m", "repo2lora", *_train_cmd(suite, tmp_path / "whole", 30, 16)],
         env=ENV,
         capture_output=True,
         text=True,

@@ -59,7 +59,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repo2lora: interrupted; the stored state is the last completed step", file=sys.stderr
         )
         return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
