@@ -420,5 +420,5 @@ def load_built_repo(directory: str | Path) -> BuiltRepo:
             (tensors[f"diff.{t}.in"], tensors[f"diff.{t}.out"], tuple(c))
             for t, c in enumerate(summary["walk_counts"], start=1)
         ]
-        walk = RepoEncoding(name, tensors["walk.start"], diffs=diffs, commits=summary["walk"])  # type: ignore[arg-type]
+        walk = RepoEncoding(name, tensors["walk.start"], diffs=diffs, commits=summary["walk"])
     return BuiltRepo(summary, tasks, snapshot, walk, json.loads((d / "chunks.json").read_text()))
