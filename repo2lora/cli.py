@@ -421,7 +421,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_examples=data.test,
         resume=not args.no_resume,
         on_step=on_step if not args.json else None,
-        card={"data_manifest": data.manifest, "train_examples": len(data.train)},
+        card={
+            "data_manifest": data.manifest,
+            "training_repositories": data.repositories,
+            "train_examples": len(data.train),
+        },
     )
     if args.generator == "shine":
         from repo2lora.training.shine_trainer import repo_chunk_texts, train_shine
