@@ -19,7 +19,7 @@ from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.snapshot import STATIC_KIND, encode_snapshot, open_context
 from repo2lora.tasks.datasets import encode_repo
-from repo2lora.update import update_repository
+from repo2lora.update import UpdateResult, update_repository
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
 
 INFO = describe_base_model("tiny-random")
@@ -81,7 +81,7 @@ def test_update_static_every_commit_equals_a_fresh_snapshot(tmp_path: Path, pool
     ckpt = save_hypernet(_net(pooling), INFO, tmp_path / "ckpt")
     base = load_base_model(INFO)
 
-    def update(rev: str):  # type: ignore[no-untyped-def]
+    def update(rev: str) -> UpdateResult:
         return update_repository(
             repo.root, rev, hypernet=str(ckpt), loaded_model=base, static_every_commit=True
         )
