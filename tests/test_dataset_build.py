@@ -121,6 +121,10 @@ def test_an_interrupted_build_resumes_from_the_cache(tmp_path: Path, reserved: P
     third = _build([a.root, b.root], out, reserved)
     assert third["cached"] == ["a", "b"] and not third["built"]
     assert third["counts"] == {"static": 6, "evo": 4, "line": 6}
+    # a run over one of them keeps the other in the manifest (a dataset grows)
+    _build([b.root], out, reserved)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["training_repositories"]] == ["a", "b"]
     # a repository whose directory is lost is built again from cached vectors: nothing encoded
     summary = out / "repos" / "b" / "summary.json"
     summary.unlink()

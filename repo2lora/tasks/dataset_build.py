@@ -381,9 +381,18 @@ def _write_manifest(
     summaries: dict[str, dict[str, Any]],
     skipped: list[dict[str, str]],
 ) -> None:
+    """The manifest of every repository `root` holds with these settings: this run's and those
+    earlier runs built there (a dataset grows by building more repositories into it)."""
+    held = dict(summaries)
+    for f in sorted((root / "repos").glob(f"*/{SUMMARY}")):
+        slug = f.parent.name
+        if slug not in held:
+            earlier = json.loads(f.read_text())
+            if earlier.get("fingerprint") == fingerprint:
+                held[slug] = earlier
     doc = {
         "settings": fingerprint,
-        "training_repositories": [_manifest_entry(s) for s in summaries.values()],
+        "training_repositories": [_manifest_entry(held[k]) for k in sorted(held)],
         "skipped": skipped,
     }
     write_text_atomic(root / MANIFEST, json.dumps(doc, indent=1, sort_keys=True) + "\n")
