@@ -45,7 +45,7 @@ from repo2lora.reserved import load_reserved
 from repo2lora.snapshot import SnapshotConfig, encode_snapshot, open_context
 from repo2lora.tasks.datasets import encode_repo
 from repo2lora.tasks.line_tasks import LineTaskConfig, mine_line_tasks
-from repo2lora.tasks.miner import MinerConfig, mine
+from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine
 from repo2lora.tasks.provenance import (
     Provenance,
     mirror_owner_name,
@@ -247,7 +247,7 @@ def build_repo(
     total = int(ctx.repo.git.rev_list("--first-parent", "--count", sha))
     n_walk = min(total - 1, cfg.max_commits)
     walk: RepoEncoding | None = None
-    evo: list[tuple[int, Any]] = []
+    evo: list[tuple[int, AssertionTask]] = []
     if n_walk >= 1:
         start = ctx.repo.commit(f"{sha}~{n_walk}").hexsha
         data = encode_repo(
@@ -295,7 +295,7 @@ def build_repo(
     return summary
 
 
-def _task_fields(t: Any) -> dict[str, Any]:
+def _task_fields(t: AssertionTask) -> dict[str, Any]:
     return {
         "task_id": t.task_id,
         "commit": t.commit,
