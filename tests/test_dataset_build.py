@@ -13,6 +13,7 @@ import pytest
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.tasks.dataset_build import build_dataset, load_built_repo
 from repo2lora.tasks.line_tasks import mine_file_lines
+from repo_encoder.chunk import DefinitionKind
 from repo_encoder.errors import UserError
 from tests.cli import run_cli
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
@@ -159,7 +160,24 @@ def test_the_cli_prints_json_and_refuses_in_one_line(tmp_path: Path, reserved: P
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-def test_line_tasks_skip_names_the_file_defines_itself() -> None:
-    src = "class Vector:\n    pass\n\n\nv = Vector()\nw = area_of_circle(2)\n"
-    tasks = mine_file_lines("r", "c", "m.py", src, {"area_of_circle"})
-    assert [(t.line, t.target) for t in tasks] == [(6, "w = area_of_circle(2)")]
+def test_line_tasks_skip_names_the_file_binds_itself() -> None:
+    src = (
+        "class Vector:\n    pass\n\n\n"
+        "v = Vector()\n"
+        "w = area_of_circle(2)\n"
+        "spec = build(spec=1)\n"  # a local named like a module, a keyword argument
+        "def f(config):\n    return config.spec + util.helper()\n"
+    )
+    names: dict[str, DefinitionKind] = {
+        "area_of_circle": "function",
+        "Vector": "class",
+        "spec": "module",
+        "config": "module",
+        "util": "module",
+        "helper": "function",
+    }
+    tasks = mine_file_lines("r", "c", "m.py", src, names)
+    assert [(t.line, t.target, t.names) for t in tasks] == [
+        (6, "w = area_of_circle(2)", ("area_of_circle",)),
+        (9, "return config.spec + util.helper()", ("util", "helper")),
+    ]

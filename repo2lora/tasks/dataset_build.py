@@ -57,7 +57,7 @@ from repo2lora.training.data import RepoEncoding
 from repo_encoder.errors import UserError
 from repo_encoder.snapshot import read_snapshot
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: line tasks read with ast (names the file binds are its own)
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 # the pool lists of the checkout (`benchmark.repo_pool` writes them): URLs and screened commits

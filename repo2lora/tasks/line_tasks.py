@@ -6,24 +6,24 @@ definitions): classes, exceptions, functions, module constants, and modules name
 paths, defined in some other file of the snapshot and not in the held-out file itself. Methods
 are left out (their names, `get`, `run`, `close`, mostly say nothing about a repository), and
 so are names of builtins and standard-library modules (`json` the module beats `pkg/json.py`).
-A line qualifies when one of those names is a NAME token on it (strings and comments do not
-count: the file is read with `tokenize`); the target is the line from its first non-blank
-character, the prompt the file before it (cut from the front to the token budget). Files are
-taken in a seeded order, a few lines from each, so the tasks are a deterministic sample."""
+A line qualifies when it reads one of those names (parsed with `ast`, so strings, comments and
+keyword-argument names do not count, nor a name the file binds itself: `spec = SpecTree()`
+makes `spec` the file's own, whatever module is named so). The target is the line from its
+first non-blank character, the prompt the file before it (cut from the front to the token
+budget). Files are taken in a seeded order, a few lines from each: a deterministic sample."""
 
 from __future__ import annotations
 
+import ast
 import builtins
 import hashlib
-import io
 import keyword
 import sys
-import tokenize
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from repo2lora.tasks.miner import cut_front
-from repo_encoder.chunk import Chunk
+from repo_encoder.chunk import Chunk, DefinitionKind
 from repo_encoder.names import NameIndex
 from repo_encoder.tokens import estimate_tokens
 
@@ -59,29 +59,54 @@ class LineTask:
     names: tuple[str, ...]
 
 
-def cross_file_names(index: NameIndex, held_out: Iterable[Chunk]) -> set[str]:
-    """The names the rest of the snapshot defines for the held-out file's chunks: `index` is
-    the whole snapshot's; the file's own definitions (and its module names) do not count."""
+def cross_file_names(index: NameIndex, held_out: Iterable[Chunk]) -> dict[str, DefinitionKind]:
+    """The names (and their kinds) the rest of the snapshot defines for the held-out file's
+    chunks: `index` is the whole snapshot's; the file's own definitions do not count."""
     held = list(held_out)
     rest = index.copy()
     rest.remove(held)
     own = {name for c in held for name, _ in c.definitions}
     return {
-        n.name
+        n.name: n.kind
         for n in rest.names()
         if n.kind in CROSS_FILE_KINDS and n.name not in own and n.name not in _COMMON
     }
 
 
-def name_tokens_by_line(source: str) -> dict[int, list[str]] | None:
-    """The NAME tokens of each line (1-based), or None when the file does not tokenize."""
-    out: dict[int, list[str]] = {}
+def name_uses_by_line(source: str) -> dict[int, list[tuple[int, str, bool]]] | None:
+    """Per line (1-based), the names the file reads there, as (column, name, is_attribute), in
+    column order: loaded names, attributes (`util.eprint` -> `eprint`) and imported modules and
+    names, less every name the file binds otherwise (assignments, parameters, loop and `with`
+    targets, its own functions and classes: `spec = SpecTree()` makes `spec` the file's own).
+    None when the file does not parse."""
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.NAME:
-                out.setdefault(tok.start[0], []).append(tok.string)
-    except (tokenize.TokenError, IndentationError, SyntaxError):
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
         return None
+    bound: set[str] = set()
+    uses: list[tuple[int, int, str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                uses.append((node.lineno, node.col_offset, node.id, False))
+            else:
+                bound.add(node.id)
+        elif isinstance(node, ast.Attribute) and node.end_lineno is not None:
+            end_col = node.end_col_offset or 0
+            uses.append((node.end_lineno, end_col - len(node.attr), node.attr, True))
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            bound.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                uses += [(node.lineno, node.col_offset, m, False) for m in node.module.split(".")]
+            for a in node.names:
+                uses += [(a.lineno, a.col_offset, part, False) for part in a.name.split(".")]
+    out: dict[int, list[tuple[int, str, bool]]] = {}
+    for line, col, name, attr in sorted(uses):
+        if name not in bound:
+            out.setdefault(line, []).append((col, name, attr))
     return out
 
 
@@ -94,21 +119,23 @@ def mine_file_lines(
     commit: str,
     path: str,
     source: str,
-    names: set[str],
+    names: dict[str, DefinitionKind],
     cfg: LineTaskConfig = LineTaskConfig(),
 ) -> list[LineTask]:
     """A file's line tasks that use `names` (at most `cfg.lines_per_file`, seeded, in line
     order)."""
-    tokens = name_tokens_by_line(source)
-    if tokens is None:
+    uses = name_uses_by_line(source)
+    if uses is None:
         return []
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for ln in lines:
         offsets.append(offsets[-1] + len(ln))
     candidates = []
-    for lineno, words in sorted(tokens.items()):
-        used = tuple(dict.fromkeys(w for w in words if w in names))
+    for lineno, words in sorted(uses.items()):
+        # an attribute named like a module (`self.config`) is no use of that module
+        found = (w for _, w, attr in words if w in names and not (attr and names[w] == "module"))
+        used = tuple(dict.fromkeys(found))
         if not used or lineno > len(lines):
             continue
         text = lines[lineno - 1]
@@ -116,8 +143,6 @@ def mine_file_lines(
         if not cfg.min_target_chars <= len(target) <= cfg.max_target_chars:
             continue
         start = offsets[lineno - 1] + (len(text) - len(text.lstrip()))
-        # a line inside a bracket (a continuation) still starts a line; one whose first token
-        # is not on it (a string's second line) has no NAME at its start and tokenize skips it
         candidates.append((lineno, start, target, used))
     picked = sorted(candidates, key=lambda c: _rank(cfg.seed, repo, path, c[0]))
     picked = sorted(picked[: cfg.lines_per_file])
