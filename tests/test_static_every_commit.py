@@ -126,3 +126,16 @@ def test_the_benchmark_walk_gives_every_commit_its_fresh_static_state(tmp_path: 
             torch.testing.assert_close(walk.state(step), fresh, atol=2e-5, rtol=1e-5)
         with pytest.raises(ValueError, match="cannot go back"):
             walk.state(0)
+
+
+def test_the_cli_follows_history_with_static_states(tmp_path: Path) -> None:
+    from tests.cli import run_cli, run_json
+
+    repo = _history(tmp_path / "repo")
+    out = run_json("update", str(repo.root), "--static-every-commit", "--model", "tiny-random")
+    assert [s["source"] for s in out["steps"]] == ["snapshot"]
+    assert Path(out["adapter_path"]).name.startswith("static-")
+    proc = run_cli(
+        "update", str(repo.root), "--static-every-commit", "--worktree", "--model", "tiny-random"
+    )
+    assert proc.returncode == 1 and proc.stderr.startswith("repo2lora: error: --static-every")
