@@ -51,6 +51,8 @@ class BenchConfig:
     # encoder and head, trained further at `evo_init_lr_scale` x the learning rate) or "scratch"
     evo_init: str = "static"
     evo_init_lr_scale: float = TrainConfig.init_lr_scale
+    # truncated BPTT: commits the evolving training backpropagates through per window
+    tbptt_window: int = TrainConfig.tbptt_window
     hypernet_batch: int = 8
     hypernet_lr: float = 3e-3
     rank: int = DEFAULT_RANK

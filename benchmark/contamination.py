@@ -14,7 +14,6 @@ Manifests read
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import git
 
 from repo2lora.reserved import normalize_distribution, repository_key
+from repo2lora.tasks.provenance import python_file_hashes
 from repo_encoder.errors import UserError
 
 HASHES = "file-sha256.tsv"
@@ -197,13 +197,5 @@ def repo_identity(label: str, path: Path) -> RepoIdentity:
             if "/" in key:
                 keys.add(key)
                 names.add(norm_name(key.split("/")[-1]))
-    hashes: dict[str, str] = {}
-    if repo.head.is_valid():
-        for item in repo.head.commit.tree.traverse():
-            if isinstance(item, git.Blob) and str(item.path).endswith(".py"):
-                try:
-                    text = item.data_stream.read().decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                hashes.setdefault(hashlib.sha256(text.encode()).hexdigest(), str(item.path))
+    hashes = python_file_hashes(repo.head.commit) if repo.head.is_valid() else {}
     return RepoIdentity(label, frozenset(keys), frozenset(names), hashes)

@@ -53,7 +53,8 @@ ALL_METHODS: tuple[str, ...] = (
 )
 
 # Rows the evolution track adds for the per-commit-distance comparison: the static hypernetwork
-# on a fresh snapshot of every commit, and the evolving hypernetwork's state at the walk start.
+# at every commit (a fresh snapshot's state, computed at the cost of each commit's diff:
+# `walk.StaticWalk`), and the evolving hypernetwork's state at the walk start.
 STATIC_AT_COMMIT = "code2lora-static@commit"
 EVO_AT_START = "code2lora-evo@start"
 

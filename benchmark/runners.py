@@ -22,7 +22,7 @@ from benchmark.leakage import WithTestsHistory, leak_free
 from benchmark.prepare import PreparedRepo
 from benchmark.retrieval import ChunkRetriever, rag_prompt
 from benchmark.train import Trained, examples_of, is_train, lora_config, train_lora
-from benchmark.walk import StateWalk
+from benchmark.walk import StateWalk, StaticWalk
 from evo_state.store import Store
 from repo2lora.hypernet.name_memory import NameInput, NameProbe
 from repo2lora.hypernet.protocol import Generator, SnapshotInput
@@ -349,10 +349,22 @@ class EvoRepoRun:
             self.walks[m.EVO] = StateWalk(evo_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1])
             if self.history is not None and m.EVO_WITH_TESTS in names:
                 self.walks[m.EVO_WITH_TESTS] = self.history.walk(evo_net)
+        static_net = ev.trained.static_net
+        self.static_walk: StaticWalk | None = None
+        if static_net is not None:
+            # the static state of every commit, each at the cost of its diff
+            self.static_walk = StaticWalk(
+                static_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1], self.commit_vectors
+            )
+
+    def commit_vectors(self, step: int) -> torch.Tensor:
+        """The chunk vectors of a fresh snapshot of the walk's commit `step` (cached)."""
+        commit = self.ctx.repo.commit(self.enc.commits[step])
+        return encode_snapshot(self.ctx, self.store, commit).encoded.vectors
 
     def at_step(self, step: int, group: list[EvalTask]) -> EvoStep:
         snap = None
-        if m.RAG in self.names or m.STATIC_AT_COMMIT in self.names:
+        if m.RAG in self.names:
             commit = self.ctx.repo.commit(self.enc.commits[step])
             snap = encode_snapshot(self.ctx, self.store, commit)
         return EvoStep(step, group, snap)
@@ -401,12 +413,12 @@ def _evo_stale_snapshot(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
     return run.scored(at, model)
 
 
-def _evo_fresh_snapshot(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
-    """The static adapter of a fresh snapshot of this commit."""
-    net, snap = run.ev.trained.static_net, at.snap
-    assert net is not None and snap is not None
-    fresh = SnapshotInput(vectors=snap.encoded.vectors)
-    model = run.adapted(name, net, functools.partial(net.encode_snapshot, fresh))
+def _evo_static_every_commit(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
+    """The static adapter of this commit (a fresh snapshot's), its state moved from the last
+    commit's at the cost of the diff."""
+    net, walk = run.ev.trained.static_net, run.static_walk
+    assert net is not None and walk is not None
+    model = run.adapted(name, net, functools.partial(walk.state, at.step))
     return run.scored(at, model)
 
 
@@ -430,7 +442,7 @@ EVO_RUNNERS: dict[str, Callable[[EvoRepoRun, EvoStep, str], Results]] = {
     m.RAG_WITH_TESTS: _evo_rag_with_tests,
     m.SHARED_LORA: _evo_shared_lora,
     m.STATIC: _evo_stale_snapshot,
-    m.STATIC_AT_COMMIT: _evo_fresh_snapshot,
+    m.STATIC_AT_COMMIT: _evo_static_every_commit,
     m.EVO_AT_START: _evo_at_start,
     m.EVO: _evo_evolved,
     m.EVO_WITH_TESTS: _evo_evolved,

@@ -153,9 +153,7 @@ def _hypernet_config(cfg: BenchConfig, generator: str, steps: int) -> TrainConfi
         lr=cfg.hypernet_lr,
         max_prompt_tokens=cfg.eval.prompt_tokens,
         max_target_tokens=cfg.eval.target_tokens,
-        # one commit per window: a training step costs one GRU step with gradient (the CI
-        # budget); `repo2lora train` defaults to 16
-        tbptt_window=1,
+        tbptt_window=cfg.tbptt_window,  # recorded in the card with the rest of the config
         checkpoint_every=max(1, steps // 4),
         eval_every=steps + 1,
         seed=cfg.seed,

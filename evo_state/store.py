@@ -205,6 +205,34 @@ class Store:
             if names is not None:
                 self.db.table("names").insert({"commit_sha": commit, "data": names}, replace=True)
 
+    def put_pool_sums(self, commit: str, hypernet_key: str, data: bytes) -> None:
+        """Store a commit's running pooling sums (`hypernet.pool_sums`) for one network."""
+        with self.transaction():
+            self.db.table("pool_sums").insert(
+                {"commit_sha": commit, "hypernet_key": hypernet_key, "data": data}, replace=True
+            )
+
+    def get_pool_sums(self, commit: str, hypernet_key: str) -> bytes | None:
+        row = self.db.execute(
+            "select data from pool_sums where commit_sha = ? and hypernet_key = ?",
+            [commit, hypernet_key],
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def pool_sums_among(self, commits: Sequence[str], hypernet_key: str) -> set[str]:
+        """Which of `commits` have stored pooling sums for `hypernet_key`."""
+        found: set[str] = set()
+        for i in range(0, len(commits), _IN_CHUNK):
+            part = list(commits[i : i + _IN_CHUNK])
+            marks = ",".join("?" * len(part))
+            rows = self.db.execute(
+                f"select commit_sha from pool_sums where hypernet_key = ? "
+                f"and commit_sha in ({marks})",
+                [hypernet_key, *part],
+            ).fetchall()
+            found.update(r[0] for r in rows)
+        return found
+
     def get_names(self, commit: str) -> bytes | None:
         """The stored `NameIndex` bytes of `commit`, if a step stored them."""
         row = self.db.execute("select data from names where commit_sha = ?", [commit]).fetchone()
@@ -377,7 +405,18 @@ def _create_schema(db: sqlite_utils.Database) -> None:
     db.table("names").create(
         {"commit_sha": str, "data": bytes}, pk="commit_sha", if_not_exists=True
     )
+    _create_pool_sums(db)
     db.table("meta").insert({"key": "schema_version", "value": str(SCHEMA_VERSION)}, replace=True)
+
+
+def _create_pool_sums(db: sqlite_utils.Database) -> None:
+    # an additive table (older readers never look at it), so it needs no schema version: it is
+    # created wherever it is missing
+    db.table("pool_sums").create(
+        {"commit_sha": str, "hypernet_key": str, "data": bytes},
+        pk=("commit_sha", "hypernet_key"),
+        if_not_exists=True,
+    )
 
 
 def open_store(work_tree: str | os.PathLike[str]) -> Store:
@@ -411,6 +450,9 @@ def open_store(work_tree: str | os.PathLike[str]) -> Store:
         if version != SCHEMA_VERSION:
             with db.atomic():
                 _create_schema(db)
+        elif "pool_sums" not in db.table_names():
+            with db.atomic():
+                _create_pool_sums(db)
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()

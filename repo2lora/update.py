@@ -6,6 +6,7 @@ from it too."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import LoadedHypernet
 from repo2lora.hypernet.name_memory import NameProbe
+from repo2lora.hypernet.pool_sums import PoolSums, apply_diff, state_of, sums_of
 from repo2lora.hypernet.static import StaticHypernet
 from repo2lora.models.loading import LoadedModel
 from repo2lora.progress import ProgressFn, no_progress
@@ -172,8 +174,11 @@ def update_repository(
     target_modules: tuple[str, ...] | None = None,
     generator: str | None = None,
     name_probe: NameProbe | None = None,
+    static_every_commit: bool = False,
 ) -> UpdateResult:
-    """Bring the stored evolving state up to `rev` and write its adapter.
+    """Bring the stored evolving state up to `rev` and write its adapter (with
+    `static_every_commit`: the static state instead, at the cost of each commit's diff,
+    `_update_static`).
 
     Each commit is one stored step (one transaction), so a run killed at any point resumes
     from the last completed commit. With `start`, the walk begins at that commit (snapshotted
@@ -183,6 +188,10 @@ def update_repository(
     moved by each commit's chunk diff."""
     cfg = config or UpdateConfig()
     t0 = time.perf_counter()
+    if static_every_commit and (worktree or start is not None):
+        raise UserError(
+            "--static-every-commit follows committed history only: drop --worktree/--from"
+        )
     ctx = open_context(
         path,
         model=model,
@@ -195,6 +204,8 @@ def update_repository(
         generator=generator,
         name_probe=name_probe,
     )
+    if static_every_commit:
+        return _update_static(ctx, rev, cfg, progress, t0)
     _evo_net(ctx)
     reads_names = ctx.hyper.net.reads_names
     repo = ctx.repo
@@ -309,6 +320,95 @@ def update_repository(
         hypernet_key=ctx.hyper.key,
         weights=weights,
     )
+
+
+def _update_static(
+    ctx: RepoContext, rev: str, cfg: UpdateConfig, progress: ProgressFn, t0: float
+) -> UpdateResult:
+    """Static at every commit: the network's pooling sums (`hypernet.pool_sums`), stored per
+    commit, moved by each commit's chunk diff from the nearest ancestor that has them (or
+    computed from a fresh snapshot when none is within `max_replay`), so every commit's state
+    equals its fresh snapshot's and costs its diff. Each step stores the sums and the state (kind
+    `static`, what `snapshot` stores) in one transaction; the target's adapter is the static
+    one."""
+    net = ctx.hyper.net
+    if net.reads_names:
+        raise UserError(
+            f"{ctx.hyper.description} reads the repository's names; --static-every-commit "
+            "needs a code2lora-static or code2lora-evo checkpoint"
+        )
+    encoder, key, repo = net.encoder, ctx.hyper.key, ctx.repo
+    target = resolve_commit(repo, rev)
+    steps: list[StepReport] = []
+    with open_store(ctx.root) as store:
+        chain = ancestors(repo, target.hexsha, cfg.max_replay, cfg.first_parent)
+        stored = store.pool_sums_among(chain, key)
+        resumed_from = next((sha for sha in chain if sha in stored), None)
+        sums: PoolSums | None = None
+        todo = [target.hexsha]
+        if resumed_from is not None:
+            data = store.get_pool_sums(resumed_from, key)
+            assert data is not None
+            sums = PoolSums.from_bytes(data)
+            todo = _path(repo, resumed_from, target.hexsha, cfg)
+        prev = resumed_from
+        for i, sha in enumerate(todo):
+            progress("update", i, len(todo))
+            t = time.perf_counter()
+            commit = repo.commit(sha)
+            if sums is None or prev is None:
+                snap = encode_snapshot(ctx, store, commit)
+                sums = sums_of(encoder, snap.encoded.vectors)
+                rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
+            else:
+                diff = commit_chunk_diff(
+                    repo, prev, sha, cfg.snapshot.exclusion, cfg.snapshot.chunker
+                )
+                brought_in, taken_out, _ = ctx.encode_diff(store, diff)
+                members = functools.partial(_snapshot_vectors, ctx, store, commit)
+                sums = apply_diff(encoder, sums, brought_in, taken_out, members)
+                s = diff.summary()
+                rep = StepReport(
+                    sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
+                )
+            h = state_of(encoder, sums)
+            rep.seconds = round(time.perf_counter() - t, 4)
+            with store.transaction():  # the sums and the state: one step
+                store.put_pool_sums(sha, key, sums.to_bytes())
+                record_step(store, ctx, commit, h, STATIC_KIND, dict(rep.__dict__))
+            steps.append(rep)
+            prev = sha
+        progress("update", len(todo), len(todo))
+        rec = store.get_state(target.hexsha, key, STATIC_KIND)
+        assert rec is not None
+        existing = store.get_adapter(target.hexsha, key, STATIC_KIND)
+        weights = None
+        if steps or existing is None or not Path(existing.path).is_dir():
+            out, weights = write_adapter(
+                ctx, store, target.hexsha, torch.from_numpy(rec.vector), STATIC_KIND
+            )
+            store.set_adapter(target.hexsha, key, STATIC_KIND, str(out))
+        else:
+            out = Path(existing.path)
+    return UpdateResult(
+        repo_root=ctx.root,
+        target=target.hexsha,
+        resumed_from=resumed_from,
+        steps=steps,
+        adapter_path=str(out),
+        worktree=None,
+        seconds=round(time.perf_counter() - t0, 4),
+        base_model_untrained=ctx.base.untrained,
+        hypernet_untrained=ctx.hyper.untrained,
+        hypernet_key=key,
+        weights=weights,
+    )
+
+
+def _snapshot_vectors(ctx: RepoContext, store: Store, commit: git.Commit) -> torch.Tensor:
+    """A commit's chunk vectors, read afresh (cached): what a removed maximum is recomputed
+    from."""
+    return encode_snapshot(ctx, store, commit).encoded.vectors
 
 
 @dataclass

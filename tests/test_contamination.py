@@ -105,3 +105,39 @@ def test_a_card_lists_its_training_repositories_and_their_file_hashes(tmp_path: 
         c.collisions(c.repo_identity("other", _repo(tmp_path / "o", {"a.py": "A = 1\n"})), manifest)
         == []
     )
+
+
+def test_a_trained_card_lists_its_repositories_so_the_check_finds_them(tmp_path: Path) -> None:
+    """`repo2lora train` writes `training_repositories` (name, URL, commit, file hashes) into
+    the card it saves; the check then refuses the training repository itself, by URL and by
+    file, and a copy of it under another name by file."""
+    from tests.cli import run_cli
+
+    repo = GitRepo(tmp_path / "sample")
+    repo.commit(
+        {
+            "pkg/core.py": LEAKED,
+            "tests/test_core.py": "from pkg.core import leaked_helper\n\n\n"
+            "def test_it():\n    assert leaked_helper(1) == 42\n",
+        }
+    )
+    repo.git("remote", "add", "origin", "https://github.com/acme/sample.git")
+    out = tmp_path / "run"
+    proc = run_cli(
+        "train", "--model", "tiny-random", "--repos", str(repo.root), "--out", str(out),
+        "--steps", "1", "--batch-size", "1", "--threads", "1", "--json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((out / "hypernet.json").read_text())
+    (entry,) = card["training_repositories"]
+    assert entry["name"] == "acme/sample" and entry["url"].endswith("acme/sample.git")
+    assert entry["commit"] == repo.git("rev-parse", "HEAD")
+    assert hashlib.sha256(LEAKED.encode()).hexdigest() in entry["file_sha256"]
+    (manifest,) = c.checkpoint_manifests(out)
+    hits = c.collisions(c.repo_identity("sample", repo.root), manifest)
+    assert {h.by for h in hits} >= {"url", "file"}
+    copy = GitRepo(tmp_path / "elsewhere")
+    copy.commit({"lib/copied.py": LEAKED})
+    assert [h.by for h in c.collisions(c.repo_identity("elsewhere", copy.root), manifest)] == [
+        "file"
+    ]

@@ -297,3 +297,40 @@ def test_window_examples_are_a_seeded_sample_not_the_earliest() -> None:
     assert sample_in_order(items[:5], 10, (0, 0, 0)) == items[:5]
     seen = {i for step in range(50) for i in sample_in_order(items, 10, (0, step, 0))}
     assert len(seen) > 90  # over steps, every commit's examples get trained on
+
+
+def test_an_evolving_window_backpropagates_to_its_first_commit() -> None:
+    """Truncated BPTT over a window of 3 commits: the loss at the window's last commit reaches
+    the first commit's GRU input; a later window's reaches its own first commit, never the
+    replayed commits before it."""
+    base = load_base_model(INFO)
+    cfg = dataclasses.replace(
+        default_hypernet_config(INFO), generator="code2lora-evo", b_init_bound=0.05
+    )
+    loss_module = HypernetLoss(build_hypernet(cfg, INFO), base.model)
+    diffs = [
+        (_vecs(2, 10 + t).requires_grad_(), _vecs(1, 20 + t).requires_grad_(), (1, 1, 0))
+        for t in range(6)
+    ]
+    enc = RepoEncoding("r", _vecs(5, 0), diffs=diffs)
+    tok = _tokens(base.tokenizer, [TaskExample("r", "x = comp", "ute(1)", step=3)], TrainConfig())
+    loss_module("evo", repo=enc, start=0, end=3, steps=[3], **tok).backward()
+    first_in, first_out, _ = diffs[0]
+    assert first_in.grad is not None and first_in.grad.abs().sum() > 0
+    assert first_out.grad is not None and first_out.grad.abs().sum() > 0
+    for d_in, _, _ in diffs:
+        d_in.grad = None
+    tok = _tokens(base.tokenizer, [TaskExample("r", "x = comp", "ute(1)", step=6)], TrainConfig())
+    loss_module("evo", repo=enc, start=3, end=6, steps=[6], **tok).backward()
+    assert diffs[3][0].grad is not None and diffs[3][0].grad.abs().sum() > 0
+    assert all(d_in.grad is None for d_in, _, _ in diffs[:3])
+
+
+def test_the_bench_trains_the_evolving_network_with_the_configured_window() -> None:
+    from benchmark.config import bench_config
+    from benchmark.train import _hypernet_config
+
+    assert _hypernet_config(bench_config(("ci",)), "code2lora-evo", 10).tbptt_window == 16
+    cfg = bench_config(("ci",), tbptt_window=3)
+    assert _hypernet_config(cfg, "code2lora-evo", 10).tbptt_window == 3
+    assert cfg.fingerprint()["tbptt_window"] == 3

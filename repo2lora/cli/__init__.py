@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from repo2lora.cli import bench, models, pretraining, repository, serving, training
+from repo2lora.cli import bench, dataset, models, pretraining, repository, serving, training
 from repo2lora.cli.output import quiet_libraries
 from repo_encoder.errors import UserError
 
@@ -24,6 +24,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     models.add_models,
     repository.add_log,
     training.add_train,
+    dataset.add_dataset,
     pretraining.add_corpus,
     pretraining.add_pretrain,
     repository.add_complete,

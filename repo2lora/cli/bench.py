@@ -30,6 +30,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         hypernet_steps=args.steps,
         evo_steps=args.evo_steps or args.steps,
         evo_init=args.evo_init,
+        tbptt_window=args.tbptt_window,
         lora_steps=args.lora_steps,
         per_repo_steps=args.per_repo_steps,
         max_commits=args.max_commits,
@@ -97,6 +98,11 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=("static", "scratch"),
         help="where the evolving hypernetwork starts: the trained static one's encoder and "
         "head (default) or fresh weights",
+    )
+    b.add_argument(
+        "--tbptt-window",
+        type=int,
+        help="evolving training: commits backpropagated through per window (default 16)",
     )
     b.add_argument("--lora-steps", type=int, help="shared LoRA training steps")
     b.add_argument("--per-repo-steps", type=int, help="per-repository LoRA training steps")

@@ -96,6 +96,12 @@ def cmd_update(args: argparse.Namespace) -> int:
         first_parent=not args.all_parents,
         max_replay=args.max_replay,
     )
+    if args.static_every_commit and not args.hypernet:
+        from repo2lora.hypernet.checkpoint import shipped_hypernet_dir
+        from repo2lora.models.loading import describe_base_model
+
+        shipped = shipped_hypernet_dir(describe_base_model(args.model), "code2lora-static")
+        args.hypernet = str(shipped) if shipped is not None else None
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = update_repository(
             args.path,
@@ -107,6 +113,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             worktree=args.worktree,
             progress=bar,
             target_modules=args.target_modules,
+            static_every_commit=args.static_every_commit,
         )
     if args.json:
         print_json(res.to_json())
@@ -254,6 +261,13 @@ def add_update(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     u.add_argument(
         "--all-parents", action="store_true", help="walk every parent, not only first parents"
+    )
+    u.add_argument(
+        "--static-every-commit",
+        action="store_true",
+        help="the static adapter of every commit instead of the evolving state, each commit at "
+        "the cost of its diff (exact running pooling sums; default --hypernet: the shipped "
+        "code2lora-static)",
     )
     u.add_argument("--exclusion", choices=["source-only", "with-tests"], default="source-only")
     u.add_argument(

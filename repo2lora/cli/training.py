@@ -64,7 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_examples=data.test,
         resume=not args.no_resume,
         on_step=on_step if not args.json else None,
-        card={"data_manifest": data.manifest, "train_examples": len(data.train)},
+        card={
+            "data_manifest": data.manifest,
+            "training_repositories": data.repositories,
+            "train_examples": len(data.train),
+        },
     )
     summary = {**res.__dict__, "train_examples": len(data.train), "test_examples": len(data.test)}
     if args.json:

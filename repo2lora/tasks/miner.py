@@ -425,7 +425,7 @@ def _task(
     else:
         sections.append(body)
     full_prefix = "\n\n\n".join(sections)
-    prefix = _cut_front(full_prefix, config.max_prompt_tokens, count_tokens)
+    prefix = cut_front(full_prefix, config.max_prompt_tokens, count_tokens)
 
     qualname = ".".join([*(cls.name for cls in site.classes), site.test.name])
     line, col = target.lineno, src.char_col(target.lineno, target.col_offset)
@@ -455,7 +455,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
-def _cut_front(text: str, budget: int | None, count_tokens: TokenCounter) -> str:
+def cut_front(text: str, budget: int | None, count_tokens: TokenCounter) -> str:
     """The longest suffix of `text` within `budget` tokens: whole lines are dropped from the
     front first, and only when the last line alone is over budget is it cut by characters.
     Assumes a longer suffix never has fewer tokens (binary search)."""

@@ -9,7 +9,14 @@ from typing import Any
 
 from repo2lora.models.loading import LoadedModel
 from repo2lora.tasks.datasets import RepoData, encode_repo, in_repo_split
+from repo2lora.tasks.provenance import (
+    Provenance,
+    owner_name_of_url,
+    remote_url,
+    training_repository,
+)
 from repo2lora.training.data import RepoEncoding, TaskExample
+from repo_encoder.snapshot import open_repository
 
 
 @dataclass
@@ -18,6 +25,9 @@ class TrainingData:
     train: list[TaskExample]
     test: list[TaskExample]
     manifest: list[dict[str, Any]] = field(default_factory=list)
+    # name, URL, commit and .py file hashes of each repository (a card's
+    # `training_repositories`, what the benchmark's contamination check reads)
+    repositories: list[dict[str, Any]] = field(default_factory=list)
 
 
 def build_training_data(
@@ -30,8 +40,6 @@ def build_training_data(
         repo_root = Path(p)
         first = None
         if evolving:
-            from repo_encoder.snapshot import open_repository
-
             repo = open_repository(repo_root)
             first = repo.git.rev_list("--max-parents=0", "--first-parent", "HEAD").split()[-1]
         datas.append(encode_repo(repo_root, model, evolving_from=first, name=repo_root.name))
@@ -51,4 +59,17 @@ def build_training_data(
                 "tasks": len(tasks),
             }
         )
-    return TrainingData({d.name: d.encoding for d in datas}, train, test, manifest)
+    repositories = [
+        training_repository_of(Path(p), d.encoding.commits[-1])
+        for p, d in zip(paths, datas, strict=True)
+    ]
+    return TrainingData({d.name: d.encoding for d in datas}, train, test, manifest, repositories)
+
+
+def training_repository_of(path: Path, commit: str) -> dict[str, Any]:
+    """A work tree's `training_repositories` entry: owner/name and URL from its network remote
+    (else its directory name and no URL), the commit, the file hashes there."""
+    repo = open_repository(path)
+    url = remote_url(repo)
+    name = (owner_name_of_url(url) if url else None) or Path(str(repo.working_tree_dir)).name
+    return training_repository(Provenance(name, url, commit), repo.commit(commit))

@@ -1,0 +1,183 @@
+"""`repo2lora dataset build` on real git repositories made in a temporary directory: the three
+kinds of tasks with the right counts, the encodings read back, a bare git directory read
+through a clone, resume after an interruption, a reserved repository refused, `--json`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repo2lora.models.loading import describe_base_model, load_base_model
+from repo2lora.tasks.dataset_build import build_dataset, load_built_repo
+from repo2lora.tasks.line_tasks import mine_file_lines
+from repo_encoder.chunk import DefinitionKind
+from repo_encoder.errors import UserError
+from tests.cli import run_cli
+from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
+
+INFO = describe_base_model("tiny-random")
+USE = (
+    "from pkg.geometry import UNIT, area_of_circle\n"
+    "\n"
+    'NOTE = "Vector is named in a string only"\n'
+    "# Vector in a comment does not count either\n"
+    "\n"
+    "\n"
+    "def scaled_area(r):\n"
+    "    return area_of_circle(r) * UNIT\n"
+)
+TESTS_V3 = (
+    "from pkg.geometry import area_of_circle\n"
+    "from pkg.use import scaled_area\n\n\n"
+    "def test_area():\n    assert area_of_circle(1) == 3.141592653589793\n\n\n"
+    "def test_scaled():\n    assert scaled_area(0) == 0.0\n"
+    "    assert scaled_area(1) == 3.141592653589793\n"
+)
+
+
+def _repo(root: Path) -> GitRepo:
+    """Three commits: v1 (a package, one assertion), v2 (a module importing another), v3 (a
+    module using two names of another file, two more assertions)."""
+    repo = GitRepo(root)
+    repo.commit(SAMPLE_V1, "v1")
+    repo.commit(SAMPLE_V2, "v2")
+    repo.commit({"pkg/use.py": USE, "tests/test_geometry.py": TESTS_V3}, "v3")
+    return repo
+
+
+@pytest.fixture
+def reserved(tmp_path: Path) -> Path:
+    path = tmp_path / "reserved.tsv"
+    path.write_text("distribution\timport_names\tgithub\ntoolz\ttoolz,tlz\tpytoolz/toolz\n")
+    return path
+
+
+def _build(paths: list[Path], out: Path, reserved: Path) -> dict:
+    res = build_dataset(
+        paths, out, INFO.model_key, lambda: load_base_model(INFO), pool_files=[], reserved=reserved
+    )
+    return res.__dict__
+
+
+def test_a_repository_gives_static_evolution_and_line_tasks(tmp_path: Path, reserved: Path):
+    repo = _repo(tmp_path / "sample")
+    res = _build([repo.root], tmp_path / "ds", reserved)
+    assert res["built"] == ["sample"] and not res["skipped"]
+    # HEAD: 3 assertions; the walk (v2, v3) adds 2 (v3); line tasks: shapes.py's import of
+    # Vector, use.py's import and its use of area_of_circle and UNIT (not the string, comment)
+    assert res["counts"] == {"static": 3, "evo": 2, "line": 3}
+    built = load_built_repo(tmp_path / "ds" / "repos" / "sample")
+    lines = [(t["path"], t["line"], t["target"]) for t in built.tasks if t["kind"] == "line"]
+    assert lines == [
+        ("pkg/shapes.py", 1, "from pkg.geometry import Vector"),
+        ("pkg/use.py", 1, "from pkg.geometry import UNIT, area_of_circle"),
+        ("pkg/use.py", 8, "return area_of_circle(r) * UNIT"),
+    ]
+    use = next(t for t in built.tasks if t["kind"] == "line" and t["line"] == 8)
+    assert use["prefix"].endswith("def scaled_area(r):\n    ") and use["names"] == [
+        "area_of_circle",
+        "UNIT",
+    ]
+    assert {t["step"] for t in built.tasks if t["kind"] == "evo"} == {2}
+    # the encodings: the snapshot's rows, one diff per walked commit, a held-out file's rows gone
+    assert built.walk is not None and len(built.walk.diffs) == 2
+    assert built.snapshot.vectors.shape[0] == len(built.chunk_paths) > 0
+    n_use = built.chunk_paths.count("pkg/use.py")
+    assert n_use > 0
+    held = built.without("pkg/use.py").vectors
+    assert held.shape[0] == built.snapshot.vectors.shape[0] - n_use
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    (entry,) = manifest["training_repositories"]
+    assert entry["name"] == "sample" and entry["commit"] == repo.git("rev-parse", "HEAD")
+    assert entry["counts"] == res["counts"] and len(entry["file_sha256"]) == 5
+
+
+def test_a_bare_mirror_is_read_through_a_clone_and_named_from_its_path(
+    tmp_path: Path, reserved: Path
+):
+    repo = _repo(tmp_path / "work")
+    bare = tmp_path / "mirror" / "acme+geometry" / "repo"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.root), str(bare)], check=True)
+    before = sorted(p.name for p in bare.iterdir())
+    res = _build([bare], tmp_path / "ds", reserved)
+    assert res["counts"] == {"static": 3, "evo": 2, "line": 3}
+    (entry,) = res["repositories"]
+    assert entry["name"] == "acme/geometry" and entry["url"] == "https://github.com/acme/geometry"
+    assert sorted(p.name for p in bare.iterdir()) == before  # nothing written into the mirror
+    assert (tmp_path / "ds" / "repos" / "acme+geometry" / "summary.json").is_file()
+
+
+def test_an_interrupted_build_resumes_from_the_cache(tmp_path: Path, reserved: Path):
+    a, b = _repo(tmp_path / "a"), _repo(tmp_path / "b")
+    out = tmp_path / "ds"
+    first = _build([a.root], out, reserved)
+    assert first["built"] == ["a"]
+    # an interruption during b: its directory was being written aside, never renamed in
+    (out / "repos" / ".b.partial").mkdir(parents=True)
+    second = _build([a.root, b.root], out, reserved)
+    assert second["cached"] == ["a"] and second["built"] == ["b"]
+    third = _build([a.root, b.root], out, reserved)
+    assert third["cached"] == ["a", "b"] and not third["built"]
+    assert third["counts"] == {"static": 6, "evo": 4, "line": 6}
+    # a run over one of them keeps the other in the manifest (a dataset grows)
+    _build([b.root], out, reserved)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["training_repositories"]] == ["a", "b"]
+    # a repository whose directory is lost is built again from cached vectors: nothing encoded
+    summary = out / "repos" / "b" / "summary.json"
+    summary.unlink()
+    fourth = _build([a.root, b.root], out, reserved)
+    assert fourth["built"] == ["b"] and json.loads(summary.read_text())["encoded"] == 0
+
+
+def test_a_reserved_repository_is_refused_before_anything_is_written(
+    tmp_path: Path, reserved: Path
+):
+    ok = _repo(tmp_path / "fine")
+    bad = _repo(tmp_path / "toolz")
+    with pytest.raises(UserError, match=r"toolz .* is reserved for evaluation"):
+        _build([ok.root, bad.root], tmp_path / "ds", reserved)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_the_cli_prints_json_and_refuses_in_one_line(tmp_path: Path, reserved: Path):
+    repo = _repo(tmp_path / "sample")
+    out = tmp_path / "ds"
+    common = ["--model", "tiny-random", "--reserved", str(reserved), "--pool"]
+    proc = run_cli(
+        "dataset", "build", "--repos", str(repo.root), "--out", str(out), "--json", *common
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["counts"] == {"static": 3, "evo": 2, "line": 3} and doc["built"] == ["sample"]
+    bad = _repo(tmp_path / "toolz")
+    proc = run_cli("dataset", "build", "--repos", str(bad.root), "--out", str(out), *common)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().startswith("repo2lora: error: toolz")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_line_tasks_skip_names_the_file_binds_itself() -> None:
+    src = (
+        "class Vector:\n    pass\n\n\n"
+        "v = Vector()\n"
+        "w = area_of_circle(2)\n"
+        "spec = build(spec=1)\n"  # a local named like a module, a keyword argument
+        "def f(config):\n    return config.spec + util.helper()\n"
+    )
+    names: dict[str, DefinitionKind] = {
+        "area_of_circle": "function",
+        "Vector": "class",
+        "spec": "module",
+        "config": "module",
+        "util": "module",
+        "helper": "function",
+    }
+    tasks = mine_file_lines("r", "c", "m.py", src, names)
+    assert [(t.line, t.target, t.names) for t in tasks] == [
+        (6, "w = area_of_circle(2)", ("area_of_circle",)),
+        (9, "return config.spec + util.helper()", ("util", "helper")),
+    ]
