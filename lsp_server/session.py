@@ -5,7 +5,6 @@ the benchmark and the tests call them directly."""
 
 from __future__ import annotations
 
-import enum
 import threading
 import time
 import traceback
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import git
 import torch
@@ -24,6 +23,8 @@ from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options
 from lsp_server.follower import RepositoryFollower
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
+from lsp_server.session_api import CompletionResult, Level, SessionEvents
+from lsp_server.session_api import QuietEvents as QuietEvents  # where tests import it from
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.decoding import prepare_for_decoding
@@ -44,51 +45,6 @@ from repo_encoder.errors import UserError
 
 _PROGRESS_EVERY_S = 0.2
 _STAGE_LABELS = {"chunk": "chunking files", "encode": "encoding chunks", "update": "commits"}
-
-
-class Level(enum.IntEnum):
-    """Message severity; the values are LSP's MessageType."""
-
-    ERROR = 1
-    WARNING = 2
-    INFO = 3
-    LOG = 4
-
-
-class SessionEvents(Protocol):
-    """What the session tells the editor. Called from background threads."""
-
-    def log(self, level: Level, message: str) -> None: ...
-    def show(self, level: Level, message: str) -> None: ...
-    def progress_begin(self, title: str) -> None: ...
-    def progress_report(self, message: str, percentage: int | None) -> None: ...
-    def progress_end(self, message: str) -> None: ...
-    def adapter_changed(self, status: dict[str, Any]) -> None: ...
-
-
-class QuietEvents:
-    """Events for in-process use (benchmark, tests): messages are kept, nothing is sent."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, Level, str]] = []
-
-    def log(self, level: Level, message: str) -> None:
-        self.messages.append(("log", level, message))
-
-    def show(self, level: Level, message: str) -> None:
-        self.messages.append(("show", level, message))
-
-    def progress_begin(self, title: str) -> None:
-        self.messages.append(("progress", Level.LOG, title))
-
-    def progress_report(self, message: str, percentage: int | None) -> None:
-        return None
-
-    def progress_end(self, message: str) -> None:
-        self.messages.append(("progress", Level.LOG, message))
-
-    def adapter_changed(self, status: dict[str, Any]) -> None:
-        self.messages.append(("adapter", Level.LOG, str(status["adapter"]["version"])))
 
 
 @dataclass(frozen=True)
@@ -138,14 +94,6 @@ class CompletionStats:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-
-@dataclass(frozen=True)
-class CompletionResult:
-    text: str
-    version: int  # of the adapter it was made with
-    source: str  # "model", "cache" or "typed-along"
-    timings: CompletionTimings | None = None  # where a model run's time went
 
 
 @dataclass

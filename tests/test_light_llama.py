@@ -18,12 +18,8 @@ import torch
 from repo2lora.decoding import StaticKVDecoder, prepare_for_decoding
 from repo2lora.generation import GenerationConfig, PromptCache, generate_completion
 from repo2lora.models import describe_base_model, embedded, load_base_model
-from repo2lora.models.light_llama import (
-    LightModelError,
-    load_light_model,
-    load_light_tokenizer,
-    read_light_config,
-)
+from repo2lora.models.light_config import LightModelError, read_light_config
+from repo2lora.models.light_llama import load_light_model, load_light_tokenizer
 from repo2lora.models.loading import model_identity
 from repo2lora.models.presets import byte_tokenizer
 

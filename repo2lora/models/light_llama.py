@@ -7,17 +7,15 @@ The module tree has transformers' names and shapes (`model.embed_tokens`,
 `model.layers[i].self_attn.q_proj`, ..., `model.norm`, `model.rotary_emb`, `lm_head`) and every
 module computes what transformers' does, op for op, so `repo2lora.decoding.StaticKVDecoder`
 runs it unchanged and its logits equal the transformers model's bit for bit
-(`tests/test_light_llama.py`). What it would not reproduce exactly is refused by
-`read_light_config` / `load_light_tokenizer` with a `LightModelError`, and such a model starts
-through transformers as before: rope scaling, sliding windows, weights other than float32,
-quantization, tokenizer classes that transformers rebuilds or post-processes.
+(`tests/test_light_llama.py`). What it would not reproduce exactly is refused with a
+`LightModelError` (`repo2lora.models.light_config` says which configs; `load_light_tokenizer`
+which tokenizers), and such a model starts through transformers as before.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,144 +25,15 @@ from safetensors.torch import load
 from tokenizers import Tokenizer
 from torch import nn
 
-ARCHITECTURES = {
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "mistral": "MistralForCausalLM",
-}
+from repo2lora.models.light_config import (
+    LightConfig,
+    LightModelError,
+    checkpoint_files,
+    read_light_config,
+)
+
 # tokenizer classes that transformers builds from tokenizer.json as it is
 _PLAIN_TOKENIZERS = frozenset({"TokenizersBackend", "PreTrainedTokenizerFast"})
-# config fields whose transformers default differs between the three (or is easy to get wrong):
-# a config.json that leaves them out is served through transformers
-_REQUIRED = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "rms_norm_eps",
-    "max_position_embeddings",
-)
-_DEFAULT_ROPE_THETA = 10000.0  # the default of all three config classes
-
-
-class LightModelError(Exception):
-    """The model directory is one the light loader does not reproduce exactly."""
-
-
-@dataclass(frozen=True)
-class LightConfig:
-    """The fields of a Llama-family config.json the forward needs, with transformers' defaults.
-    `_attn_implementation`, `layer_types` and `sliding_window` are what
-    `repo2lora.decoding.static_kv_supported` asks of a config."""
-
-    model_type: str
-    vocab_size: int
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    rms_norm_eps: float
-    rope_theta: float
-    max_position_embeddings: int
-    tie_word_embeddings: bool
-    qkv_bias: bool
-    o_bias: bool
-    mlp_bias: bool
-    identity_head_dim: int | None  # what transformers' config holds as `head_dim` (qwen2: none)
-    _attn_implementation: str = "sdpa"
-    layer_types: tuple[str, ...] | None = None
-    sliding_window: int | None = None
-
-    def identity_fields(self) -> dict[str, Any]:
-        """The values `repo2lora.models.loading.model_identity` hashes, as transformers'
-        config would hold them."""
-        return {
-            "model_type": self.model_type,
-            "vocab_size": self.vocab_size,
-            "hidden_size": self.hidden_size,
-            "intermediate_size": self.intermediate_size,
-            "num_hidden_layers": self.num_hidden_layers,
-            "num_attention_heads": self.num_attention_heads,
-            "num_key_value_heads": self.num_key_value_heads,
-            "head_dim": self.identity_head_dim,
-            "tie_word_embeddings": self.tie_word_embeddings,
-        }
-
-
-def _rope_theta(raw: dict[str, Any]) -> float:
-    params = raw.get("rope_parameters")
-    if params is None:
-        if raw.get("rope_scaling") is not None:
-            raise LightModelError("rope scaling")
-        return float(raw.get("rope_theta", _DEFAULT_ROPE_THETA))
-    if not isinstance(params, dict) or params.get("rope_type", "default") != "default":
-        raise LightModelError("a rope type other than the default")
-    if set(params) - {"rope_type", "rope_theta"}:
-        raise LightModelError("rope parameters beyond rope_theta")
-    return float(params.get("rope_theta", _DEFAULT_ROPE_THETA))
-
-
-def read_light_config(model_dir: Path) -> LightConfig:
-    """`model_dir/config.json` as a `LightConfig`; a LightModelError for anything the light
-    forward would not reproduce exactly."""
-    try:
-        raw = json.loads((model_dir / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise LightModelError(f"config.json: {exc}") from None
-    if not isinstance(raw, dict):
-        raise LightModelError("config.json is not an object")
-    kind = raw.get("model_type")
-    if kind not in ARCHITECTURES:
-        raise LightModelError(f"model type {kind!r}")
-    if raw.get("architectures", [ARCHITECTURES[kind]]) != [ARCHITECTURES[kind]]:
-        raise LightModelError(f"architectures {raw.get('architectures')}")
-    missing = [k for k in _REQUIRED if not isinstance(raw.get(k), int | float)]
-    if missing:
-        raise LightModelError(f"config.json leaves out {', '.join(missing)}")
-    dtype = raw.get("dtype", raw.get("torch_dtype"))
-    if dtype not in (None, "float32"):
-        raise LightModelError(f"dtype {dtype}")
-    if raw.get("hidden_act", "silu") != "silu":
-        raise LightModelError(f"activation {raw.get('hidden_act')}")
-    for key in ("quantization_config", "attn_implementation", "_attn_implementation"):
-        if raw.get(key) not in (None, "sdpa"):
-            raise LightModelError(key)
-    if raw.get("pretraining_tp", 1) != 1:
-        raise LightModelError("pretraining_tp")
-    layer_types = raw.get("layer_types")
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
-        raise LightModelError("layers other than full attention")
-    if kind == "qwen2" and raw.get("use_sliding_window", False):
-        raise LightModelError("sliding-window attention")
-    if kind == "mistral" and raw.get("sliding_window", 4096) is not None:
-        raise LightModelError("sliding-window attention")
-    heads, hidden = int(raw["num_attention_heads"]), int(raw["hidden_size"])
-    given_head_dim = raw.get("head_dim")
-    head_dim = int(given_head_dim) if given_head_dim else hidden // heads
-    bias = bool(raw.get("attention_bias", False))
-    return LightConfig(
-        model_type=kind,
-        vocab_size=int(raw["vocab_size"]),
-        hidden_size=hidden,
-        intermediate_size=int(raw["intermediate_size"]),
-        num_hidden_layers=int(raw["num_hidden_layers"]),
-        num_attention_heads=heads,
-        num_key_value_heads=int(raw["num_key_value_heads"]),
-        head_dim=head_dim,
-        rms_norm_eps=float(raw["rms_norm_eps"]),
-        rope_theta=_rope_theta(raw),
-        max_position_embeddings=int(raw["max_position_embeddings"]),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        qkv_bias=kind == "qwen2" or (kind == "llama" and bias),
-        o_bias=kind == "llama" and bias,
-        mlp_bias=kind == "llama" and bool(raw.get("mlp_bias", False)),
-        identity_head_dim=given_head_dim if kind == "qwen2" else head_dim,
-    )
-
 
 # -- the modules, each computing what its transformers counterpart computes ----------------------
 
@@ -192,10 +61,47 @@ def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     return expanded.reshape(batch, kv_heads * n_rep, n, head_dim)
 
 
+def linear_around(weight: torch.Tensor | nn.Parameter, bias: torch.Tensor | None) -> nn.Linear:
+    """An nn.Linear holding `weight` [out, in] (the same tensor when it is a Parameter already,
+    as a tied head is), without the random init its constructor does: on real shapes that is
+    wasted time, and on a meta device it imports torch._dynamo (seconds)."""
+    layer = nn.Linear.__new__(nn.Linear)
+    nn.Module.__init__(layer)
+    layer.out_features, layer.in_features = weight.shape
+    layer.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight)
+    layer.register_parameter("bias", None if bias is None else nn.Parameter(bias))
+    return layer
+
+
+class Weights:
+    """The checkpoint's tensors, taken one by one by the modules that hold them, each checked
+    against the shape the config gives it."""
+
+    def __init__(self, state: dict[str, torch.Tensor]) -> None:
+        self._state = state
+
+    def take(self, name: str, *shape: int) -> torch.Tensor:
+        t = self._state.pop(name, None)
+        if t is None:
+            raise LightModelError(f"the checkpoint has no {name}")
+        if tuple(t.shape) != shape:
+            raise LightModelError(f"{name} is {tuple(t.shape)}, the config says {shape}")
+        if t.dtype != torch.float32:
+            raise LightModelError(f"{name} is {t.dtype}, not float32")
+        return t
+
+    def linear(self, prefix: str, n_in: int, n_out: int, bias: bool) -> nn.Linear:
+        weight = self.take(f"{prefix}.weight", n_out, n_in)
+        return linear_around(weight, self.take(f"{prefix}.bias", n_out) if bias else None)
+
+    def left(self) -> list[str]:
+        return sorted(self._state)
+
+
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float) -> None:
+    def __init__(self, weight: torch.Tensor, eps: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
+        self.weight = nn.Parameter(weight)
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -229,107 +135,89 @@ class RotaryEmbedding(nn.Module):
 class Attention(nn.Module):
     """The projections and constants `StaticKVDecoder` reads; it makes the SDPA call itself."""
 
-    def __init__(self, cfg: LightConfig) -> None:
+    def __init__(self, cfg: LightConfig, w: Weights, prefix: str) -> None:
         super().__init__()
-        d, h, kv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
+        d, h, kv, size = (
+            cfg.head_dim,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.hidden_size,
+        )
         self.head_dim = d
         self.num_key_value_groups = h // kv
         self.scaling = d**-0.5
         self.attention_dropout = 0.0
-        self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, kv * d, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_bias)
+        self.q_proj = w.linear(f"{prefix}.q_proj", size, h * d, cfg.qkv_bias)
+        self.k_proj = w.linear(f"{prefix}.k_proj", size, kv * d, cfg.qkv_bias)
+        self.v_proj = w.linear(f"{prefix}.v_proj", size, kv * d, cfg.qkv_bias)
+        self.o_proj = w.linear(f"{prefix}.o_proj", h * d, size, cfg.o_bias)
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: LightConfig) -> None:
+    def __init__(self, cfg: LightConfig, w: Weights, prefix: str) -> None:
         super().__init__()
-        hidden, inner = cfg.hidden_size, cfg.intermediate_size
-        self.gate_proj = nn.Linear(hidden, inner, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(hidden, inner, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=cfg.mlp_bias)
+        size, inner, bias = cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias
+        self.gate_proj = w.linear(f"{prefix}.gate_proj", size, inner, bias)
+        self.up_proj = w.linear(f"{prefix}.up_proj", size, inner, bias)
+        self.down_proj = w.linear(f"{prefix}.down_proj", inner, size, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: LightConfig) -> None:
+    def __init__(self, cfg: LightConfig, w: Weights, prefix: str) -> None:
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.self_attn = Attention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
-        self.mlp = MLP(cfg)
+        size, eps = cfg.hidden_size, cfg.rms_norm_eps
+        self.input_layernorm = RMSNorm(w.take(f"{prefix}.input_layernorm.weight", size), eps)
+        self.self_attn = Attention(cfg, w, f"{prefix}.self_attn")
+        norm = w.take(f"{prefix}.post_attention_layernorm.weight", size)
+        self.post_attention_layernorm = RMSNorm(norm, eps)
+        self.mlp = MLP(cfg, w, f"{prefix}.mlp")
 
 
 class LightBody(nn.Module):
-    def __init__(self, cfg: LightConfig) -> None:
+    def __init__(self, cfg: LightConfig, w: Weights) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        embed = w.take("model.embed_tokens.weight", cfg.vocab_size, cfg.hidden_size)
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, _weight=embed)
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg, w, f"model.layers.{i}") for i in range(cfg.num_hidden_layers)
+        )
+        self.norm = RMSNorm(w.take("model.norm.weight", cfg.hidden_size), cfg.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(cfg)
 
 
 class LightLlamaForCausalLM(nn.Module):
-    """The model; `repo2lora.decoding.StaticKVDecoder` runs its forward."""
+    """The model, built around a checkpoint's tensors; `repo2lora.decoding.StaticKVDecoder`
+    runs its forward."""
 
-    def __init__(self, cfg: LightConfig) -> None:
+    def __init__(self, cfg: LightConfig, w: Weights) -> None:
         super().__init__()
         self.config = cfg
-        with torch.device("meta"):  # shapes only: the weights come from the checkpoint
-            self.model = LightBody(cfg)
-            self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        self.model.rotary_emb = RotaryEmbedding(cfg)
-
-
-def _checkpoint_files(model_dir: Path) -> list[Path]:
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise LightModelError(f"{index.name}: {exc}") from None
-        return [model_dir / n for n in names]
-    single = model_dir / "model.safetensors"
-    if not single.is_file():
-        raise LightModelError("no model.safetensors")
-    return [single]
-
-
-def checkpoint_bytes(model_dir: Path) -> int:
-    """The size of the weights `load_light_model` would read."""
-    return sum(f.stat().st_size for f in _checkpoint_files(model_dir) if f.is_file())
+        self.model = LightBody(cfg, w)
+        if cfg.tie_word_embeddings:  # one tensor, as transformers ties it
+            self.lm_head = linear_around(self.model.embed_tokens.weight, None)
+        else:
+            self.lm_head = w.linear("lm_head", cfg.hidden_size, cfg.vocab_size, False)
 
 
 def load_light_model(model_dir: Path, cfg: LightConfig | None = None) -> LightLlamaForCausalLM:
-    """The model in `model_dir`, frozen, in eval mode, weights as stored (row-major)."""
+    """The model in `model_dir`, frozen, in eval mode, weights as stored (row-major); a
+    LightModelError when the checkpoint does not hold exactly the weights the config names."""
     cfg = cfg or read_light_config(model_dir)
-    model = LightLlamaForCausalLM(cfg)
-    expected = {k for k in model.state_dict() if not k.startswith("lm_head.")}
-    if not cfg.tie_word_embeddings:
-        expected.add("lm_head.weight")
     state: dict[str, torch.Tensor] = {}
-    for f in _checkpoint_files(model_dir):
+    for f in checkpoint_files(model_dir):
         try:  # read into memory, not mapped: the file may change under a running server
-            part = load(f.read_bytes())
+            state.update(load(f.read_bytes()))
         except Exception as exc:  # safetensors raises its own error types
             raise LightModelError(f"{f.name}: {exc}") from None
-        if set(part) - expected - {"lm_head.weight"}:
-            raise LightModelError(f"{f.name} holds weights this layout does not have")
-        state.update(part)
     if cfg.tie_word_embeddings:
         state.pop("lm_head.weight", None)  # transformers ties it to the embedding all the same
-    if set(state) != expected:
-        raise LightModelError(f"weights missing: {sorted(expected - set(state))[:3]}")
-    if any(t.dtype != torch.float32 for t in state.values()):
-        raise LightModelError("weights other than float32")
-    try:
-        model.load_state_dict(state, strict=False, assign=True)
-    except RuntimeError as exc:  # a shape that does not match the config
-        raise LightModelError(str(exc).splitlines()[0]) from None
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
+    w = Weights(state)
+    model = LightLlamaForCausalLM(cfg, w)
+    if w.left():
+        raise LightModelError(f"weights this layout does not have: {w.left()[:3]}")
     model.eval()
     model.requires_grad_(False)
     return model
