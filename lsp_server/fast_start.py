@@ -14,6 +14,8 @@ before: resolved before serving, completions once transformers has loaded them."
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 import threading
 import time
 import traceback
@@ -38,6 +40,18 @@ if TYPE_CHECKING:
 # big model's peak memory for a few seconds' head start: such a model starts as before
 LIGHT_START_MAX_BYTES = 2 << 30
 _EVOLVING = ("code2lora-evo", "code2lora-names")  # the generators the server can follow with
+# While the background imports run (seconds of Python bytecode holding the GIL), a thread that
+# gives the GIL up in every torch op (a completion: thousands per request) or in every write (the
+# event loop) waits up to the switch interval to get it back: 5 ms by default. At 0.1 ms it waits
+# little and the imports barely slow down.
+START_SWITCH_INTERVAL_S = 1e-4
+# Some imports hold the GIL in one C call (loading a shared library) for up to a second, which no
+# switch interval shortens: `YieldingImports` pauses the background imports between modules
+# while a completion runs and for this long after it (the event loop writes the answer)...
+_ANSWER_GRACE_S = 0.05
+# ...but never for longer than this in all: a user typing without pause must still get the
+# adapter-backed model
+_IMPORT_PAUSE_BUDGET_S = 10.0
 
 
 def light_start_dir(config: ServerConfig) -> Path | None:
@@ -92,6 +106,34 @@ def _hypernet_fits(ckpt: Path, cfg: LightConfig) -> bool:
         and card.get("base_model", {}).get("identity") == identity
         and (ckpt.expanduser() / "hypernet.safetensors").is_file()
     )
+
+
+class YieldingImports(importlib.abc.MetaPathFinder):
+    """On `sys.meta_path` while one thread (the start's) imports transformers and peft: before
+    each module that thread imports, it waits while `busy()` says a completion is being served
+    (within a total budget). It finds nothing itself: the normal finders load every module."""
+
+    def __init__(self, busy: Callable[[], bool], budget_s: float = _IMPORT_PAUSE_BUDGET_S) -> None:
+        self._thread = threading.get_ident()
+        self._busy = busy
+        self._budget_s = budget_s
+        self.paused_s = 0.0
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if threading.get_ident() != self._thread:
+            return None
+        t0 = time.monotonic()
+        while self._busy() and self.paused_s + (time.monotonic() - t0) < self._budget_s:
+            time.sleep(0.002)
+        self.paused_s += time.monotonic() - t0
+        return None
+
+    def __enter__(self) -> YieldingImports:
+        sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.meta_path.remove(self)
 
 
 class _LightServing:
@@ -161,14 +203,27 @@ class FastStartSession:
         self._t0 = time.monotonic()
         self.timeline: dict[str, float] = {}  # seconds from the session's creation
         self.light_completions = {"requests": 0, "model_runs": 0, "cache_hits": 0}
+        self._serving_light = 0  # light completions running or waiting for the model now
+        self._busy_until = 0.0  # monotonic: a completion is on its way, or its answer is
 
     # -- start -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        threading.Thread(target=self._start, name="repo2lora-start", daemon=True).start()
+        threading.Thread(target=self._start_quickly, name="repo2lora-start", daemon=True).start()
+
+    def _start_quickly(self) -> None:
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(min(before, START_SWITCH_INTERVAL_S))
+        try:
+            self._start()
+        finally:
+            sys.setswitchinterval(before)
+
+    def _since_start(self) -> float:
+        return round(time.monotonic() - self._t0, 3)
 
     def _mark(self, what: str) -> None:
-        self.timeline[what] = round(time.monotonic() - self._t0, 3)
+        self.timeline[what] = self._since_start()
 
     def _start(self) -> None:
         import torch
@@ -178,9 +233,11 @@ class FastStartSession:
         if self._light_dir is not None:
             self._load_light(self._light_dir)
         try:
-            from lsp_server.session import Session, resolve_models
+            with YieldingImports(self._light_busy) as imports:
+                from lsp_server.session import Session, resolve_models
 
             self._mark("session_imported")
+            self.timeline["imports_paused_for_completions"] = round(imports.paused_s, 3)
             cfg = self._config
             models = self._models or resolve_models(cfg.model, cfg.hypernet, cfg.target_modules)
             with self._cond:
@@ -267,6 +324,11 @@ class FastStartSession:
             )
             return (None if self._switched else self._light), self._session
 
+    def _light_busy(self) -> bool:
+        """A light completion is coming (the cache missed), running, or has just ended (its
+        answer is being written)."""
+        return bool(self._serving_light) or time.monotonic() < self._busy_until
+
     def _count(self, what: str) -> None:
         with self._cond:
             self.light_completions[what] += 1
@@ -278,16 +340,27 @@ class FastStartSession:
         light = self._light
         self._count("requests")
         hit = light.cache.lookup(prompt, 0) if light is not None else None
-        if hit is None:
+        if hit is None:  # `complete` follows, after the debounce
+            debounce = self.config.debounce_ms / 1000
+            self._busy_until = max(self._busy_until, time.monotonic() + debounce + _ANSWER_GRACE_S)
             return None
         self._count("cache_hits")
         return CompletionResult(hit.text, 0, "typed-along" if hit.typed_along else "cache")
 
     def complete(self, prompt: Prompt, should_stop: Callable[[], bool]) -> CompletionResult:
-        light, session = self._serving()
-        if light is not None:
-            self._count("model_runs")
-            return light.complete(prompt, should_stop, self.config)
+        with self._cond:
+            self._serving_light += 1
+        try:
+            light, session = self._serving()
+            if light is not None:
+                self._count("model_runs")
+                res = light.complete(prompt, should_stop, self.config)
+                self.timeline.setdefault("first_light_answer", self._since_start())
+                return res
+        finally:
+            with self._cond:
+                self._serving_light -= 1
+                self._busy_until = time.monotonic() + _ANSWER_GRACE_S
         if session is None:
             raise UserError(f"the models could not be loaded: {self._failed}")
         return session.complete(prompt, should_stop)

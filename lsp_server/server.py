@@ -195,7 +195,8 @@ class Repo2LoraServer(LanguageServer):
             events.log(Level.WARNING, f"repo2lora: {p}")
         session = FastStartSession(roots, config, events, self.models, self.light_dir)
         self.session = session
-        session.start()
+        # after this handler's answer is written: importing torch holds the GIL for long C calls
+        asyncio.get_running_loop().call_soon(session.start)
 
     def _workspace_roots(self, params: types.InitializeParams) -> list[str]:
         uris = [f.uri for f in params.workspace_folders or []]
