@@ -785,12 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     sources = [Path(p).resolve() for p in args.e2e_sources.split(",")] if args.e2e_sources else None
     results: dict[str, Any] = {}
     if args.startup:
-        from benchmark.lsp_startup import stages, starts
+        from benchmark.lsp_startup import serving, stages, starts
 
         with tempfile.TemporaryDirectory(prefix="lsp-latency-") as tmp:
             root = make_repository(Path(tmp) / "repo")
             results["default"] = {
                 "stages": stages(args.startup_runs),
+                "serving": serving(root, args.requests),
                 "starts": starts(root, root / "evo_state" / "store.py", args.startup_runs),
             }
         models = ""

@@ -7,6 +7,9 @@ completion: the light start (`lsp_server.fast_start`) against the start through 
   imports, torch, the light model, its first completion; then the session's imports, that is
   transformers and peft, the models' resolution and the full model's load), seconds each, and
   the `-X importtime` modules that cost most.
+- `serving`: in process, the light model against the transformers model the session serves,
+  single-line completions at the same cursors, interleaved (the light model serves a start's
+  completions: it must not be slower, and its text must be the same).
 - `starts`: the real server over stdio, from process start to `initialize` answered, to the
   first completion, and to the switch onto the full session (`repo2lora/status`'s `start`), per
   variant; the first completion's text must be the same both ways."""
@@ -152,4 +155,42 @@ def starts(root: Path, prompt_file: Path, runs: int) -> dict[str, Any]:
     out["first_completion_text"] = sorted(texts)
     light, slow = (out[n]["median_s"]["first_completion_s"] for n in per)
     out["first_completion_speedup"] = round(slow / light, 2) if light else None
+    return out
+
+
+def serving(root: Path, n: int) -> dict[str, Any]:
+    """Single-line completions at `n` cursors, light model and transformers model interleaved,
+    each with its own prompt cache, as the server runs them; milliseconds."""
+    import torch
+
+    from benchmark.lsp_latency import _summary, cursors
+    from lsp_server.config import ServerConfig
+    from lsp_server.prompt import postprocess
+    from repo2lora.decoding import prepare_for_decoding
+    from repo2lora.generation import PromptCache, generate_completion
+    from repo2lora.models import describe_base_model, embedded, load_base_model
+    from repo2lora.models.light_llama import load_light_model, load_light_tokenizer
+
+    torch.set_num_threads(1)
+    full = load_base_model(describe_base_model(None))
+    light = load_light_model(embedded.DEFAULT_DIR)
+    for m in (full.model, light):
+        prepare_for_decoding(m)
+    variants = {
+        "transformers_model": (full.model, full.tokenizer, PromptCache()),
+        "light_model": (light, load_light_tokenizer(embedded.DEFAULT_DIR), PromptCache()),
+    }
+    cfg = ServerConfig().generation()
+    ms: dict[str, list[float]] = {k: [] for k in variants}
+    same = 0
+    for _, prompt in cursors(root, n):
+        texts = set()
+        for name, (model, tok, cache) in variants.items():
+            t = time.perf_counter()
+            raw = generate_completion(model, tok, prompt.prefix, cfg, cache=cache, cache_key=0)
+            texts.add(postprocess(raw, prompt, cfg.single_line))
+            ms[name].append(1000 * (time.perf_counter() - t))
+        same += len(texts) == 1
+    out: dict[str, Any] = {k: _summary(v) for k, v in ms.items()}
+    out["same_text"] = f"{same}/{n}"
     return out
