@@ -334,12 +334,13 @@ class FastStartSession:
             self.light_completions[what] += 1
 
     def cached(self, prompt: Prompt) -> CompletionResult | None:
-        session = self._session
-        if self._switched and session is not None:
+        session, light = self._session, self._light
+        if session is not None and (self._switched or light is None):
             return session.cached(prompt)
-        light = self._light
+        if light is None:
+            return None
         self._count("requests")
-        hit = light.cache.lookup(prompt, 0) if light is not None else None
+        hit = light.cache.lookup(prompt, 0)
         if hit is None:  # `complete` follows, after the debounce
             debounce = self.config.debounce_ms / 1000
             self._busy_until = max(self._busy_until, time.monotonic() + debounce + _ANSWER_GRACE_S)
