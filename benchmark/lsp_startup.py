@@ -113,7 +113,7 @@ async def _one_start(root: Path, light: bool, prompt_file: Path, line: int, col:
             )
         )
         first_s = time.perf_counter() - t0
-        items = res.items if res is not None and not isinstance(res, list) else res or []
+        items = res.items if isinstance(res, types.InlineCompletionList) else list(res or [])
         text = str(items[0].insert_text) if items else ""
         while True:  # until the full session serves
             st = await client.protocol.send_request_async("repo2lora/status", {})

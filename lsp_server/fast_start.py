@@ -216,6 +216,10 @@ class FastStartSession:
         sys.setswitchinterval(min(before, START_SWITCH_INTERVAL_S))
         try:
             self._start()
+        except Exception as exc:  # torch itself failed to load: nothing can serve
+            with self._cond:
+                self._light_state = "off"
+            self._fail(exc)
         finally:
             sys.setswitchinterval(before)
 
@@ -337,10 +341,8 @@ class FastStartSession:
         session, light = self._session, self._light
         if session is not None and (self._switched or light is None):
             return session.cached(prompt)
-        if light is None:
-            return None
         self._count("requests")
-        hit = light.cache.lookup(prompt, 0)
+        hit = light.cache.lookup(prompt, 0) if light is not None else None
         if hit is None:  # `complete` follows, after the debounce
             debounce = self.config.debounce_ms / 1000
             self._busy_until = max(self._busy_until, time.monotonic() + debounce + _ANSWER_GRACE_S)
