@@ -7,9 +7,10 @@ completion: the light start (`lsp_server.fast_start`) against the start through 
   imports, torch, the light model, its first completion; then the session's imports, that is
   transformers and peft, the models' resolution and the full model's load), seconds each, and
   the `-X importtime` modules that cost most.
-- `serving`: in process, the light model against the transformers model the session serves,
-  single-line completions at the same cursors, interleaved (the light model serves a start's
-  completions: it must not be slower, and its text must be the same).
+- `serving`: in process, single-line completions at the same cursors, interleaved: the
+  transformers model with the prompt tokenised whole at every request (before), and piece by
+  piece (`repo2lora.prompt_tokens`, what the session runs now), and the light model that serves
+  a start (it must not be slower); the text must be the same.
 - `starts`: the real server over stdio, from process start to `initialize` answered, to the
   first completion, and to the switch onto the full session (`repo2lora/status`'s `start`), per
   variant; the first completion's text must be the same both ways."""
@@ -167,30 +168,40 @@ def serving(root: Path, n: int) -> dict[str, Any]:
     from lsp_server.config import ServerConfig
     from lsp_server.prompt import postprocess
     from repo2lora.decoding import prepare_for_decoding
-    from repo2lora.generation import PromptCache, generate_completion
+    from repo2lora.generation import CompletionTimings, PromptCache, generate_completion
     from repo2lora.models import describe_base_model, embedded, load_base_model
     from repo2lora.models.light_llama import load_light_model, load_light_tokenizer
+    from repo2lora.prompt_tokens import PromptTokenizer
 
     torch.set_num_threads(1)
     full = load_base_model(describe_base_model(None))
     light = load_light_model(embedded.DEFAULT_DIR)
     for m in (full.model, light):
         prepare_for_decoding(m)
+    light_tok = PromptTokenizer(load_light_tokenizer(embedded.DEFAULT_DIR))
     variants = {
-        "transformers_model": (full.model, full.tokenizer, PromptCache()),
-        "light_model": (light, load_light_tokenizer(embedded.DEFAULT_DIR), PromptCache()),
+        "transformers_model_whole_prompt_tokenised": (full.model, full.tokenizer, PromptCache()),
+        "transformers_model": (full.model, PromptTokenizer(full.tokenizer), PromptCache()),
+        "light_model": (light, light_tok, PromptCache()),
     }
     cfg = ServerConfig().generation()
     ms: dict[str, list[float]] = {k: [] for k in variants}
+    tokenize_ms: dict[str, list[float]] = {k: [] for k in variants}
     same = 0
     for _, prompt in cursors(root, n):
         texts = set()
         for name, (model, tok, cache) in variants.items():
+            timings = CompletionTimings()
             t = time.perf_counter()
-            raw = generate_completion(model, tok, prompt.prefix, cfg, cache=cache, cache_key=0)
+            raw = generate_completion(
+                model, tok, prompt.prefix, cfg, cache=cache, cache_key=0, timings=timings
+            )
             texts.add(postprocess(raw, prompt, cfg.single_line))
             ms[name].append(1000 * (time.perf_counter() - t))
+            tokenize_ms[name].append(1000 * timings.tokenize)
         same += len(texts) == 1
     out: dict[str, Any] = {k: _summary(v) for k, v in ms.items()}
+    for k, v in tokenize_ms.items():
+        out[k]["tokenize_p50_ms"] = round(statistics.median(v), 3)
     out["same_text"] = f"{same}/{n}"
     return out

@@ -28,6 +28,7 @@ from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options
 from lsp_server.prompt import Prompt, postprocess
 from lsp_server.session_api import CompletionResult, Level, SessionEvents
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
+from repo2lora.prompt_tokens import PromptTokenizer
 from repo_encoder.errors import UserError
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class _LightServing:
 
     def __init__(self, model: Any, tokenizer: Any, cache_size: int) -> None:
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = PromptTokenizer(tokenizer)
         self.lock = threading.Lock()
         self.prompt_cache = PromptCache()
         self.cache = CompletionCache(cache_size)
