@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
 from lsp_server.config import ServerConfig
-from lsp_server.fast_start import light_start_dir
+from lsp_server.fast_start import YieldingImports, light_start_dir
 from repo2lora.models import describe_base_model, embedded, load_base_model
 from tests.cli import ENV
 from tests.gitrepo import SAMPLE_V1, GitRepo
@@ -153,3 +154,27 @@ def test_which_models_start_light(model_dir: Path, tmp_path: Path) -> None:
     shipped = str(embedded.DEFAULT_DIR / "hypernets" / "evo")
     assert light_start_dir(ServerConfig(hypernet=shipped)) == embedded.DEFAULT_DIR.resolve()
     assert light_start_dir(ServerConfig(model=str(model_dir), hypernet=shipped)) is None
+
+
+def test_background_imports_wait_while_a_completion_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start thread's imports pause between modules while `busy()`, within their budget;
+    no other thread's import waits."""
+    for name in ("waits_a", "waits_b", "waits_c"):
+        (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    busy_until = time.monotonic() + 0.3
+    with YieldingImports(lambda: time.monotonic() < busy_until, budget_s=5.0) as imports:
+        done: list[float] = []
+        other = threading.Thread(target=lambda: (__import__("waits_a"), done.append(1.0)))
+        other.start()
+        other.join(5)
+        assert done and imports.paused_s == 0.0  # another thread: not paused
+        t0 = time.monotonic()
+        __import__("waits_b")
+        assert time.monotonic() - t0 >= 0.25 and imports.paused_s >= 0.25
+    with YieldingImports(lambda: True, budget_s=0.1) as capped:  # busy for ever: the budget
+        __import__("waits_c")
+    assert 0.1 <= capped.paused_s < 1.0
+    assert capped not in sys.meta_path
