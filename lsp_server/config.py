@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from repo2lora.decoding import DecoderKind
 from repo2lora.generation import GenerationConfig
 from repo_encoder.errors import UserError
+
+if TYPE_CHECKING:  # the module stays free of torch: `repo2lora serve` reads it before torch
+    from repo2lora.decoding import DecoderKind
 
 LoraMode = Literal["auto", "merged", "peft"]
 
@@ -40,6 +42,9 @@ class ServerConfig:
     watch: bool = True  # watch the repository with watchdog (HEAD, refs, saved files)
     decoder: DecoderKind = "auto"  # the forward completions run on (repo2lora.decoding)
     device: str = "cpu"  # where the model runs ("cuda" on a GPU machine)
+    # serve the base model from `repo2lora.models.light_llama` while transformers loads
+    # (`lsp_server.fast_start`); off: nothing is served before transformers and peft are loaded
+    light_start: bool = True
 
     def generation(self) -> GenerationConfig:
         return GenerationConfig(

@@ -32,6 +32,7 @@ from repo2lora.adapters.apply import (
 from repo2lora.adapters.weights import LoraWeights, neutral_adapter
 from repo2lora.decoding import in_layout, layout_of
 from repo2lora.models.loading import LoadedModel
+from repo2lora.prompt_tokens import PromptTokenizer
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class GenerationModel:
 
     def __init__(self, base: LoadedModel, template: LoraWeights, mode: LoraMode = "auto") -> None:
         self.base = base
-        self.tokenizer = base.tokenizer
+        self.tokenizer = PromptTokenizer(base.tokenizer)  # the prompt's unchanged start: kept
         self.mode = resolve_lora_mode(mode, base.model, template)
         self.lock = threading.Lock()
         self._shapes = {p: (a.shape, b.shape) for p, (a, b) in template.tensors.items()}

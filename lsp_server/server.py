@@ -1,6 +1,8 @@
 """The pygls 2 language server: each handler translates one LSP message into a call on the
-workspace's `Session` and back. Protocol plumbing lives here (thread-safe sends from background
-threads, work-done progress, error responses); everything else lives in the session."""
+workspace's session and back. Protocol plumbing lives here (thread-safe sends from background
+threads, work-done progress, error responses); everything else lives in the session. Nothing
+here imports torch, transformers or peft: `initialize` is answered before they load
+(`lsp_server.fast_start`)."""
 
 from __future__ import annotations
 
@@ -13,11 +15,10 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import cattrs
-import torch
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams, JsonRpcServerNotInitialized
 from pygls.lsp.server import LanguageServer
@@ -27,13 +28,16 @@ from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
 
 from lsp_server.config import ServerConfig, apply_options
-from lsp_server.events import Level
+from lsp_server.fast_start import FastStartSession, light_start_dir
 from lsp_server.prompt import Prompt, prompt_at
 from lsp_server.scheduling import DocumentRequests
-from lsp_server.session import ServingModels, Session, resolve_models
+from lsp_server.session_api import Level, WorkspaceSession
 from lsp_server.workspace_files import inside_workspace, read_workspace_file, uri_path
 from repo2lora import __version__
 from repo_encoder.errors import UserError
+
+if TYPE_CHECKING:
+    from lsp_server.session import ServingModels
 
 STATUS_REQUEST = "repo2lora/status"
 ADAPTER_CHANGED = "repo2lora/adapterChanged"
@@ -155,11 +159,17 @@ class LspEvents:
 
 
 class Repo2LoraServer(LanguageServer):
-    def __init__(self, config: ServerConfig, models: ServingModels) -> None:
+    """`models`: resolved before serving, or None when `light_dir` (`light_start_dir`) is
+    served first and they are resolved in the background."""
+
+    def __init__(
+        self, config: ServerConfig, models: ServingModels | None, light_dir: Path | None = None
+    ) -> None:
         super().__init__("repo2lora", __version__, protocol_cls=Repo2LoraProtocol)
         self.config = config
         self.models = models
-        self.session: Session | None = None
+        self.light_dir = light_dir
+        self.session: WorkspaceSession | None = None
         # one generation at a time: on a CPU, parallel decoding only slows every request down
         self.generate_pool = ThreadPoolExecutor(1, thread_name_prefix="repo2lora-generate")
         self.requests = DocumentRequests(self.generate_pool)
@@ -183,8 +193,10 @@ class Repo2LoraServer(LanguageServer):
         events = LspEvents(self, asyncio.get_running_loop(), progress)
         for p in problems:
             events.log(Level.WARNING, f"repo2lora: {p}")
-        self.session = Session(roots, config, self.models, events)
-        self.session.start()
+        session = FastStartSession(roots, config, events, self.models, self.light_dir)
+        self.session = session
+        # after this handler's answer is written: importing torch holds the GIL for long C calls
+        asyncio.get_running_loop().call_soon(session.start)
 
     def _workspace_roots(self, params: types.InitializeParams) -> list[str]:
         uris = [f.uri for f in params.workspace_folders or []]
@@ -193,7 +205,7 @@ class Repo2LoraServer(LanguageServer):
         paths = [to_fs_path(u) for u in uris] + ([params.root_path] if params.root_path else [])
         return list(dict.fromkeys(p for p in paths if p))
 
-    def require_session(self) -> Session:
+    def require_session(self) -> WorkspaceSession:
         if self.session is None:
             raise JsonRpcServerNotInitialized("the server is not initialized yet")
         return self.session
@@ -232,8 +244,10 @@ class Repo2LoraServer(LanguageServer):
         return prompt, res.text if res is not None else ""
 
 
-def build_server(config: ServerConfig, models: ServingModels) -> Repo2LoraServer:
-    server = Repo2LoraServer(config, models)
+def build_server(
+    config: ServerConfig, models: ServingModels | None, light_dir: Path | None = None
+) -> Repo2LoraServer:
+    server = Repo2LoraServer(config, models, light_dir)
 
     @server.feature(types.INITIALIZE)
     def initialize(ls: Repo2LoraServer, params: types.InitializeParams) -> None:
@@ -323,24 +337,31 @@ def forbid_network() -> None:
     """The server never downloads: a hub id works only if it is in the local cache."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
         os.environ[var] = "1"
-    with contextlib.suppress(ImportError):
-        import huggingface_hub.constants
-
-        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at call time; env at import
+    constants = sys.modules.get("huggingface_hub.constants")  # else it reads the env at import
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
 
 
 def serve(config: ServerConfig, tcp: tuple[str, int] | None = None) -> int:
-    """Resolve the models (a bad --model fails here, before any LSP traffic), then serve over
-    stdio (default) or TCP until the client exits."""
+    """Check the models (a bad --model fails here, before any LSP traffic), then serve over
+    stdio (default) or TCP until the client exits. A model the light start serves
+    (`light_start_dir`) is resolved in the background; any other before serving."""
     forbid_network()
-    torch.set_num_threads(config.torch_threads())
     # watchdog re-registers a watch when a folder it just saw (an adapter being written) is
     # renamed, and says so on stderr each time; nothing is lost
     warnings.filterwarnings("ignore", "Callback with id", RuntimeWarning, "watchdog")
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("pygls.protocol.json_rpc").addFilter(_ExpectedProtocolNoise())
-    models = resolve_models(config.model, config.hypernet, config.target_modules)
-    server = build_server(config, models)
+    light_dir = light_start_dir(config)
+    models = None
+    if light_dir is None:
+        import torch
+
+        from lsp_server.session import resolve_models
+
+        torch.set_num_threads(config.torch_threads())
+        models = resolve_models(config.model, config.hypernet, config.target_modules)
+    server = build_server(config, models, light_dir)
     if tcp is not None:
         server.start_tcp(*tcp)
         return _exit_status(server)

@@ -20,10 +20,11 @@ import torch
 from evo_state.store import open_store
 from lsp_server.cache import CompletionCache
 from lsp_server.config import RUNTIME_OPTIONS, ServerConfig, apply_options
-from lsp_server.events import Level, SessionEvents
 from lsp_server.follower import RepositoryFollower
 from lsp_server.generation_model import GenerationModel
 from lsp_server.prompt import Prompt, postprocess
+from lsp_server.session_api import CompletionResult, Level, SessionEvents
+from lsp_server.session_api import QuietEvents as QuietEvents  # where tests import it from
 from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.decoding import prepare_for_decoding
@@ -92,14 +93,6 @@ class CompletionStats:
     def to_json(self) -> dict[str, Any]:
         with self._lock:
             return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-
-
-@dataclass(frozen=True)
-class CompletionResult:
-    text: str
-    version: int  # of the adapter it was made with
-    source: str  # "model", "cache" or "typed-along"
-    timings: CompletionTimings | None = None  # where a model run's time went
 
 
 @dataclass

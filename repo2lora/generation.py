@@ -1,18 +1,19 @@
 """Greedy completion with a (possibly adapted) causal LM: the prompt is the text around the
 cursor only; the repository knowledge comes from the adapter. One loop for the CLI, the server
 and the benchmarks, over a `repo2lora.decoding` decoder; cancellable between steps, and a
-request that shares its start with the previous one reuses its keys and values."""
+request that shares its start with the previous one reuses its keys and values. torch is
+imported when generating, not with the module: the language server's protocol layer uses its
+types before torch has loaded."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from repo2lora.decoding import Decoder, DecoderKind, decoder_kind, make_decoder
+if TYPE_CHECKING:
+    from repo2lora.decoding import Decoder, DecoderKind
 
 # the prompt window's start moves in steps of this many tokens, not on every keystroke, so a
 # request typed after the previous one still shares its processed start
@@ -91,7 +92,6 @@ def prompt_ids(tokenizer: Any, prefix: str, limit: int, step: int = WINDOW_STEP)
     return ids
 
 
-@torch.no_grad()
 def generate_completion(
     model: Any,
     tokenizer: Any,
@@ -108,6 +108,24 @@ def generate_completion(
     With a `cache` (and the `cache_key` of the current weights), the tokens shared with the
     previous request are not processed again, and the decoder's buffers are reused.
     `should_stop` is asked before every forward; `timings`, when given, is filled in."""
+    import torch
+
+    with torch.no_grad():
+        return _generate(model, tokenizer, prefix, config, should_stop, cache, cache_key, timings)
+
+
+def _generate(
+    model: Any,
+    tokenizer: Any,
+    prefix: str,
+    config: GenerationConfig,
+    should_stop: Callable[[], bool] | None,
+    cache: PromptCache | None,
+    cache_key: object,
+    timings: CompletionTimings | None,
+) -> str:
+    from repo2lora.decoding import decoder_kind, make_decoder
+
     t = timings if timings is not None else CompletionTimings()
     clock = time.perf_counter()
     limit = config.max_prompt_tokens

@@ -85,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=40, help="cursors timed in process")
     ap.add_argument("--e2e", type=int, default=10, help="requests timed over stdio (0: none)")
     ap.add_argument("--profile", action="store_true", help="only where a completion's time goes")
+    ap.add_argument(
+        "--startup",
+        action="store_true",
+        help="only where the server's start goes: the light start against --no-light-start",
+    )
+    ap.add_argument("--startup-runs", type=int, default=5, help="starts of each variant")
     ap.add_argument("--device", default="cpu", help="where the in-process model runs (cuda)")
     ap.add_argument(
         "--e2e-sources",
@@ -98,7 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models or ("default" if args.profile else "tiny-random,default")
     sources = [Path(p).resolve() for p in args.e2e_sources.split(",")] if args.e2e_sources else None
     results: dict[str, Any] = {}
-    for spec in models.split(","):
+    if args.startup:
+        from benchmark.lsp_startup import serving, stages, starts
+
+        with tempfile.TemporaryDirectory(prefix="lsp-latency-") as tmp:
+            root = make_repository(Path(tmp) / "repo")
+            results["default"] = {
+                "stages": stages(args.startup_runs),
+                "serving": serving(root, args.requests),
+                "starts": starts(root, root / "evo_state" / "store.py", args.startup_runs),
+            }
+        models = ""
+    for spec in filter(None, models.split(",")):
         model = None if spec == "default" else spec
         with tempfile.TemporaryDirectory(prefix="lsp-latency-") as tmp:
             root = make_repository(Path(tmp) / "repo")
@@ -117,13 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                 <= TARGETS["start_to_first_completion_s"],
             }
             results[spec]["end_to_end_stdio"] = e2e
+    mode = " --profile" if args.profile else " --startup" if args.startup else ""
     report: dict[str, Any] = {
-        "benchmark": "lsp_latency" + (" --profile" if args.profile else ""),
+        "benchmark": "lsp_latency" + mode,
         "targets": TARGETS,
         "machine": machine_info(load_before),
         "models": results,
     }
-    if not args.profile:
+    if not (args.profile or args.startup):
         report["projection_qwen2.5-coder-1.5b"] = projection_qwen_1_5b()
     text = json.dumps(report, indent=2)
     print(text)

@@ -17,6 +17,10 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", module="peft")
     warnings.filterwarnings("ignore", module="transformers")
+    if "transformers" not in sys.modules:  # the same, read at its import (1-2 s not spent here:
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"  # `serve` answers before it loads)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        return
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -18,6 +18,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         target_modules=args.target_modules,
         lora_mode=args.lora_mode,
         threads=args.threads,
+        light_start=args.light_start,
     )
     return serve(cfg, tcp=tcp)
 
@@ -49,6 +50,13 @@ def add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     sv.add_argument(
         "--threads", type=int, default=0, help="torch threads (default: half the CPU cores)"
+    )
+    sv.add_argument(
+        "--no-light-start",
+        dest="light_start",
+        action="store_false",
+        help="serve nothing until transformers has loaded the model (by default a Llama-family "
+        "base model's completions are served seconds earlier, without transformers)",
     )
     target_modules_arg(sv, "the adapter adapts")
     sv.set_defaults(func=cmd_serve)
