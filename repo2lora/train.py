@@ -11,7 +11,11 @@ from typing import Any
 from repo2lora.hypernet.checkpoint import KINDS, card_generator
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.tasks.synthetic import generate_suite
-from repo2lora.tasks.training_data import TrainingData, build_training_data
+from repo2lora.tasks.training_data import (
+    TrainingData,
+    build_training_data,
+    training_data_from_dataset,
+)
 from repo2lora.training.dnd_trainer import train_dnd
 from repo2lora.training.hypernet_trainer import train_hypernet
 from repo2lora.training.loop import TrainResult
@@ -41,7 +45,12 @@ def check_init_from(generator: str, init_from: str | None) -> None:
 
 
 def training_repositories(
-    repos: Sequence[str], out: str | Path, synthetic: int, commits: int, seed: int
+    repos: Sequence[str],
+    out: str | Path,
+    synthetic: int,
+    commits: int,
+    seed: int,
+    dataset: str | None = None,
 ) -> list[Path]:
     """The repositories to train on: `repos`, plus a synthetic suite of `synthetic`
     repositories generated once into `out/synthetic-suite` (kept for a resumed run)."""
@@ -52,19 +61,39 @@ def training_repositories(
             generate_suite(suite_dir, synthetic, commits, seed)
             (suite_dir / "done").write_text("ok\n")
         paths += sorted(p for p in suite_dir.iterdir() if p.is_dir())
-    if not paths:
-        raise UserError("no training repositories: pass --repos PATH... or --synthetic N")
+    if dataset is not None and paths:
+        raise UserError("--dataset brings its own repositories: drop --repos and --synthetic")
+    if not paths and dataset is None:
+        raise UserError(
+            "no training repositories: pass --repos PATH..., --synthetic N or --dataset DIR"
+        )
     return paths
 
 
 def training_inputs(
-    paths: list[Path], model: str | None, generator: str, seed: int
+    paths: list[Path],
+    model: str | None,
+    generator: str,
+    seed: int,
+    dataset: str | Path | None = None,
 ) -> tuple[LoadedModel, TrainingData]:
-    """The base model and the repositories' training data (their walks too, for a generator
-    that follows history); a UserError when they hold no assertion tasks."""
-    base = load_base_model(describe_base_model(model))
-    with encoding_on_training_device(base):  # the main process encodes; the others read its cache
-        data = build_training_data(paths, base, KINDS[generator].stateful, seed=seed)
+    """The base model and the training data (their walks too, for a generator that follows
+    history): the repositories', or a built dataset's (`dataset`, encoded by the same base
+    model); a UserError when they hold no tasks."""
+    kind = KINDS[generator]
+    if dataset is not None and (kind.reads_names or kind.reads_texts):
+        raise UserError(
+            f"--dataset holds chunk vectors, not the names or text {generator} reads: "
+            "pass --repos instead"
+        )
+    info = describe_base_model(model)
+    if dataset is not None:
+        data = training_data_from_dataset(dataset, info.model_key, kind.stateful, seed=seed)
+        base = load_base_model(info)
+    else:
+        base = load_base_model(info)
+        with encoding_on_training_device(base):  # the main process encodes; others read its cache
+            data = build_training_data(paths, base, kind.stateful, seed=seed)
     if not data.train:
         raise UserError("the repositories hold no assertion tasks to train on (no test files?)")
     return base, data

@@ -181,3 +181,40 @@ def test_line_tasks_skip_names_the_file_binds_itself() -> None:
         (6, "w = area_of_circle(2)", ("area_of_circle",)),
         (9, "return config.spec + util.helper()", ("util", "helper")),
     ]
+
+
+def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
+    """`train --dataset`: static and line tasks (a line task's encoder input without its file)
+    or the walk, the card naming the dataset's repositories; the wrong base model, a generator
+    that reads names, and --repos beside it are one-line errors."""
+    from repo2lora.tasks.training_data import training_data_from_dataset
+
+    repo = _repo(tmp_path / "sample")
+    ds = tmp_path / "ds"
+    _build([repo.root], ds, reserved)
+    static = training_data_from_dataset(ds, INFO.model_key, evolving=False)
+    examples = static.train + static.test
+    assert sorted(e.target for e in examples if e.repo != "sample") == [
+        "from pkg.geometry import UNIT, area_of_circle",
+        "from pkg.geometry import Vector",
+        "return area_of_circle(r) * UNIT",
+    ]
+    assert sum(e.repo == "sample" for e in examples) == 3
+    full = static.encodings["sample"].vectors.shape[0]
+    assert static.encodings["sample-pkg/use.py"].vectors.shape[0] < full
+    evo = training_data_from_dataset(ds, INFO.model_key, evolving=True)
+    assert sorted(e.step for e in evo.train + evo.test) == [2, 2]
+    assert len(evo.encodings["sample"].diffs) == 2
+    with pytest.raises(UserError, match="was encoded by base model"):
+        training_data_from_dataset(ds, "another-model", evolving=False)
+
+    out = tmp_path / "net"
+    common = ["--model", "tiny-random", "--steps", "2", "--eval-every", "0"]
+    proc = run_cli("train", "--dataset", str(ds), "--out", str(out), "--json", *common)
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((Path(json.loads(proc.stdout)["out_dir"]) / "hypernet.json").read_text())
+    assert [r["name"] for r in card["training_repositories"]] == ["sample"]
+    assert card["training_repositories"][0]["file_sha256"]
+    for extra in (["--generator", "code2lora-names"], ["--repos", str(repo.root)]):
+        proc = run_cli("train", "--dataset", str(ds), "--out", str(out), *common, *extra)
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

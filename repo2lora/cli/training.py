@@ -25,9 +25,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = training_repositories(
-        args.repos, args.out, args.synthetic, args.synthetic_commits, args.seed
+        args.repos, args.out, args.synthetic, args.synthetic_commits, args.seed, args.dataset
     )
-    base, data = training_inputs(paths, args.model, args.generator, args.seed)
+    base, data = training_inputs(paths, args.model, args.generator, args.seed, args.dataset)
     cfg = TrainConfig(
         generator=args.generator,
         steps=args.steps,
@@ -105,6 +105,12 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     t.add_argument("--out", required=True, help="output directory (checkpoints, log, result)")
     t.add_argument("--repos", nargs="*", default=[], help="training repositories")
+    t.add_argument(
+        "--dataset",
+        metavar="DIR",
+        help="train on a built dataset (`repo2lora dataset build`) instead of --repos: static "
+        "and cross-file line tasks, or the walks for code2lora-evo",
+    )
     t.add_argument("--synthetic", type=int, default=0, help="also generate N synthetic repos")
     t.add_argument("--synthetic-commits", type=int, default=8)
     t.add_argument("--model", help="base model (default: the embedded default)")
@@ -132,8 +138,15 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="with --init-from: the copied encoder and head learn at this x --lr (0: frozen, "
         "only the GRU step learns; default 0.1)",
     )
-    t.add_argument("--checkpoint-every", type=int, default=50)
-    t.add_argument("--eval-every", type=int, default=50)
+    t.add_argument(
+        "--checkpoint-every", type=int, default=50, help="checkpoint every N steps (0: at the end)"
+    )
+    t.add_argument(
+        "--eval-every",
+        type=int,
+        default=50,
+        help="held-out evaluation every N steps (0: at the end)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")

@@ -1,13 +1,17 @@
 """Assembles a training run's data from repositories (given paths or a generated synthetic
-suite): encodings, in-repo train/test examples, and the data manifest for the model card."""
+suite) or from a built dataset (`repo2lora dataset build`): encodings, in-repo train/test
+examples, and the data manifest for the model card."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from repo2lora.models.loading import LoadedModel
+from repo2lora.tasks.dataset_build import MANIFEST, load_built_repo
 from repo2lora.tasks.datasets import RepoData, encode_repo, in_repo_split
 from repo2lora.tasks.provenance import (
     Provenance,
@@ -16,6 +20,7 @@ from repo2lora.tasks.provenance import (
     training_repository,
 )
 from repo2lora.training.data import RepoEncoding, TaskExample
+from repo_encoder.errors import UserError
 from repo_encoder.snapshot import open_repository
 
 
@@ -73,3 +78,76 @@ def training_repository_of(path: Path, commit: str) -> dict[str, Any]:
     url = remote_url(repo)
     name = (owner_name_of_url(url) if url else None) or Path(str(repo.working_tree_dir)).name
     return training_repository(Provenance(name, url, commit), repo.commit(commit))
+
+
+def _split_of(key: str, test_share: float, seed: int) -> str:
+    u = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "test" if u < test_share else "train"
+
+
+def training_data_from_dataset(
+    directory: str | Path,
+    model_key: str,
+    evolving: bool,
+    test_share: float = 0.3,
+    seed: int = 0,
+) -> TrainingData:
+    """A built dataset's training data, encoded by the base model `model_key` (its chunk
+    vectors are that model's; another's is a UserError). Static: the assertion tasks at each
+    repository's commit and its cross-file line tasks (each line task's encoder input is the
+    snapshot without its file); evolving: the walk's tasks, each at its commit. Split in-repo
+    by test function (line tasks: by file), never splitting one."""
+    root = Path(directory)
+    if not (root / MANIFEST).is_file():
+        raise UserError(
+            f"{root} is not a built dataset (no {MANIFEST}); run `repo2lora dataset build`"
+        )
+    doc = json.loads((root / MANIFEST).read_text())
+    built = [root / "repos" / d for d in sorted(p.name for p in (root / "repos").iterdir())]
+    encodings: dict[str, RepoEncoding] = {}
+    train: list[TaskExample] = []
+    test: list[TaskExample] = []
+    manifest: list[dict[str, Any]] = []
+    repositories: list[dict[str, Any]] = []
+    for d in built:
+        if not (d / "summary.json").is_file():
+            continue
+        repo = load_built_repo(d)
+        found = repo.summary["fingerprint"]["model_key"]
+        if found != model_key:
+            raise UserError(
+                f"{root} was encoded by base model {found}, not {model_key}: build it again "
+                "with this --model, or train with the model it was built with"
+            )
+        name = repo.summary["name"]
+        examples: list[tuple[str, TaskExample]] = []
+        for t in repo.tasks:
+            kind = t["kind"]
+            if evolving and kind == "evo" and repo.walk is not None:
+                encodings.setdefault(name, repo.walk)
+                ex = TaskExample(name, t["prefix"], t["target"], int(t["step"]), t["task_id"])
+                examples.append((f"{name}:{t['path']}:{t['line']}", ex))
+            elif not evolving and kind == "static":
+                encodings.setdefault(name, repo.snapshot)
+                ex = TaskExample(name, t["prefix"], t["target"], -1, t["task_id"])
+                examples.append((f"{name}:{t['path']}:{t['test_qualname']}", ex))
+            elif not evolving and kind == "line":
+                key = f"{name}-{t['path']}"
+                if key not in encodings:
+                    encodings[key] = repo.without(t["path"])
+                ex = TaskExample(key, t["prefix"], t["target"], -1, t["task_id"])
+                examples.append((f"{name}:{t['path']}", ex))
+        for key, ex in examples:
+            (test if _split_of(key, test_share, seed) == "test" else train).append(ex)
+        manifest.append(
+            {
+                "name": name,
+                "commits": [repo.summary["walk"][0], repo.summary["commit"]],
+                "chunks": int(repo.snapshot.vectors.shape[0]),
+                "tasks": len(examples),
+                "dataset": str(root),
+            }
+        )
+    entries = {e["name"]: e for e in doc.get("training_repositories", [])}
+    repositories = [entries[m["name"]] for m in manifest if m["name"] in entries]
+    return TrainingData(encodings, train, test, manifest, repositories)

@@ -230,10 +230,10 @@ class TrainingRun:
             if on_step is not None and acc.is_main_process:
                 on_step(entry)
             self.log({"event": "step", **asdict(entry)})
-            if evaluate is not None and (self.step % eval_every == 0 or self.step == steps):
+            if evaluate is not None and (_due(self.step, eval_every) or self.step == steps):
                 eval_result = evaluate()
                 self.log({"event": "eval", "step": self.step, **eval_result})
-            if self.step % checkpoint_every == 0 or self.step == steps:
+            if _due(self.step, checkpoint_every) or self.step == steps:
                 self.save(self.step, last_loss)
             if stop_after is not None and self.step >= stop_after:
                 break
@@ -251,3 +251,9 @@ class TrainingRun:
             last_loss,
             eval_result,
         )
+
+
+def _due(step: int, every: int) -> bool:
+    """Whether an every-N action (evaluation, checkpoint) falls on `step`; N <= 0: only at the
+    end."""
+    return every > 0 and step % every == 0
