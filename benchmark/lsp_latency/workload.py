@@ -72,7 +72,7 @@ def git_in(root: Path, *args: str) -> str:
 def make_repository(root: Path, sources: list[Path] | None = None) -> Path:
     """A git repository holding copies of `sources` (directories of Python code; by default
     this project's own source packages)."""
-    project = Path(__file__).resolve().parent.parent
+    project = Path(__file__).resolve().parents[2]  # benchmark/lsp_latency/workload.py
     for src in sources or [project / pkg for pkg in SOURCE_PACKAGES]:
         shutil.copytree(src, root / src.name, ignore=shutil.ignore_patterns("__pycache__"))
     git_in(root, "init", "-q", "-b", "main")
