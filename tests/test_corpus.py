@@ -138,9 +138,16 @@ def test_an_interrupted_build_is_reported_and_finishes(tmp_path: Path) -> None:
     assert sub["bytes"]["train"] > 0 and len(list(iter_docs(tmp_path / "sub", "train"))) == 1
 
 
-def test_the_shared_reserved_list_is_read_at_run_time() -> None:
-    if not DEFAULT_RESERVED_PATH.is_file():
-        pytest.skip("no shared/eval-reserved.tsv beside this checkout")
+def test_the_shared_reserved_list_is_read_at_run_time(tmp_path: Path) -> None:
+    """A list written now is what is read (nothing is built in), and the default path is the
+    shared list beside the checkout, which CI always has."""
+    made_up = tmp_path / "reserved.tsv"
+    made_up.write_text("distribution\timport_names\tgithub\nzzfrob\tzzfrob\tnobody/zzfrob\n")
+    assert load_reserved(made_up).distribution_reserved("zzfrob")
+    assert not load_reserved(made_up).distribution_reserved("click")
+    assert DEFAULT_RESERVED_PATH.is_file(), (
+        "../shared/eval-reserved.tsv must sit beside the checkout"
+    )
     rl = load_reserved()
     first = next(
         ln.split("\t")
