@@ -307,13 +307,27 @@ def update_repository(
                 s["files"],
                 round(time.perf_counter() - t, 4),
             )
+    return _result(ctx, target.hexsha, resumed_from, steps, out, wt_report, t0, weights)
+
+
+def _result(
+    ctx: RepoContext,
+    target: str,
+    resumed_from: str | None,
+    steps: list[StepReport],
+    out: Path,
+    worktree: StepReport | None,
+    t0: float,
+    weights: LoraWeights | None,
+) -> UpdateResult:
+    """What an update reports, whichever state it followed."""
     return UpdateResult(
         repo_root=ctx.root,
-        target=target.hexsha,
+        target=target,
         resumed_from=resumed_from,
         steps=steps,
         adapter_path=str(out),
-        worktree=wt_report,
+        worktree=worktree,
         seconds=round(time.perf_counter() - t0, 4),
         base_model_untrained=ctx.base.untrained,
         hypernet_untrained=ctx.hyper.untrained,
@@ -390,19 +404,7 @@ def _update_static(
             store.set_adapter(target.hexsha, key, STATIC_KIND, str(out))
         else:
             out = Path(existing.path)
-    return UpdateResult(
-        repo_root=ctx.root,
-        target=target.hexsha,
-        resumed_from=resumed_from,
-        steps=steps,
-        adapter_path=str(out),
-        worktree=None,
-        seconds=round(time.perf_counter() - t0, 4),
-        base_model_untrained=ctx.base.untrained,
-        hypernet_untrained=ctx.hyper.untrained,
-        hypernet_key=key,
-        weights=weights,
-    )
+    return _result(ctx, target.hexsha, resumed_from, steps, out, None, t0, weights)
 
 
 def _snapshot_vectors(ctx: RepoContext, store: Store, commit: git.Commit) -> torch.Tensor:
