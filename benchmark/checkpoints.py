@@ -6,10 +6,13 @@ repositories against the base model's and the checkpoints' training manifests.""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from pathlib import Path
 from typing import Any
 
 import git
+from safetensors import safe_open
 
 from benchmark import contamination as c
 from benchmark import methods as m
@@ -19,6 +22,7 @@ from benchmark.train import Trained
 from repo2lora.hypernet.checkpoint import card_generator, load_generator
 from repo2lora.models import embedded
 from repo2lora.models.loading import LoadedModel
+from repo2lora.training.baselines import BASELINE_CARD
 from repo_encoder.errors import UserError
 
 DEFAULT = "default"
@@ -44,6 +48,9 @@ def load_checkpoints(base: LoadedModel, dirs: list[Path]) -> tuple[Trained, list
     trained = Trained()
     names: list[str] = []
     for d in dirs:
+        if (d / BASELINE_CARD).is_file():  # the shared-LoRA baseline (`train --generator
+            names.append(_shared_lora(base, d, trained))  # shared-lora`): both tracks
+            continue
         kind = card_generator(str(d))
         if kind in names:
             raise UserError(
@@ -63,11 +70,35 @@ def load_checkpoints(base: LoadedModel, dirs: list[Path]) -> tuple[Trained, list
     return trained, names
 
 
+def _shared_lora(base: LoadedModel, d: Path, trained: Trained) -> str:
+    """A saved shared-LoRA baseline as the `shared-lora` method of both tracks; a UserError
+    when it adapts another base model or a second one is given."""
+    if trained.shared:
+        raise UserError(f"two shared-lora baselines given ({d}); score one per run")
+    card = json.loads((d / BASELINE_CARD).read_text())
+    key = card.get("base_model", {}).get("model_key")
+    if key is not None and key != base.info.model_key:
+        raise UserError(
+            f"{d} is a LoRA of base model {key}, not {base.info.model_key}: pass its --model"
+        )
+    trained.shared.update({"static": d, "evo": d})
+    with safe_open(str(d / "adapter_model.safetensors"), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118
+    trained.costs[m.SHARED_LORA] = {
+        "checkpoint": str(d),
+        "generator": m.SHARED_LORA,
+        "params": params,
+        "steps": card.get("result", {}).get("steps"),
+        "trained_here": False,
+    }
+    return m.SHARED_LORA
+
+
 def scoring_config(cfg: BenchConfig, generators: list[str]) -> tuple[BenchConfig, list[str]]:
     """`cfg` with the methods a scoring run runs: the checkpoints' and the baselines that need
     no training that `--methods` names (none when it names all); notes on what is left out."""
     asked = set(cfg.methods) if cfg.methods != m.ALL_METHODS else set()
-    trainable = sorted(asked & set(_NEEDS_TRAINING))
+    trainable = sorted(asked & set(_NEEDS_TRAINING) - set(generators))
     if trainable:
         raise UserError(
             f"{', '.join(trainable)} need training; with --generator-dir only "

@@ -24,6 +24,7 @@ import git
 
 from repo2lora.reserved import normalize_distribution, repository_key
 from repo2lora.tasks.provenance import python_file_hashes
+from repo2lora.training.baselines import BASELINE_CARD
 from repo_encoder.errors import UserError
 
 HASHES = "file-sha256.tsv"
@@ -136,11 +137,14 @@ def read_hypernet_manifest(path: Path) -> TrainingManifest:
 
 
 def checkpoint_manifests(ckpt: Path) -> list[TrainingManifest]:
-    """What a generator checkpoint records of its training repositories."""
-    card = json.loads((ckpt / "hypernet.json").read_text())
+    """What a generator checkpoint (or a shared-LoRA baseline) records of its training
+    repositories."""
+    baseline = ckpt / BASELINE_CARD
+    card = json.loads((baseline if baseline.is_file() else ckpt / "hypernet.json").read_text())
     listed = card.get("training_repositories")
     if isinstance(listed, list):
-        return [manifest_from_entries(str(ckpt / "hypernet.json"), listed)]
+        src = baseline if baseline.is_file() else ckpt / "hypernet.json"
+        return [manifest_from_entries(str(src), listed)]
     for p in (
         ckpt / "hypernet-manifest.json",
         ckpt.parent.parent / "data" / "hypernet-manifest.json",

@@ -4,10 +4,12 @@ generator kind goes to (`TRAINERS`, keyed by the kind's `trainer` capability).""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from repo2lora.atomic import write_text_atomic
 from repo2lora.hypernet.checkpoint import KINDS, card_generator
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.tasks.synthetic import generate_suite
@@ -139,3 +141,45 @@ def train_generator(
 ) -> TrainResult:
     """Train the generator `cfg.generator` names with its kind's trainer."""
     return TRAINERS[KINDS[cfg.generator].trainer](base, data, paths, out, cfg, **common)
+
+
+SHARED_LORA = "shared-lora"  # `--generator` value of the plain-LoRA baseline (not a generator)
+
+
+def train_shared_lora(
+    base: LoadedModel,
+    data: TrainingData,
+    out: str | Path,
+    cfg: TrainConfig,
+    card: dict[str, Any],
+) -> dict[str, Any]:
+    """The shared-LoRA baseline: one plain peft LoRA trained on every training task (the same
+    tasks a static hypernetwork trains on), saved with its card (the base model it adapts, and
+    `card`'s training repositories) so that `bench --generator-dir` scores it beside the
+    hypernetworks. Returns the card."""
+    from repo2lora.training.baselines import (
+        BASELINE_CARD,
+        LoraTrainConfig,
+        train_lora_baseline,
+    )
+
+    lcfg = LoraTrainConfig(
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        rank=cfg.rank,
+        target_modules=cfg.target_modules,
+        seed=cfg.seed,
+    )
+    train_lora_baseline(base, data.train, out, lcfg)
+    path = Path(out) / BASELINE_CARD
+    doc = json.loads(path.read_text())
+    doc.update(
+        {
+            "generator": SHARED_LORA,
+            "base_model": {"spec": base.info.spec, "model_key": base.info.model_key},
+            **card,
+        }
+    )
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
+    return {**doc["result"], "train_examples": len(data.train)}

@@ -218,3 +218,45 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     for extra in (["--generator", "code2lora-names"], ["--repos", str(repo.root)]):
         proc = run_cli("train", "--dataset", str(ds), "--out", str(out), *common, *extra)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoint(
+    tmp_path: Path, reserved: Path
+):
+    """`train --generator shared-lora --dataset`: a plain LoRA on the static tasks, its card
+    naming the base model and the dataset's repositories; `bench --generator-dir` scores it on
+    both tracks without training, and its manifest takes part in the contamination check."""
+    from benchmark.report import find_row
+
+    repo = _repo(tmp_path / "sample")
+    ds = tmp_path / "ds"
+    _build([repo.root], ds, reserved)
+    lora = tmp_path / "lora"
+    common = ["--model", "tiny-random", "--steps", "2"]
+    proc = run_cli("train", "--generator", "shared-lora", "--dataset", str(ds), "--out",
+                   str(lora), "--json", *common)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["steps"] == 2
+    card = json.loads((lora / "repo2lora-baseline.json").read_text())
+    assert card["generator"] == "shared-lora"
+    assert card["base_model"]["model_key"] == INFO.model_key
+    assert [r["name"] for r in card["training_repositories"]] == ["sample"]
+    assert (lora / "adapter_model.safetensors").is_file()
+    proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(lora),
+                   "--dataset", str(ds), "--out", str(tmp_path / "x"), *common)  # fmt: skip
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+    out = tmp_path / "bench"
+    args = ("bench", "--generator-dir", str(lora), "--model", "tiny-random", "--test-repos",
+            str(repo.root), "--methods", "base", "--max-tasks", "2", "--out", str(out), "-q")  # fmt: skip
+    proc = run_cli(*args, timeout=240)
+    assert proc.returncode == 1 and "contaminated test repository: sample" in proc.stderr
+    proc = run_cli(*args, "--allow-contaminated", timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert list(report["contamination"]["contaminated"]) == ["sample"]
+    assert not (out / "models").exists()  # nothing trained
+    for track in ("static", "evo"):
+        row = find_row(report["summary"], track, "cross-repo", "shared-lora")
+        assert row is not None and row["n"] >= 1 and row["nll"] is not None, track
+    assert report["training"]["shared-lora"]["checkpoint"] == str(lora)

@@ -7,27 +7,35 @@ import sys
 
 from repo2lora.cli.arguments import GENERATORS, target_modules_arg
 from repo2lora.cli.output import print_json
+from repo_encoder.errors import UserError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from repo2lora.train import (
+        SHARED_LORA,
         check_init_from,
         train_generator,
+        train_shared_lora,
         training_inputs,
         training_repositories,
     )
     from repo2lora.training.loop import StepLog
     from repo2lora.training.shared import TrainConfig
 
-    check_init_from(args.generator, args.init_from)  # before anything (a suite) is written
+    baseline = args.generator == SHARED_LORA
+    if baseline and args.init_from:
+        raise UserError("--init-from starts a hypernetwork; the shared-lora baseline starts fresh")
+    if not baseline:
+        check_init_from(args.generator, args.init_from)  # before anything (a suite) is written
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = training_repositories(
         args.repos, args.out, args.synthetic, args.synthetic_commits, args.seed, args.dataset
     )
-    base, data = training_inputs(paths, args.model, args.generator, args.seed, args.dataset)
+    kind = "code2lora-static" if baseline else args.generator  # the baseline's tasks: static
+    base, data = training_inputs(paths, args.model, kind, args.seed, args.dataset)
     cfg = TrainConfig(
         generator=args.generator,
         steps=args.steps,
@@ -45,6 +53,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         precision=args.precision,
         gradient_checkpointing=args.gradient_checkpointing,
     )
+    card = {
+        "data_manifest": data.manifest,
+        "training_repositories": data.repositories,
+        "train_examples": len(data.train),
+    }
+    if baseline:
+        done = train_shared_lora(base, data, args.out, cfg, card)
+        if args.json:
+            print_json(done)
+        else:
+            print(
+                f"trained {done['steps']} steps, final loss {done['final_loss']:.4f}, "
+                f"{done['seconds']:.1f}s"
+            )
+            print(f"shared LoRA baseline {args.out} (score it: bench --generator-dir)")
+        return 0
     show = not args.json and sys.stderr.isatty()
 
     def on_step(s: StepLog) -> None:
@@ -64,11 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_examples=data.test,
         resume=not args.no_resume,
         on_step=on_step if not args.json else None,
-        card={
-            "data_manifest": data.manifest,
-            "training_repositories": data.repositories,
-            "train_examples": len(data.train),
-        },
+        card=card,
     )
     summary = {**res.__dict__, "train_examples": len(data.train), "test_examples": len(data.test)}
     if args.json:
@@ -96,9 +116,11 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     t.add_argument(
         "--generator",
-        choices=GENERATORS,
+        choices=[*GENERATORS, "shared-lora"],
         default="code2lora-static",
-        help="code2lora-names: code2lora-evo plus a names memory on the LM head, written from "
+        help="shared-lora: the baseline the hypernetworks are measured against, one plain LoRA "
+        "trained on the same static tasks (bench --generator-dir scores it); code2lora-names: "
+        "code2lora-evo plus a names memory on the LM head, written from "
         "the names each repository defines; shine: the base model reads the source text "
         "(memory tokens); dnd: a decoder trained by MSE on per-repository LoRA checkpoints it "
         "first collects",
