@@ -5,6 +5,7 @@ generator kind goes to (`TRAINERS`, keyed by the kind's `trainer` capability).""
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from repo2lora.tasks.training_data import (
     build_training_data,
     training_data_from_dataset,
 )
+from repo2lora.training.data import TaskExample
 from repo2lora.training.dnd_trainer import train_dnd
 from repo2lora.training.hypernet_trainer import train_hypernet
 from repo2lora.training.loop import TrainResult
@@ -141,6 +143,15 @@ def train_generator(
 ) -> TrainResult:
     """Train the generator `cfg.generator` names with its kind's trainer."""
     return TRAINERS[KINDS[cfg.generator].trainer](base, data, paths, out, cfg, **common)
+
+
+def eval_sample(examples: list[TaskExample], limit: int, seed: int) -> list[TaskExample]:
+    """At most `limit` of `examples` (all when `limit` is 0), a seeded sample in their order:
+    a training run's held-out evaluation stays minutes on a 100-repository dataset."""
+    if limit <= 0 or len(examples) <= limit:
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
 
 
 SHARED_LORA = "shared-lora"  # `--generator` value of the plain-LoRA baseline (not a generator)

@@ -16,6 +16,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.train import (
         SHARED_LORA,
         check_init_from,
+        eval_sample,
         train_generator,
         train_shared_lora,
         training_inputs,
@@ -85,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         paths,
         args.out,
         cfg,
-        eval_examples=data.test,
+        eval_examples=eval_sample(data.test, args.eval_examples, args.seed),
         resume=not args.no_resume,
         on_step=on_step if not args.json else None,
         card=card,
@@ -168,6 +169,12 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=50,
         help="held-out evaluation every N steps (0: at the end)",
+    )
+    t.add_argument(
+        "--eval-examples",
+        type=int,
+        default=512,
+        help="held-out evaluation on at most N of the held-out examples (a seeded sample; 0: all)",
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")

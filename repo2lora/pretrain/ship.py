@@ -4,6 +4,11 @@ loss curve, and writes the card (data manifests, tokens seen, wall time, hardwar
 benchmark numbers, the sha256 of every file).
 
     python -m repo2lora.pretrain.ship --pretrain RUN --bench BENCH_OUT [--origin LABEL=URL ...]
+
+or, with hypernetworks trained by `repo2lora train --dataset` and scored by `repo2lora bench
+--generator-dir` (BENCH_OUT then holds the scoring run):
+
+    python -m repo2lora.pretrain.ship --pretrain RUN --bench BENCH_OUT --static DIR --evo DIR
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ def loss_curve(log_path: Path) -> list[dict[str, float]]:
     for line in log_path.read_text().splitlines():
         event = json.loads(line)
         if event.get("event") == "eval":
-            out.append({k: event[k] for k in ("step", "tokens", "val_loss")})
+            keys = ("step", "tokens", "val_loss", "bits_per_byte")
+            out.append({k: event[k] for k in keys if k in event})
     return out
 
 
@@ -52,9 +58,11 @@ def plot_curve(curve: list[dict[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
-    ax.plot([c["tokens"] / 1e6 for c in curve], [c["val_loss"] for c in curve], marker="o")
+    bpb = all("bits_per_byte" in c for c in curve)
+    key = "bits_per_byte" if bpb else "val_loss"
+    ax.plot([c["tokens"] / 1e6 for c in curve], [c[key] for c in curve], marker="o")
     ax.set_xlabel("training tokens (millions)")
-    ax.set_ylabel("held-out loss (nats/token)")
+    ax.set_ylabel("held-out bits per byte" if bpb else "held-out loss (nats/token)")
     ax.set_title("embedded default: held-out packages")
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -82,13 +90,38 @@ def benchmark_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def trained_hypernet(generator: str, src: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A `repo2lora train` checkpoint's card summary and the repositories it trained on."""
+    meta = json.loads((src / CARD).read_text())
+    if meta.get("generator") != generator:
+        raise SystemExit(f"{src} holds {meta.get('generator')}, not {generator}")
+    repos = [
+        {k: r.get(k) for k in ("name", "url", "commit", "counts")}
+        for r in meta.get("training_repositories", [])
+    ]
+    training = meta.get("training", {})
+    summary = {
+        "path": embedded.HYPERNETS[generator],
+        "steps": training.get("step"),
+        "train_examples": meta.get("train_examples"),
+        "final_loss": training.get("loss"),
+        "config": training.get("config"),
+        "held_out_eval": meta.get("eval"),
+        "repositories": len(repos),
+    }
+    return summary, repos
+
+
 def ship_default(
     pretrain_dir: Path,
     bench_dir: Path,
     origins: dict[str, str],
     dest: Path = embedded.DEFAULT_DIR,
+    hypernet_dirs: dict[str, Path] | None = None,
+    replaces: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Replace `dest` with the default assembled from the two runs; returns its card."""
+    """Replace `dest` with the default assembled from the two runs (or from the pretraining
+    run, `hypernet_dirs`' trained checkpoints and a scoring run); returns its card."""
     model_dir = pretrain_dir / "model"
     model_card = json.loads((model_dir / "model_card.json").read_text())
     report = json.loads((bench_dir / "bench.json").read_text())
@@ -100,7 +133,7 @@ def ship_default(
         shutil.copy2(model_dir / "manifest.json", tmp / "data" / "pretrain-manifest.json")
         curve = loss_curve(pretrain_dir / "pretrain_log.jsonl")
         plot_curve(curve, tmp / "val_loss.png")
-        train_repos = [
+        train_repos: list[dict[str, Any]] = [
             {
                 "name": r["repo"],
                 "commit": r["commit"],
@@ -118,7 +151,20 @@ def ship_default(
             json.dumps({"train": train_repos, "benchmark_held_out": held_out}, indent=2) + "\n"
         )
         hypernets = {}
-        for generator, rel in BENCH_MODELS.items():
+        if hypernet_dirs:
+            by_name: dict[str, dict[str, Any]] = {}
+            for generator, src in hypernet_dirs.items():
+                d = tmp / embedded.HYPERNETS[generator]
+                d.mkdir(parents=True)
+                for name in HYPERNET_FILES:
+                    shutil.copy2(src / name, d / name)
+                hypernets[generator], repos = trained_hypernet(generator, src)
+                by_name.update({r["name"]: r for r in repos})
+            train_repos = [by_name[k] for k in sorted(by_name)]
+            (tmp / "data" / "hypernet-manifest.json").write_text(
+                json.dumps({"train": train_repos, "benchmark_held_out": held_out}, indent=2) + "\n"
+            )
+        for generator, rel in {} if hypernet_dirs else BENCH_MODELS.items():
             src = bench_dir / rel
             d = tmp / embedded.HYPERNETS[generator]
             d.mkdir(parents=True)
@@ -146,6 +192,9 @@ def ship_default(
                 "wall_seconds": model_card.get("wall_seconds"),
                 "hardware": model_card.get("hardware"),
                 "held_out_loss": model_card.get("held_out_loss_nats_per_token"),
+                "held_out_bits_per_byte": model_card.get("held_out_bits_per_byte"),
+                "held_out_xz_bits_per_byte": model_card.get("held_out_xz_bits_per_byte"),
+                "tokens_per_param": model_card.get("tokens_per_param"),
                 "held_out_loss_curve": curve,
                 "loss_plot": "val_loss.png",
                 "pretrain_config": model_card.get("config"),
@@ -154,6 +203,7 @@ def ship_default(
             },
             "hypernets": hypernets,
             "hypernet_data_manifest": "data/hypernet-manifest.json",
+            **({"replaces": replaces} if replaces else {}),
             "benchmark": {
                 "config": report["config"],
                 "source": report.get("source"),
@@ -170,9 +220,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bench", required=True, type=Path, help="`repo2lora bench --out` dir")
     p.add_argument("--origin", action="append", default=[], help="LABEL=URL of a repository")
     p.add_argument("--dest", type=Path, default=embedded.DEFAULT_DIR)
+    p.add_argument("--static", type=Path, help="a `repo2lora train` code2lora-static checkpoint")
+    p.add_argument("--evo", type=Path, help="a `repo2lora train` code2lora-evo checkpoint")
+    p.add_argument(
+        "--compare-bpb",
+        type=Path,
+        help="a `python -m benchmark.bpb_compare` JSON of the old and new base models (recorded)",
+    )
+    p.add_argument(
+        "--compare-bench",
+        type=Path,
+        help="the old default's `bench --generator-dir default` run on the same repositories",
+    )
     args = p.parse_args(argv)
+    replaces: dict[str, Any] = {}
+    if args.compare_bpb:
+        replaces["bits_per_byte"] = json.loads(args.compare_bpb.read_text())
+    if args.compare_bench:
+        old = json.loads((args.compare_bench / "bench.json").read_text())
+        replaces["benchmark"] = {"config": old["config"], "rows": benchmark_rows(old)}
     origins = dict(o.split("=", 1) for o in args.origin)
-    card = ship_default(args.pretrain, args.bench, origins, args.dest)
+    given = {"code2lora-static": args.static, "code2lora-evo": args.evo}
+    if any(given.values()) and not all(given.values()):
+        p.error("give both --static and --evo, or neither (then --bench's trained models ship)")
+    dirs = {k: v for k, v in given.items() if v is not None} or None
+    card = ship_default(args.pretrain, args.bench, origins, args.dest, dirs, replaces)
     print(f"shipped {len(card['files'])} files, {card['total_bytes'] / 1e6:.1f} MB to {args.dest}")
     return 0
 
