@@ -248,7 +248,8 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
 
     out = tmp_path / "bench"
     args = ("bench", "--generator-dir", str(lora), "--model", "tiny-random", "--test-repos",
-            str(repo.root), "--methods", "base", "--max-tasks", "2", "--out", str(out), "-q")  # fmt: skip
+            str(repo.root), "--methods", "base", "--max-tasks", "2", "--out", str(out),
+            "-q")  # fmt: skip
     proc = run_cli(*args, timeout=240)
     assert proc.returncode == 1 and "contaminated test repository: sample" in proc.stderr
     proc = run_cli(*args, "--allow-contaminated", timeout=240)
@@ -260,3 +261,29 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
         row = find_row(report["summary"], track, "cross-repo", "shared-lora")
         assert row is not None and row["n"] >= 1 and row["nll"] is not None, track
     assert report["training"]["shared-lora"]["checkpoint"] == str(lora)
+
+
+def test_a_repository_git_cannot_read_is_skipped_and_named(tmp_path: Path, reserved: Path):
+    """A mirror missing an object (an old blob the walk reads) does not end a build: the
+    repository is skipped with git's reason, nothing of it is written, and the others build."""
+    broken = _repo(tmp_path / "broken").root
+    good = _repo(tmp_path / "good").root
+
+    def blobs(rev: str) -> set[str]:
+        out = subprocess.run(["git", "ls-tree", "-r", rev], cwd=broken, capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+        return {line.split()[2] for line in out.splitlines()}
+
+    first = subprocess.run(["git", "rev-list", "--max-parents=0", "HEAD"], cwd=broken,
+                           capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    gone = blobs(first) - blobs("HEAD")
+    assert gone
+    for sha in gone:
+        (broken / ".git" / "objects" / sha[:2] / sha[2:]).unlink()
+    res = _build([broken, good], tmp_path / "ds", reserved)
+    assert res["built"] == ["good"]
+    assert [s["name"] for s in res["skipped"]] == ["broken"]
+    assert res["skipped"][0]["reason"].startswith("git cannot read it:")
+    assert not (tmp_path / "ds" / "repos" / "broken").exists()
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert [r["name"] for r in manifest["training_repositories"]] == ["good"]

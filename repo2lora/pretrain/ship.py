@@ -33,6 +33,7 @@ MODEL_FILES = (
     "special_tokens_map.json",
 )
 HYPERNET_FILES = (CARD, WEIGHTS)
+CORPUS_HASHES = "file-sha256.tsv"  # the sha256 of every pretraining file (`corpus build`)
 # where the benchmark run keeps each generator it trained
 BENCH_MODELS = {
     "code2lora-static": "models/static/code2lora-static",
@@ -131,6 +132,8 @@ def ship_default(
                 shutil.copy2(model_dir / name, tmp / name)
         (tmp / "data").mkdir()
         shutil.copy2(model_dir / "manifest.json", tmp / "data" / "pretrain-manifest.json")
+        if (model_dir / CORPUS_HASHES).is_file():  # the contamination check's file hashes
+            shutil.copy2(model_dir / CORPUS_HASHES, tmp / "data" / CORPUS_HASHES)
         curve = loss_curve(pretrain_dir / "pretrain_log.jsonl")
         plot_curve(curve, tmp / "val_loss.png")
         train_repos: list[dict[str, Any]] = [

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import git
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -360,6 +361,8 @@ def build_dataset(
                 built.append(spec.provenance.name)
             except UserError as exc:
                 skipped.append({"name": spec.provenance.name, "reason": str(exc)})
+            except (git.GitError, ValueError) as exc:  # a mirror missing an object: go on
+                skipped.append({"name": spec.provenance.name, "reason": _git_failure(exc)})
         _write_manifest(root, fingerprint, summaries, skipped)
         progress("repositories", i, len(specs))
     entries = [_manifest_entry(s) for s in summaries.values()]
@@ -373,6 +376,14 @@ def build_dataset(
         counts,
         round(time.perf_counter() - started, 2),
     )
+
+
+def _git_failure(exc: Exception) -> str:
+    """One line for a repository git could not read (GitPython raises a GitCommandError, or a
+    ValueError for an object `cat-file` cannot find)."""
+    text = str(exc.stderr) if isinstance(exc, git.GitCommandError) else str(exc)
+    last = (text.strip().splitlines() or [type(exc).__name__])[-1].strip(" '")
+    return f"git cannot read it: {last}"
 
 
 def _write_manifest(
