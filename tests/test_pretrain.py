@@ -196,3 +196,59 @@ def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) ->
     card = json.loads((out / "model_card.json").read_text())
     assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
     assert json.loads((out / "result.json").read_text())["tokens_seen"] == card["tokens_seen"]
+
+
+def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path: Path) -> None:
+    """`python -m repo2lora.pretrain.ship --static --evo`: the pretraining run's model, two
+    `train`-style checkpoints and a scoring run become a default whose card lists every file
+    and records bits per byte and the replaced default's numbers; its hypernetwork manifest
+    names the checkpoints' training repositories, the corpus hashes travel for the
+    contamination check, and the result loads as a base model with its hypernetworks."""
+    from benchmark.contamination import base_model_manifests
+    from repo2lora.hypernet.checkpoint import (
+        build_hypernet,
+        default_hypernet_config,
+        load_generator,
+        save_hypernet,
+    )
+    from repo2lora.models import embedded
+    from repo2lora.pretrain.ship import main as ship
+
+    run = tmp_path / "run"
+    pretrain(run, _small_corpus, CFG)
+    (run / "model" / "file-sha256.tsv").write_text("ab" * 32 + "\tstdlib:abc\n")
+    info = describe_base_model(str(run / "model"))
+    dirs = {}
+    for generator, repos in (("code2lora-static", ["a/x", "b/y"]), ("code2lora-evo", ["a/x"])):
+        cfg = default_hypernet_config(info)
+        net = build_hypernet(type(cfg)(**{**cfg.__dict__, "generator": generator}), info)
+        dirs[generator] = tmp_path / generator
+        listed = [{"name": r, "url": f"https://github.com/{r}", "commit": "c" * 40} for r in repos]
+        save_hypernet(net, info, dirs[generator], training_repositories=listed, train_examples=9)
+    row = {"track": "static", "split": "cross-repo", "subset": "all", "method": "base", "n": 3,
+           "strict_em": 0.25, "edit_similarity": 0.5, "nll": 2.0}  # fmt: skip
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    report = {"config": {"seed": 0}, "summary": [row], "repos": [
+        {"repo": "held/out", "commit": "d" * 40, "split": "test"}]}  # fmt: skip
+    (bench / "bench.json").write_text(json.dumps(report))
+    (tmp_path / "bpb.json").write_text(json.dumps({"xz_bits_per_byte": 1.4}))
+    dest = tmp_path / "default"
+    assert ship(["--pretrain", str(run), "--bench", str(bench), "--static",
+                 str(dirs["code2lora-static"]), "--evo", str(dirs["code2lora-evo"]), "--dest",
+                 str(dest), "--compare-bpb", str(tmp_path / "bpb.json"), "--compare-bench",
+                 str(bench)]) == 0  # fmt: skip
+    card = embedded.verify(dest)
+    assert card["model"]["held_out_bits_per_byte"] > 0 and card["model"]["tokens_seen"] > 0
+    assert card["replaces"]["bits_per_byte"]["xz_bits_per_byte"] == 1.4
+    assert card["replaces"]["benchmark"]["rows"][0]["strict_em"] == 0.25
+    assert card["hypernets"]["code2lora-static"]["repositories"] == 2
+    manifest = json.loads((dest / "data" / "hypernet-manifest.json").read_text())
+    assert [r["name"] for r in manifest["train"]] == ["a/x", "b/y"]
+    assert [r["name"] for r in manifest["benchmark_held_out"]] == ["held/out"]
+    assert any(m.hashes == frozenset({"ab" * 32}) for m in base_model_manifests(dest))
+    shipped = describe_base_model(str(dest))
+    for generator, rel in embedded.HYPERNETS.items():
+        assert load_generator(str(dest / rel), shipped).net.generator_name == generator
+    with pytest.raises(SystemExit):
+        ship(["--pretrain", str(run), "--bench", str(bench), "--static", str(tmp_path)])
