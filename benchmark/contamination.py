@@ -28,6 +28,10 @@ from repo2lora.training.baselines import BASELINE_CARD
 from repo_encoder.errors import UserError
 
 HASHES = "file-sha256.tsv"
+# a test file shared with a training manifest counts as evidence of contamination only with at
+# least this many non-blank lines: an empty `__init__.py` or a one-line version stub is in
+# almost every repository and says nothing about where this one's code went
+EVIDENCE_LINES = 5
 
 
 @dataclass(frozen=True)
@@ -201,5 +205,6 @@ def repo_identity(label: str, path: Path) -> RepoIdentity:
             if "/" in key:
                 keys.add(key)
                 names.add(norm_name(key.split("/")[-1]))
-    hashes = python_file_hashes(repo.head.commit) if repo.head.is_valid() else {}
+    head = repo.head.commit if repo.head.is_valid() else None
+    hashes = python_file_hashes(head, EVIDENCE_LINES) if head is not None else {}
     return RepoIdentity(label, frozenset(keys), frozenset(names), hashes)

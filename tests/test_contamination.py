@@ -15,7 +15,10 @@ from benchmark import contamination as c
 from repo_encoder.errors import UserError
 from tests.gitrepo import GitRepo
 
-LEAKED = "def leaked_helper(x):\n    return x * 42\n"
+LEAKED = (
+    "def leaked_helper(x):\n    y = x * 6\n    z = y * 7\n    # 42 in two steps\n    return z\n"
+)
+OWN = "def own(a):\n    b = a + 1\n    c = b + 1\n    d = c + 1\n    return d\n"
 
 
 def _manifests(tmp: Path) -> list[c.TrainingManifest]:
@@ -84,10 +87,22 @@ def test_clean_passes_and_collisions_are_refused_or_marked(tmp_path: Path) -> No
 
 
 def test_a_repository_is_hashed_at_head_not_in_its_work_tree(tmp_path: Path) -> None:
-    root = _repo(tmp_path / "r", {"a.py": "A = 1\n"})
+    root = _repo(tmp_path / "r", {"a.py": OWN})
     (root / "a.py").write_text(LEAKED)  # an uncommitted edit is not what is scored
     ident = c.repo_identity("r", root)
-    assert set(ident.hashes) == {hashlib.sha256(b"A = 1\n").hexdigest()}
+    assert set(ident.hashes) == {hashlib.sha256(OWN.encode()).hexdigest()}
+
+
+def test_a_trivial_file_shared_with_a_manifest_is_not_evidence(tmp_path: Path) -> None:
+    """An empty `__init__.py` or a short stub is in almost every repository: files with fewer
+    than EVIDENCE_LINES non-blank lines are not hashed for the check."""
+    stub = "__version__ = '1.0'\n"
+    digests = [hashlib.sha256(t.encode()).hexdigest() for t in ("", stub)]
+    manifest = c.TrainingManifest("m", hashes=frozenset(digests))
+    root = _repo(tmp_path / "r", {"pkg/__init__.py": "", "pkg/v.py": stub, "pkg/a.py": OWN})
+    ident = c.repo_identity("r", root)
+    assert set(ident.hashes) == {hashlib.sha256(OWN.encode()).hexdigest()}
+    assert c.collisions(ident, manifest) == []
 
 
 def test_a_card_lists_its_training_repositories_and_their_file_hashes(tmp_path: Path) -> None:
@@ -102,8 +117,7 @@ def test_a_card_lists_its_training_repositories_and_their_file_hashes(tmp_path: 
     (hit,) = c.collisions(c.repo_identity("vendored", copy), manifest)
     assert (hit.by, hit.manifest) == ("file", str(ckpt / "hypernet.json"))
     assert (
-        c.collisions(c.repo_identity("other", _repo(tmp_path / "o", {"a.py": "A = 1\n"})), manifest)
-        == []
+        c.collisions(c.repo_identity("other", _repo(tmp_path / "o", {"a.py": OWN})), manifest) == []
     )
 
 

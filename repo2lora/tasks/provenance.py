@@ -55,15 +55,17 @@ def owner_name_of_url(url: str) -> str | None:
     return "/".join(parts[-2:]) if len(parts) >= 3 else None
 
 
-def python_file_hashes(commit: git.Commit) -> dict[str, str]:
+def python_file_hashes(commit: git.Commit, min_lines: int = 0) -> dict[str, str]:
     """sha256 of each `.py` file's UTF-8 text at `commit` -> its path (the first path with it);
-    files that are not UTF-8 are left out."""
+    files that are not UTF-8, or have fewer than `min_lines` non-blank lines, are left out."""
     out: dict[str, str] = {}
     for item in commit.tree.traverse():
         if isinstance(item, git.Blob) and str(item.path).endswith(".py"):
             try:
                 text = item.data_stream.read().decode("utf-8")
             except UnicodeDecodeError:
+                continue
+            if min_lines and sum(1 for ln in text.splitlines() if ln.strip()) < min_lines:
                 continue
             out.setdefault(hashlib.sha256(text.encode()).hexdigest(), str(item.path))
     return out
