@@ -85,14 +85,19 @@ def training_inputs(
     history): the repositories', or a built dataset's (`dataset`, encoded by the same base
     model); a UserError when they hold no tasks."""
     kind = KINDS[generator]
-    if dataset is not None and (kind.reads_names or kind.reads_texts):
+    if dataset is not None and kind.reads_texts:
         raise UserError(
-            f"--dataset holds chunk vectors, not the names or text {generator} reads: "
+            f"--dataset holds chunk vectors and names, not the text {generator} reads: "
             "pass --repos instead"
         )
     info = describe_base_model(model)
     if dataset is not None:
-        data = training_data_from_dataset(dataset, info.model_key, kind.stateful, seed=seed)
+        # a names generator trains on the snapshots (static and line tasks) with their names,
+        # as the benchmark trains it
+        evolving = kind.stateful and not kind.reads_names
+        data = training_data_from_dataset(
+            dataset, info.model_key, evolving, seed=seed, names=kind.reads_names
+        )
         base = load_base_model(info)
     else:
         base = load_base_model(info)

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from repo_encoder.chunk import Chunk, DefinitionKind
 
@@ -131,15 +132,35 @@ class NameIndex:
             other.mentions,
         )
 
-    def to_bytes(self) -> bytes:
-        """A compact, deterministic encoding (zlib-compressed JSON) for the state store."""
-        doc = {
+    def merge(self, other: NameIndex) -> None:
+        """Add `other`'s counts (the index of the union of two disjoint sets of chunks)."""
+        self.defined.update(other.defined)
+        self.paths.update(other.paths)
+        self.mentions.update(other.mentions)
+
+    def to_json(self) -> dict[str, Any]:
+        """A deterministic JSON document (what `from_json` reads)."""
+        return {
             "version": FORMAT_VERSION,
             "defined": sorted([n, k, p, c] for (n, k, p), c in self.defined.items()),
             "paths": sorted(self.paths.items()),
             "mentions": sorted(self.mentions.items()),
         }
-        return zlib.compress(json.dumps(doc, separators=(",", ":")).encode(), 1)
+
+    @classmethod
+    def from_json(cls, doc: Any) -> NameIndex | None:
+        """The index `to_json` wrote, or None when it is of another format."""
+        if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+            return None
+        index = cls()
+        index.defined.update({(n, k, p): c for n, k, p, c in doc["defined"]})
+        index.paths.update(dict(doc["paths"]))
+        index.mentions.update(dict(doc["mentions"]))
+        return index
+
+    def to_bytes(self) -> bytes:
+        """A compact, deterministic encoding (zlib-compressed JSON) for the state store."""
+        return zlib.compress(json.dumps(self.to_json(), separators=(",", ":")).encode(), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NameIndex | None:
@@ -149,10 +170,4 @@ class NameIndex:
             doc = json.loads(zlib.decompress(data))
         except (zlib.error, ValueError):
             return None
-        if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
-            return None
-        index = cls()
-        index.defined.update({(n, k, p): c for n, k, p, c in doc["defined"]})
-        index.paths.update(dict(doc["paths"]))
-        index.mentions.update(dict(doc["mentions"]))
-        return index
+        return cls.from_json(doc)

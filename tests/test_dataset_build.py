@@ -131,6 +131,12 @@ def test_an_interrupted_build_resumes_from_the_cache(tmp_path: Path, reserved: P
     summary.unlink()
     fourth = _build([a.root, b.root], out, reserved)
     assert fourth["built"] == ["b"] and json.loads(summary.read_text())["encoded"] == 0
+    # a repository built before datasets kept names gets them on the next run, still cached
+    names = out / "repos" / "a" / "names.json"
+    kept = names.read_text()
+    names.unlink()
+    fifth = _build([a.root, b.root], out, reserved)
+    assert fifth["cached"] == ["a", "b"] and names.read_text() == kept
 
 
 def test_a_reserved_repository_is_refused_before_anything_is_written(
@@ -185,8 +191,9 @@ def test_line_tasks_skip_names_the_file_binds_itself() -> None:
 
 def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     """`train --dataset`: static and line tasks (a line task's encoder input without its file)
-    or the walk, the card naming the dataset's repositories; the wrong base model, a generator
-    that reads names, and --repos beside it are one-line errors."""
+    or the walk, the card naming the dataset's repositories; the snapshot's names for a
+    generator that reads them (a line task's without its file's); the wrong base model, a
+    generator that reads text, and --repos beside it are one-line errors."""
     from repo2lora.tasks.training_data import training_data_from_dataset
 
     repo = _repo(tmp_path / "sample")
@@ -202,6 +209,15 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     assert sum(e.repo == "sample" for e in examples) == 3
     full = static.encodings["sample"].vectors.shape[0]
     assert static.encodings["sample-pkg/use.py"].vectors.shape[0] < full
+    assert all(not e.names for e in static.encodings.values())
+    named = training_data_from_dataset(ds, INFO.model_key, evolving=False, names=True)
+
+    def defined(key: str) -> set[str]:
+        return {n.name for n in named.encodings[key].names[0].names() if n.kind != "module"}
+
+    assert {"area_of_circle", "UNIT", "scaled_area"} <= defined("sample")
+    assert "scaled_area" not in defined("sample-pkg/use.py")
+    assert "area_of_circle" in defined("sample-pkg/use.py")
     evo = training_data_from_dataset(ds, INFO.model_key, evolving=True)
     assert sorted(e.step for e in evo.train + evo.test) == [2, 2]
     assert len(evo.encodings["sample"].diffs) == 2
@@ -215,7 +231,12 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     card = json.loads((Path(json.loads(proc.stdout)["out_dir"]) / "hypernet.json").read_text())
     assert [r["name"] for r in card["training_repositories"]] == ["sample"]
     assert card["training_repositories"][0]["file_sha256"]
-    for extra in (["--generator", "code2lora-names"], ["--repos", str(repo.root)]):
+    names_out = tmp_path / "names"
+    proc = run_cli("train", "--dataset", str(ds), "--out", str(names_out), "--generator",
+                   "code2lora-names", "--json", *common)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((names_out / "hypernet.json").read_text())["generator"] == "code2lora-names"
+    for extra in (["--generator", "shine"], ["--repos", str(repo.root)]):
         proc = run_cli("train", "--dataset", str(ds), "--out", str(out), *common, *extra)
         assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 

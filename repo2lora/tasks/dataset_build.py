@@ -55,12 +55,15 @@ from repo2lora.tasks.provenance import (
     training_repository,
 )
 from repo2lora.training.data import RepoEncoding
+from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
+from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import read_snapshot
 
 FORMAT_VERSION = 2  # 2: line tasks read with ast (names the file binds are its own)
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
+NAMES = "names.json"  # per file of the snapshot: the names it defines and mentions
 # the pool lists of the checkout (`benchmark.repo_pool` writes them): URLs and screened commits
 DEFAULT_POOL = Path(__file__).resolve().parents[2] / "data" / "hypernet-pool"
 
@@ -183,6 +186,27 @@ def resolve_repos(
     return specs
 
 
+def names_by_file(chunks: Sequence[Chunk]) -> str:
+    """`names.json`: each file's `NameIndex` (what it defines and mentions), so that the index
+    of a snapshot without one file (a line task's) is the sum of the others."""
+    by_path: dict[str, list[Chunk]] = {}
+    for c in chunks:
+        by_path.setdefault(c.path, []).append(c)
+    doc = {p: NameIndex.of(cs).to_json() for p, cs in sorted(by_path.items())}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+
+def add_missing_names(
+    target: Path, spec: RepoSpec, root: Path, cfg: DatasetConfig, model: LoadedModel
+) -> None:
+    """Write `names.json` into a repository built before datasets kept names: the snapshot's
+    chunks come from its state store (cached vectors: nothing is encoded again)."""
+    ctx = open_context(root, config=cfg.snapshot, loaded_model=model, with_hypernet=False)
+    with open_store(ctx.root) as store:
+        snap = encode_snapshot(ctx, store, ctx.repo.commit(spec.provenance.commit))
+    write_text_atomic(target / NAMES, names_by_file(snap.chunks))
+
+
 def _git(cmd: list[str], *args: str) -> str | None:
     """The stripped output of a git command, or None when it fails."""
     proc = subprocess.run([*cmd, *args], capture_output=True, text=True)
@@ -291,6 +315,7 @@ def build_repo(
         )
         save_file(_encoding_tensors(snap.encoded.vectors, walk), str(tmp / "encoding.safetensors"))
         (tmp / "chunks.json").write_text(json.dumps([c.path for c in snap.chunks]))
+        (tmp / NAMES).write_text(names_by_file(snap.chunks))
         summary["seconds"] = round(time.perf_counter() - started, 2)
         (tmp / SUMMARY).write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
@@ -350,6 +375,10 @@ def build_dataset(
         ):
             summaries[spec.slug] = done
             cached.append(spec.provenance.name)
+            if not (target / NAMES).is_file():  # built before datasets kept names
+                if not loaded:
+                    loaded.append(load_model())
+                add_missing_names(target, spec, work_tree(spec, root), cfg, loaded[0])
         else:
             if not loaded:
                 loaded.append(load_model())
@@ -419,12 +448,33 @@ class BuiltRepo:
     snapshot: RepoEncoding
     walk: RepoEncoding | None
     chunk_paths: list[str]
+    file_names: dict[str, NameIndex] | None = None  # `names.json`, when read
 
-    def without(self, path: str) -> RepoEncoding:
-        """The snapshot encoding with `path`'s chunks left out (a line task's encoder input)."""
+    def names(self, without: str | None = None) -> NameIndex:
+        """The snapshot's names (`without` one file's); a UserError for a dataset built
+        before datasets kept names."""
+        if self.file_names is None:
+            raise UserError(
+                f"the dataset's {self.summary['name']} has no {NAMES}: run `repo2lora dataset "
+                "build` again on it (it adds the names, encoding nothing)"
+            )
+        out = NameIndex()
+        for path, index in self.file_names.items():
+            if path != without:
+                out.merge(index)
+        return out
+
+    def without(self, path: str, names: bool = False) -> RepoEncoding:
+        """The snapshot encoding with `path`'s chunks left out (a line task's encoder input),
+        with the names of the rest when `names`."""
         keep = torch.tensor([p != path for p in self.chunk_paths], dtype=torch.bool)
         vectors = self.snapshot.vectors[keep] if keep.numel() else self.snapshot.vectors
-        return RepoEncoding(f"{self.snapshot.name}-{path}", vectors, commits=self.snapshot.commits)
+        return RepoEncoding(
+            f"{self.snapshot.name}-{path}",
+            vectors,
+            commits=self.snapshot.commits,
+            names=[self.names(without=path)] if names else [],
+        )
 
 
 def load_built_repo(directory: str | Path) -> BuiltRepo:
@@ -441,4 +491,11 @@ def load_built_repo(directory: str | Path) -> BuiltRepo:
             for t, c in enumerate(summary["walk_counts"], start=1)
         ]
         walk = RepoEncoding(name, tensors["walk.start"], diffs=diffs, commits=summary["walk"])
-    return BuiltRepo(summary, tasks, snapshot, walk, json.loads((d / "chunks.json").read_text()))
+    file_names: dict[str, NameIndex] | None = None
+    if (d / NAMES).is_file():
+        read = {p: NameIndex.from_json(v) for p, v in json.loads((d / NAMES).read_text()).items()}
+        file_names = {p: x for p, x in read.items() if x is not None}
+        if len(file_names) != len(read):  # another format: build again
+            file_names = None
+    paths = json.loads((d / "chunks.json").read_text())
+    return BuiltRepo(summary, tasks, snapshot, walk, paths, file_names)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,12 +91,15 @@ def training_data_from_dataset(
     evolving: bool,
     test_share: float = 0.3,
     seed: int = 0,
+    names: bool = False,
 ) -> TrainingData:
     """A built dataset's training data, encoded by the base model `model_key` (its chunk
     vectors are that model's; another's is a UserError). Static: the assertion tasks at each
     repository's commit and its cross-file line tasks (each line task's encoder input is the
     snapshot without its file); evolving: the walk's tasks, each at its commit. Split in-repo
-    by test function (line tasks: by file), never splitting one."""
+    by test function (line tasks: by file), never splitting one. With `names` (static only),
+    each encoding also carries the names its snapshot defines (a line task's: without its
+    file's), for a generator that reads them."""
     root = Path(directory)
     if not (root / MANIFEST).is_file():
         raise UserError(
@@ -128,13 +131,15 @@ def training_data_from_dataset(
                 ex = TaskExample(name, t["prefix"], t["target"], int(t["step"]), t["task_id"])
                 examples.append((f"{name}:{t['path']}:{t['line']}", ex))
             elif not evolving and kind == "static":
-                encodings.setdefault(name, repo.snapshot)
+                if name not in encodings:
+                    snap = repo.snapshot
+                    encodings[name] = replace(snap, names=[repo.names()]) if names else snap
                 ex = TaskExample(name, t["prefix"], t["target"], -1, t["task_id"])
                 examples.append((f"{name}:{t['path']}:{t['test_qualname']}", ex))
             elif not evolving and kind == "line":
                 key = f"{name}-{t['path']}"
                 if key not in encodings:
-                    encodings[key] = repo.without(t["path"])
+                    encodings[key] = repo.without(t["path"], names=names)
                 ex = TaskExample(key, t["prefix"], t["target"], -1, t["task_id"])
                 examples.append((f"{name}:{t['path']}", ex))
         for key, ex in examples:
