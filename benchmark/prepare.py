@@ -24,7 +24,7 @@ from repo2lora.tasks.miner import AssertionTask, MinerConfig, mine
 from repo2lora.tasks.synthetic import SyntheticRepo, generate_suite, load_repo
 from repo_encoder.chunk import Chunk
 from repo_encoder.errors import UserError
-from repo_encoder.names import NameIndex
+from repo_encoder.names import NameIndex, renamed_definitions
 from repo_encoder.snapshot import resolve_commit
 
 
@@ -111,6 +111,16 @@ def resolve_sources(cfg: BenchConfig, out: Path) -> list[RepoSource]:
     return sources
 
 
+def detected_renames(names: list[NameIndex]) -> dict[int, set[str]]:
+    """Per walk step (after the first), the names its commit renamed to
+    (`renamed_definitions`), where it renamed any."""
+    out: dict[int, set[str]] = {}
+    for step in range(1, len(names)):
+        if found := renamed_definitions(names[step - 1], names[step]):
+            out[step] = found
+    return out
+
+
 def _renames_by_step(manifest: SyntheticRepo | None, walk: list[str]) -> dict[int, set[str]] | None:
     if manifest is None:
         return None
@@ -184,6 +194,8 @@ def prepare_repo(
             return prep, skips
         start_tasks = mine(ctx.repo, start, MinerConfig(), repo_name=label).tasks
         renames = _renames_by_step(source.manifest, data.encoding.commits)
+        if renames is None:  # a real history: the renames its definitions show
+            renames = detected_renames(data.encoding.names)
         prep.evo = EvoView(data, start_tasks, total, renames)
     return prep, skips
 

@@ -171,3 +171,17 @@ class NameIndex:
         except (zlib.error, ValueError):
             return None
         return cls.from_json(doc)
+
+
+def renamed_definitions(before: NameIndex, after: NameIndex) -> set[str]:
+    """The names one commit renamed to, as seen in its definitions: a name `after` defines
+    that `before` did not, in a file where `before` defined a name of the same kind that
+    `after` no longer defines (a definition replaced by another of its kind in place). What
+    a real history's renames look like without a manifest that records them."""
+    old = {(n, k, p) for (n, k, p) in before.defined if not n.startswith("_")}
+    new = {(n, k, p) for (n, k, p) in after.defined if not n.startswith("_")}
+    old_names = {n for n, _, _ in old}
+    new_names = {n for n, _, _ in new}
+    gone = {(k, p) for n, k, p in old if n not in new_names}
+    return {n for n, k, p in new if n not in old_names and (k, p) in gone}
+

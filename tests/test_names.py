@@ -365,3 +365,22 @@ def test_the_names_speed_benchmark_prints_its_numbers(capsys: pytest.CaptureFixt
     assert report["benchmark"] == "names" and report["names"] > 0
     assert {"adapter_cold_probe", "per_adapter_server_update"} <= set(report["ms"])
     assert set(report["meets_target"]) == {"cli", "server"}
+
+
+def test_a_commit_that_renames_a_definition_is_detected_from_its_names(tmp_path: Path) -> None:
+    """Real histories have no manifest of renames: a definition replaced in place by another of
+    its kind is one (`renamed_definitions`), a new definition beside the old ones is not, and
+    the benchmark's walk marks the steps where one happened (`detected_renames`)."""
+    from benchmark.prepare import detected_renames
+    from repo_encoder.names import renamed_definitions
+
+    repo = GitRepo(tmp_path / "r")
+    src = "def area(r):\n    return 3 * r * r\n\n\nclass Shape:\n    pass\n"
+    repo.commit({"pkg/geo.py": src}, "v1")
+    repo.commit({"pkg/geo.py": src + "\n\ndef perimeter(r):\n    return 6 * r\n"}, "added")
+    repo.commit({"pkg/geo.py": src.replace("area", "area_of_circle") + "\n\ndef perimeter(r):\n"
+                 "    return 6 * r\n"}, "renamed")  # fmt: skip
+    steps = [_index_at(repo, f"HEAD~{k}") for k in (2, 1, 0)]
+    assert renamed_definitions(steps[0], steps[1]) == set()  # an addition is not a rename
+    assert renamed_definitions(steps[1], steps[2]) == {"area_of_circle"}
+    assert detected_renames(steps) == {2: {"area_of_circle"}}
