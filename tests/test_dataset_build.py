@@ -269,8 +269,8 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
 
     out = tmp_path / "bench"
     args = ("bench", "--generator-dir", str(lora), "--model", "tiny-random", "--test-repos",
-            str(repo.root), "--methods", "base", "--max-tasks", "2", "--out", str(out),
-            "-q")  # fmt: skip
+            str(repo.root), "--methods", "base,rag", "--max-tasks", "2", "--out", str(out),
+            "--no-with-tests", "-q")  # fmt: skip
     proc = run_cli(*args, timeout=240)
     assert proc.returncode == 1 and "contaminated test repository: sample" in proc.stderr
     proc = run_cli(*args, "--allow-contaminated", timeout=240)
@@ -282,6 +282,8 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
         row = find_row(report["summary"], track, "cross-repo", "shared-lora")
         assert row is not None and row["n"] >= 1 and row["nll"] is not None, track
     assert report["training"]["shared-lora"]["checkpoint"] == str(lora)
+    methods = {r["method"] for r in report["summary"]}
+    assert "rag" in methods and not any(x.endswith("+tests") for x in methods)  # --no-with-tests
 
 
 def test_a_repository_git_cannot_read_is_skipped_and_named(tmp_path: Path, reserved: Path):

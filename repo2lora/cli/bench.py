@@ -40,6 +40,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         target_modules=args.target_modules,
         generator_dirs=generator_dirs,
         allow_contaminated=args.allow_contaminated,
+        with_tests=False if args.no_with_tests else None,
     )
     if args.prompt_tokens:
         cfg = replace_eval(cfg, prompt_tokens=args.prompt_tokens)
@@ -129,6 +130,12 @@ def add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="with --generator-dir: keep test repositories found in a training manifest, marked "
         "as contaminated in the report (default: refused)",
+    )
+    b.add_argument(
+        "--no-with-tests",
+        action="store_true",
+        help="leave out the leakage rule's with-tests rows (rag+tests, code2lora-*+tests): "
+        "about a third less evaluation",
     )
     b.add_argument("--max-tasks", type=int, help="evaluate at most N tasks per repository/track")
     b.add_argument("--prompt-tokens", type=int, help="prompt token budget of every method")
