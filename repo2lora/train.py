@@ -168,6 +168,7 @@ def train_shared_lora(
     out: str | Path,
     cfg: TrainConfig,
     card: dict[str, Any],
+    on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, Any]:
     """The shared-LoRA baseline: one plain peft LoRA trained on every training task (the same
     tasks a static hypernetwork trains on), saved with its card (the base model it adapts, and
@@ -187,7 +188,13 @@ def train_shared_lora(
         target_modules=cfg.target_modules,
         seed=cfg.seed,
     )
-    train_lora_baseline(base, data.train, out, lcfg)
+    train_lora_baseline(
+        base,
+        data.train,
+        out,
+        lcfg,
+        on_step=None if on_step is None else lambda step, loss, _model: on_step(step, loss),
+    )
     path = Path(out) / BASELINE_CARD
     doc = json.loads(path.read_text())
     doc.update(

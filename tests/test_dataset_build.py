@@ -258,6 +258,7 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
                    str(lora), "--json", *common)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["steps"] == 2
+    assert "step 2/2  loss" in proc.stderr  # progress on stderr, JSON alone on stdout
     card = json.loads((lora / "repo2lora-baseline.json").read_text())
     assert card["generator"] == "shared-lora"
     assert card["base_model"]["model_key"] == INFO.model_key

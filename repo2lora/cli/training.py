@@ -60,7 +60,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "train_examples": len(data.train),
     }
     if baseline:
-        done = train_shared_lora(base, data, args.out, cfg, card)
+
+        def on_lora_step(step: int, loss: float) -> None:
+            if step % max(1, args.steps // 10) == 0 or step == args.steps:
+                print(f"step {step}/{args.steps}  loss {loss:.4f}", file=sys.stderr)
+
+        done = train_shared_lora(base, data, args.out, cfg, card, on_lora_step)
         if args.json:
             print_json(done)
         else:

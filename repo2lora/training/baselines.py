@@ -128,10 +128,11 @@ def train_lora_baseline(
     out_dir: str | Path,
     cfg: LoraTrainConfig = LoraTrainConfig(),
     source_texts: list[str] | None = None,
+    on_step: Callable[[int, float, PeftModel], None] | None = None,
 ) -> BaselineResult:
     """`train_lora`, saved as a PEFT adapter directory with its wall time and steps."""
     t0 = time.perf_counter()
-    peft_model, loss_value, pieces = train_lora(base, examples, cfg, source_texts)
+    peft_model, loss_value, pieces = train_lora(base, examples, cfg, source_texts, on_step)
     out = Path(out_dir)
     peft_model.save_pretrained(str(out))
     res = BaselineResult(
