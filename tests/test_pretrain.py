@@ -232,12 +232,16 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
     report = {"config": {"seed": 0}, "summary": [row], "repos": [
         {"repo": "held/out", "commit": "d" * 40, "split": "test"}]}  # fmt: skip
     (bench / "bench.json").write_text(json.dumps(report))
+    evo_bench = tmp_path / "bench-evo"  # a second scoring run (the other track)
+    evo_bench.mkdir()
+    report["repos"] = [{"repo": "held/two", "commit": "e" * 40, "split": "test"}]
+    (evo_bench / "bench.json").write_text(json.dumps(report))
     (tmp_path / "bpb.json").write_text(json.dumps({"xz_bits_per_byte": 1.4}))
     dest = tmp_path / "default"
     assert ship(["--pretrain", str(run), "--bench", str(bench), "--static",
                  str(dirs["code2lora-static"]), "--evo", str(dirs["code2lora-evo"]), "--dest",
                  str(dest), "--compare-bpb", str(tmp_path / "bpb.json"), "--compare-bench",
-                 str(bench)]) == 0  # fmt: skip
+                 str(bench), "--also-bench", str(evo_bench)]) == 0  # fmt: skip
     card = embedded.verify(dest)
     assert card["model"]["held_out_bits_per_byte"] > 0 and card["model"]["tokens_seen"] > 0
     assert card["replaces"]["bits_per_byte"]["xz_bits_per_byte"] == 1.4
@@ -245,7 +249,8 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
     assert card["hypernets"]["code2lora-static"]["repositories"] == 2
     manifest = json.loads((dest / "data" / "hypernet-manifest.json").read_text())
     assert [r["name"] for r in manifest["train"]] == ["a/x", "b/y"]
-    assert [r["name"] for r in manifest["benchmark_held_out"]] == ["held/out"]
+    assert [r["name"] for r in manifest["benchmark_held_out"]] == ["held/out", "held/two"]
+    assert len(card["benchmark"]["more_runs"]) == 1
     assert any(m.hashes == frozenset({"ab" * 32}) for m in base_model_manifests(dest))
     shipped = describe_base_model(str(dest))
     for generator, rel in embedded.HYPERNETS.items():

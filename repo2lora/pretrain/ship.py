@@ -120,12 +120,14 @@ def ship_default(
     dest: Path = embedded.DEFAULT_DIR,
     hypernet_dirs: dict[str, Path] | None = None,
     replaces: dict[str, Any] | None = None,
+    more_benches: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Replace `dest` with the default assembled from the two runs (or from the pretraining
     run, `hypernet_dirs`' trained checkpoints and a scoring run); returns its card."""
     model_dir = pretrain_dir / "model"
     model_card = json.loads((model_dir / "model_card.json").read_text())
     report = json.loads((bench_dir / "bench.json").read_text())
+    more = [json.loads((d / "bench.json").read_text()) for d in more_benches or []]
     with atomic_directory(dest) as tmp:
         for name in MODEL_FILES:
             if (model_dir / name).is_file():
@@ -147,7 +149,7 @@ def ship_default(
         ]
         held_out = [
             {"name": r["repo"], "commit": r["commit"], "source": origins.get(r["repo"], "")}
-            for r in report["repos"]
+            for r in {x["repo"]: x for rep in (report, *more) for x in rep["repos"]}.values()
             if r["split"] == "test"
         ]
         (tmp / "data" / "hypernet-manifest.json").write_text(
@@ -211,6 +213,10 @@ def ship_default(
                 "config": report["config"],
                 "source": report.get("source"),
                 "rows": benchmark_rows(report),
+                "more_runs": [
+                    {"config": x["config"], "source": x.get("source"), "rows": benchmark_rows(x)}
+                    for x in more
+                ],
             },
         }
         full = embedded.write_card(tmp, card)
@@ -221,6 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m repo2lora.pretrain.ship", description=__doc__)
     p.add_argument("--pretrain", required=True, type=Path, help="`repo2lora pretrain --out` dir")
     p.add_argument("--bench", required=True, type=Path, help="`repo2lora bench --out` dir")
+    p.add_argument(
+        "--also-bench",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="more `bench` runs of the same checkpoints (e.g. one per track), recorded beside",
+    )
     p.add_argument("--origin", action="append", default=[], help="LABEL=URL of a repository")
     p.add_argument("--dest", type=Path, default=embedded.DEFAULT_DIR)
     p.add_argument("--static", type=Path, help="a `repo2lora train` code2lora-static checkpoint")
@@ -247,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(given.values()) and not all(given.values()):
         p.error("give both --static and --evo, or neither (then --bench's trained models ship)")
     dirs = {k: v for k, v in given.items() if v is not None} or None
-    card = ship_default(args.pretrain, args.bench, origins, args.dest, dirs, replaces)
+    card = ship_default(
+        args.pretrain, args.bench, origins, args.dest, dirs, replaces, args.also_bench
+    )
     print(f"shipped {len(card['files'])} files, {card['total_bytes'] / 1e6:.1f} MB to {args.dest}")
     return 0
 
