@@ -45,7 +45,8 @@ def test_scores_the_shipped_checkpoints_without_training(tmp_path: Path) -> None
     report = json.loads((out / "bench.json").read_text())
     assert not (out / "models").exists()  # nothing trained
     assert report["contamination"]["contaminated"] == {}
-    assert len(report["contamination"]["manifests"]) == 2
+    # the base model's packages and corpus file hashes, and each hypernetwork's card
+    assert len(report["contamination"]["manifests"]) == 4
     assert [r["contaminated"] for r in report["repos"]] == [False]
     for track, method in (
         ("static", "base"),
@@ -64,20 +65,20 @@ def test_scores_the_shipped_checkpoints_without_training(tmp_path: Path) -> None
 
 
 def test_a_contaminated_repository_is_refused_or_kept_marked(tmp_path: Path) -> None:
-    repo = _repo(tmp_path / "toolz")  # a training repository of the shipped hypernetworks
+    repo = _repo(tmp_path / "spectree")  # a training repository of the shipped hypernetworks
     out = tmp_path / "out"
     args = ("bench", "--generator-dir", "default", "--test-repos", str(repo), "--track",
             "static", "--methods", "base", "--max-tasks", "1", "--out", str(out), "-q")  # fmt: skip
     proc = run_cli(*args, timeout=240)
     assert proc.returncode == 1
     err = proc.stderr.strip()
-    assert err.startswith("repo2lora: error: contaminated test repository: toolz")
-    assert "hypernet-manifest.json" in err and "\n" not in err
+    assert err.startswith("repo2lora: error: contaminated test repository: spectree")
+    assert "hypernets/static/hypernet.json" in err and "\n" not in err
     assert not out.exists()
 
     proc = run_cli(*args, "--allow-contaminated", timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "bench.json").read_text())
-    assert list(report["contamination"]["contaminated"]) == ["toolz"]
+    assert list(report["contamination"]["contaminated"]) == ["spectree"]
     assert report["repos"][0]["contaminated"] and report["records"][0]["contaminated"]
-    assert "**CONTAMINATED** toolz" in (out / "bench.md").read_text()
+    assert "**CONTAMINATED** spectree" in (out / "bench.md").read_text()

@@ -29,8 +29,12 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(
             f"  model     {model.get('architecture', '?')}, {model.get('params', 0) / 1e6:.1f}M "
             f"parameters, vocabulary {model.get('vocab_size', '?')}, "
-            f"{model.get('tokens_seen', 0) / 1e6:.1f}M tokens seen, held-out loss "
-            f"{model.get('held_out_loss', float('nan')):.3f} nats/token"
+            f"{model.get('tokens_seen', 0) / 1e6:.1f}M tokens seen, held-out "
+            + (
+                f"{model['held_out_bits_per_byte']:.3f} bits per byte"
+                if model.get("held_out_bits_per_byte")
+                else f"loss {model.get('held_out_loss', float('nan')):.3f} nats/token"
+            )
         )
         for name, h in sorted(default["hypernets"].items()):
             print(
