@@ -184,4 +184,3 @@ def renamed_definitions(before: NameIndex, after: NameIndex) -> set[str]:
     new_names = {n for n, _, _ in new}
     gone = {(k, p) for n, k, p in old if n not in new_names}
     return {n for n, k, p in new if n not in old_names and (k, p) in gone}
-
