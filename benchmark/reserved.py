@@ -102,7 +102,8 @@ def manifest_repositories(path: Path) -> dict[str, str]:
         if not isinstance(entries, list):
             continue
         for entry in entries:
-            m = re.match(r"https?://github\.com/([^/\s]+/[^/\s]+?)(?:\.git)?/?$", entry["source"])
+            url = str(entry.get("source") or entry.get("url") or "")  # `train` cards: url
+            m = re.match(r"https?://github\.com/([^/\s]+/[^/\s]+?)(?:\.git)?/?$", url)
             if m:
                 out[m.group(1).lower()] = section
     return out

@@ -96,4 +96,6 @@ def test_a_held_out_repositorys_own_exception_is_completed_with_the_adapter(
 
     assert exact(base.model) == 0
     assert exact(adapted) >= 1
-    assert nll(adapted) < nll(base.model) - 2.0
+    # the adapter cuts the target's NLL to under a third of the base model's (the pretrained
+    # default already gives it about 1.1 nats from the prompt; the adapter about 0.2)
+    assert nll(adapted) < nll(base.model) / 3
