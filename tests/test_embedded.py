@@ -93,3 +93,32 @@ def test_models_lists_the_default_and_exits_1_when_it_is_damaged(
     repo.commit(SAMPLE_V1, "v1")
     assert main(["snapshot", str(repo.root)]) == EXIT_USER_ERROR  # one clear line, no traceback
     assert "embedded default is damaged" in capsys.readouterr().err
+
+
+def test_the_shipped_default_trained_on_nothing_reserved_for_evaluation() -> None:
+    """Against ../shared/eval-reserved.tsv as it is at test time: no trained-on distribution of
+    the shipped base model and no training repository of its hypernetworks is reserved. The
+    reserved names the pretraining manifest does hold are only its records of keeping them
+    out: `refused_reserved_distributions` (never downloaded) and `reserved_files_dropped`
+    (vendored copies dropped, counted per reserved distribution)."""
+    from repo2lora.reserved import DEFAULT_RESERVED_PATH, load_reserved
+
+    reserved = load_reserved(DEFAULT_RESERVED_PATH)
+    data = embedded.DEFAULT_DIR / "data"
+    pretrain = json.loads((data / "pretrain-manifest.json").read_text())
+    trained = [d["name"] for d in pretrain["distributions"]]
+    assert len(trained) > 100 and not [n for n in trained if reserved.distribution_reserved(n)]
+    refused = [s.split("==")[0] for s in pretrain["refused_reserved_distributions"]]
+    assert refused and all(reserved.distribution_reserved(n) for n in refused)
+    assert all(reserved.distribution_reserved(n) for n in pretrain["reserved_files_dropped"])
+    hypernets = json.loads((data / "hypernet-manifest.json").read_text())
+    repos = [(r["name"], r.get("url") or r["name"]) for r in hypernets["train"]]
+    assert len(repos) >= 100
+    assert not [
+        n
+        for n, url in repos
+        if reserved.repository_reserved(url) or reserved.name_reserved(n.split("/")[-1])
+    ]
+    for rel in embedded.HYPERNETS.values():  # each card's own list, what the check reads
+        card = json.loads((embedded.DEFAULT_DIR / rel / "hypernet.json").read_text())
+        assert {r["name"] for r in card["training_repositories"]} <= {n for n, _ in repos}
