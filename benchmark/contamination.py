@@ -143,11 +143,10 @@ def read_hypernet_manifest(path: Path) -> TrainingManifest:
 def checkpoint_manifests(ckpt: Path) -> list[TrainingManifest]:
     """What a generator checkpoint (or a shared-LoRA baseline) records of its training
     repositories."""
-    baseline = ckpt / BASELINE_CARD
-    card = json.loads((baseline if baseline.is_file() else ckpt / "hypernet.json").read_text())
+    src = ckpt / BASELINE_CARD if (ckpt / BASELINE_CARD).is_file() else ckpt / "hypernet.json"
+    card = json.loads(src.read_text())
     listed = card.get("training_repositories")
     if isinstance(listed, list):
-        src = baseline if baseline.is_file() else ckpt / "hypernet.json"
         return [manifest_from_entries(str(src), listed)]
     for p in (
         ckpt / "hypernet-manifest.json",

@@ -138,6 +138,13 @@ class NameIndex:
         self.paths.update(other.paths)
         self.mentions.update(other.mentions)
 
+    def subtract(self, other: NameIndex) -> None:
+        """Take away `other`'s counts (the index without a subset of its chunks); what falls to
+        zero goes, as `remove` does."""
+        self.defined -= other.defined
+        self.paths -= other.paths
+        self.mentions -= other.mentions
+
     def to_json(self) -> dict[str, Any]:
         """A deterministic JSON document (what `from_json` reads)."""
         return {

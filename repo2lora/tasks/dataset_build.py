@@ -201,10 +201,25 @@ def add_missing_names(
 ) -> None:
     """Write `names.json` into a repository built before datasets kept names: the snapshot's
     chunks come from its state store (cached vectors: nothing is encoded again)."""
-    ctx = open_context(root, config=cfg.snapshot, loaded_model=model, with_hypernet=False)
+    _ctx, snap = _snapshot(root, spec, cfg, model)
+    write_text_atomic(target / NAMES, names_by_file(snap.chunks))
+
+
+def _snapshot(
+    root: Path,
+    spec: RepoSpec,
+    cfg: DatasetConfig,
+    model: LoadedModel,
+    progress: ProgressFn = no_progress,
+) -> tuple[Any, Any]:
+    """The repository's context and its snapshot at the spec's commit (vectors from the state
+    store's cache where it has them)."""
+    ctx = open_context(
+        root, config=cfg.snapshot, loaded_model=model, with_hypernet=False, progress=progress
+    )
     with open_store(ctx.root) as store:
         snap = encode_snapshot(ctx, store, ctx.repo.commit(spec.provenance.commit))
-    write_text_atomic(target / NAMES, names_by_file(snap.chunks))
+    return ctx, snap
 
 
 def _git(cmd: list[str], *args: str) -> str | None:
@@ -255,13 +270,9 @@ def build_repo(
     """Collect one repository's three kinds of tasks and their encoder input into `target`
     (written aside, renamed into place); returns its summary."""
     started = time.perf_counter()
-    ctx = open_context(
-        root, config=cfg.snapshot, loaded_model=model, with_hypernet=False, progress=progress
-    )
+    ctx, snap = _snapshot(root, spec, cfg, model, progress)
     name, sha = spec.provenance.name, spec.provenance.commit
     commit = ctx.repo.commit(sha)
-    with open_store(ctx.root) as store:
-        snap = encode_snapshot(ctx, store, commit)
     miner = MinerConfig(exclusion=cfg.snapshot.exclusion, max_prompt_tokens=cfg.max_prompt_tokens)
     static = mine(ctx.repo, commit, miner, repo_name=name).tasks
     files = read_snapshot(
@@ -449,6 +460,7 @@ class BuiltRepo:
     walk: RepoEncoding | None
     chunk_paths: list[str]
     file_names: dict[str, NameIndex] | None = None  # `names.json`, when read
+    _all_names: NameIndex | None = field(default=None, repr=False)
 
     def names(self, without: str | None = None) -> NameIndex:
         """The snapshot's names (`without` one file's); a UserError for a dataset built
@@ -458,10 +470,13 @@ class BuiltRepo:
                 f"the dataset's {self.summary['name']} has no {NAMES}: run `repo2lora dataset "
                 "build` again on it (it adds the names, encoding nothing)"
             )
-        out = NameIndex()
-        for path, index in self.file_names.items():
-            if path != without:
-                out.merge(index)
+        if self._all_names is None:  # every file's, summed once
+            self._all_names = NameIndex()
+            for index in self.file_names.values():
+                self._all_names.merge(index)
+        out = self._all_names.copy()
+        if without in self.file_names:
+            out.subtract(self.file_names[without])
         return out
 
     def without(self, path: str, names: bool = False) -> RepoEncoding:
