@@ -17,6 +17,15 @@ it here, each part chosen by measurement (`python -m benchmark.lsp_latency --pro
 - Both compute the last position's logits only: for a prompt, the LM head over every position
   is most of the work that is thrown away (for the default, about 40% of a prefill).
 - `set_linear_layout`: weights stored column-major make one-token products faster.
+- Fewer, larger operations per layer where the result is provably the same bits (a float32
+  model whose projections are plain `nn.Linear`s without bias, whose norms are the standard
+  RMSNorm and whose rope does not depend on the sequence): q/k/v and gate/up each as one
+  product over concatenated weights (each output column is the same dot product), RMSNorm as
+  `F.rms_norm` (the same float32 ops), and rope on q and k at once from cos/sin tables computed
+  once per buffer size, with rotate_half(x) * sin written as roll(x) * (sin with its first half
+  negated) (negation is exact). The concatenated weights are rebuilt when a weight changes (an
+  adapter swap); a PEFT-wrapped projection runs its module as before. `tests/test_decoding.py`
+  checks the logits bit for bit against transformers' forward.
 
 `make_decoder` picks one; `repo2lora.generation` runs the greedy loop over either.
 """
@@ -37,6 +46,10 @@ DecoderKind = Literal["auto", "static", "transformers"]
 # SDPA), residual, norm, MLP, residual; and whose model applies embed, layers, final norm, head
 STATIC_KV_MODEL_TYPES = frozenset({"llama", "qwen2", "mistral"})
 _CAPACITY_STEP = 256  # key/value buffers grow in steps of this many positions
+# rope types whose cos/sin at a position do not depend on the sequence (so a table holds)
+_STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3"})
+# the fused (concatenated) projection weights are extra memory: only up to this many bytes
+_FUSED_BYTES_MAX = 64 * 2**20
 
 
 class Decoder(Protocol):
@@ -170,6 +183,12 @@ class StaticKVDecoder:
         self._keys: list[torch.Tensor] = []
         self._values: list[torch.Tensor] = []
         self.length = 0
+        self._lean = _lean_path_holds(lm, self._layers)
+        # cos [1, 1, capacity, head_dim], and sin with its first half negated (`_rope`)
+        self._cos = self._sin_signed = torch.empty(1, 1, 0, 0)
+        # (module ids) -> (the weights' identities and versions, their concatenation, the
+        # weights themselves: held so that no other tensor can take their address)
+        self._fused: dict[tuple[int, ...], tuple[tuple[Any, ...], torch.Tensor, Any]] = {}
 
     @property
     def capacity(self) -> int:
@@ -201,20 +220,96 @@ class StaticKVDecoder:
         end = start + n
         self._reserve(end)
         x = torch.tensor([list(ids)], dtype=torch.long, device=self._device)
-        positions = torch.arange(start, end, device=self._device).unsqueeze(0)
         h = self._body.embed_tokens(x)
-        cos, sin = self._body.rotary_emb(h, position_ids=positions)
         mask = None
         if n > 1 and start > 0:  # a prompt continuing a cached start: causal, offset by `start`
             kv = torch.arange(end, device=self._device)
-            mask = (kv[None, :] <= positions[0][:, None]).view(1, 1, n, end)
-        for i, layer in enumerate(self._layers):
-            x = layer.input_layernorm(h)
-            h = h + self._attention(i, layer.self_attn, x, cos, sin, mask)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+            mask = (kv[None, :] <= kv[start:, None]).view(1, 1, n, end)
+        if self._lean:
+            h = self._lean_layers(h, start, end, mask)
+            norm = self._body.norm
+            last = F.rms_norm(h[:, -1:, :], (h.shape[-1],), norm.weight, norm.variance_epsilon)
+        else:
+            positions = torch.arange(start, end, device=self._device).unsqueeze(0)
+            cos, sin = self._body.rotary_emb(h, position_ids=positions)
+            for i, layer in enumerate(self._layers):
+                x = layer.input_layernorm(h)
+                h = h + self._attention(i, layer.self_attn, x, cos, sin, mask)
+                h = h + layer.mlp(layer.post_attention_layernorm(h))
+            last = self._body.norm(h[:, -1:, :])
         self.length = end
-        last = self._body.norm(h[:, -1:, :])
         return self._lm.lm_head(last)[0, -1]
+
+    def _lean_layers(
+        self, h: torch.Tensor, start: int, end: int, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The decoder layers with fused projections, `F.rms_norm` and the rope tables (see the
+        module docstring): the same bits as the modules' own forwards."""
+        if self._cos.shape[2] < end:
+            self._rope_tables(max(end, self.capacity))
+        cos = self._cos[:, :, start:end]
+        sin = self._sin_signed[:, :, start:end]
+        width = h.shape[-1]
+        for i, layer in enumerate(self._layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            norm = layer.input_layernorm
+            x = F.rms_norm(h, (width,), norm.weight, norm.variance_epsilon)
+            h = h + self._lean_attention(i, attn, x, cos, sin, mask)
+            norm = layer.post_attention_layernorm
+            x = F.rms_norm(h, (width,), norm.weight, norm.variance_epsilon)
+            gate_up = self._fused_weight((mlp.gate_proj, mlp.up_proj))
+            if gate_up is None:
+                h = h + mlp(x)
+                continue
+            gate, up = F.linear(x, gate_up).split(mlp.gate_proj.out_features, dim=-1)
+            h = h + mlp.down_proj(mlp.act_fn(gate) * up)
+        return h
+
+    def _rope_tables(self, size: int) -> None:
+        """cos and signed sin [1, 1, size, head_dim] from the model's own rotary embedding."""
+        positions = torch.arange(size, device=self._device).unsqueeze(0)
+        probe = torch.zeros(1, 1, 1, dtype=self._dtype, device=self._device)
+        cos, sin = self._body.rotary_emb(probe, position_ids=positions)  # [1, size, head_dim]
+        half = self._head_dim // 2
+        self._cos = cos.unsqueeze(1)
+        self._sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(1)
+
+    def _fused_weight(self, modules: tuple[Any, ...]) -> torch.Tensor | None:
+        """The weights of `modules` (plain bias-free linears) concatenated along the outputs,
+        in their layout; None when one is not such a linear (e.g. wrapped by PEFT)."""
+        if any(type(m) is not torch.nn.Linear or m.bias is not None for m in modules):
+            return None
+        weights = [m.weight for m in modules]
+        identity = tuple((w.data_ptr(), w._version, w.shape) for w in weights)
+        key = tuple(id(m) for m in modules)
+        hit = self._fused.get(key)
+        if hit is not None and hit[0] == identity:
+            return hit[1]
+        held = [w.detach() for w in weights]
+        fused = in_layout(torch.cat(held), layout_of(weights[0]))
+        self._fused[key] = (identity, fused, held)
+        return fused
+
+    def _lean_attention(
+        self,
+        i: int,
+        attn: Any,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin_signed: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        qkv_weight = self._fused_weight((attn.q_proj, attn.k_proj, attn.v_proj))
+        if qkv_weight is None:
+            return self._attention(i, attn, x, cos[:, 0], sin_signed[:, 0], mask, signed=True)
+        n, d = x.shape[1], self._head_dim
+        n_q, n_k = attn.q_proj.out_features, attn.k_proj.out_features
+        qkv = F.linear(x, qkv_weight)
+        qk = qkv[..., : n_q + n_k].view(1, n, -1, d).transpose(1, 2)
+        v = qkv[..., n_q + n_k :].view(1, n, -1, d).transpose(1, 2)
+        qk = qk * cos + qk.roll(d // 2, dims=-1) * sin_signed  # rope on q and k at once
+        q, k = qk[:, : n_q // d], qk[:, n_q // d :]
+        return self._attend(i, attn, q, k, v, mask)
 
     def _attention(
         self,
@@ -224,13 +319,34 @@ class StaticKVDecoder:
         cos: torch.Tensor,
         sin: torch.Tensor,
         mask: torch.Tensor | None,
+        signed: bool = False,
     ) -> torch.Tensor:
+        """Attention through the module's own projections; `signed`: `sin` is the lean path's
+        signed table (cos and sin [1, n, head_dim] either way)."""
         n = x.shape[1]
         shape = (1, n, -1, self._head_dim)
         q = attn.q_proj(x).view(shape).transpose(1, 2)
         k = attn.k_proj(x).view(shape).transpose(1, 2)
         v = attn.v_proj(x).view(shape).transpose(1, 2)
-        q, k = self._rotary(q, k, cos, sin)
+        if signed:
+            half = self._head_dim // 2
+            c, s = cos.unsqueeze(1), sin.unsqueeze(1)
+            q, k = q * c + q.roll(half, dims=-1) * s, k * c + k.roll(half, dims=-1) * s
+        else:
+            q, k = self._rotary(q, k, cos, sin)
+        return self._attend(i, attn, q, k, v, mask)
+
+    def _attend(
+        self,
+        i: int,
+        attn: Any,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Write k, v at the positions after `length`, attend, project out."""
+        n = q.shape[2]
         start, end = self.length, self.length + n
         self._keys[i][:, :, start:end] = k
         self._values[i][:, :, start:end] = v
@@ -258,6 +374,38 @@ class StaticKVDecoder:
             )
         out = out.transpose(1, 2).contiguous().reshape(1, n, -1).contiguous()
         return attn.o_proj(out)
+
+
+def _lean_path_holds(lm: Any, layers: list[Any]) -> bool:
+    """Whether `StaticKVDecoder`'s lean path gives this model's bits: float32 weights, the
+    standard RMSNorm everywhere, a rope whose table holds, and fused weights of bounded size."""
+    body = lm.model
+    if body.embed_tokens.weight.dtype != torch.float32 or not layers:
+        return False
+    norms = [body.norm]
+    for layer in layers:
+        norms += [layer.input_layernorm, layer.post_attention_layernorm]
+    for norm in norms:
+        standard = type(norm).__name__.endswith("RMSNorm") and hasattr(norm, "variance_epsilon")
+        weight = getattr(norm, "weight", None)
+        if not standard or weight is None or weight.dim() != 1:
+            return False
+    if getattr(body.rotary_emb, "rope_type", "default") not in _STATIC_ROPE_TYPES:
+        return False
+    mlp = layers[0].mlp
+    if not callable(getattr(mlp, "act_fn", None)):
+        return False
+    per_layer = sum(
+        m.weight.numel() * m.weight.element_size()
+        for m in (
+            layers[0].self_attn.q_proj,
+            layers[0].self_attn.k_proj,
+            layers[0].self_attn.v_proj,
+            mlp.gate_proj,
+            mlp.up_proj,
+        )
+    )
+    return per_layer * len(layers) <= _FUSED_BYTES_MAX
 
 
 WeightLayout = Literal["row", "column"]

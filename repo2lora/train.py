@@ -31,16 +31,17 @@ from repo_encoder.errors import UserError
 
 def check_init_from(generator: str, init_from: str | None) -> None:
     """`--init-from` starts an evolving generator from a trained static one (a names one from
-    an evolving one too): a UserError for any other pairing, before anything is written."""
-    if init_from and not KINDS[generator].stateful:
+    an evolving one too), or a static one from a static one (training it further): a UserError
+    for any other pairing, before anything is written."""
+    if init_from and not (KINDS[generator].stateful or generator == "code2lora-static"):
         raise UserError(
-            "--init-from starts an evolving hypernetwork from a static one: "
-            "add --generator code2lora-evo (or code2lora-names)"
+            "--init-from starts a code2lora hypernetwork from a static one: "
+            "add --generator code2lora-static, code2lora-evo or code2lora-names"
         )
     if not init_from:
         return
     found = card_generator(init_from)
-    starts = ["code2lora-static"] + (["code2lora-evo"] if generator != "code2lora-evo" else [])
+    starts = ["code2lora-static"] + (["code2lora-evo"] if generator == "code2lora-names" else [])
     if found not in starts:
         holds = f"a {found} generator" if found else "no hypernetwork checkpoint"
         raise UserError(
@@ -179,7 +180,9 @@ def train_shared_lora(
         LoraTrainConfig,
         train_lora_baseline,
     )
+    from repo2lora.training.data import with_target_end
 
+    train = with_target_end(data.train) if cfg.target_end else data.train
     lcfg = LoraTrainConfig(
         steps=cfg.steps,
         batch_size=cfg.batch_size,
@@ -190,7 +193,7 @@ def train_shared_lora(
     )
     train_lora_baseline(
         base,
-        data.train,
+        train,
         out,
         lcfg,
         on_step=None if on_step is None else lambda step, loss, _model: on_step(step, loss),
@@ -201,6 +204,7 @@ def train_shared_lora(
         {
             "generator": SHARED_LORA,
             "base_model": {"spec": base.info.spec, "model_key": base.info.model_key},
+            "target_end": bool(cfg.target_end),
             **card,
         }
     )

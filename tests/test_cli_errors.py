@@ -157,12 +157,12 @@ def test_full_state_directory_keeps_previous_state(sample_repo: GitRepo) -> None
         assert [r[0] for r in db.execute("select commit_sha from states")] == [head]
 
 
-def test_train_init_from_needs_the_evolving_generator(tmp_path: Path) -> None:
+def test_train_init_from_needs_a_code2lora_generator(tmp_path: Path) -> None:
     proc = run_cli(
         "train", "--model", "tiny-random", "--out", str(tmp_path / "run"), "--synthetic", "1",
-        "--init-from", str(tmp_path / "static"),
+        "--generator", "dnd", "--init-from", str(tmp_path / "static"),
     )  # fmt: skip
-    _assert_user_error(proc, "--init-from", "--generator code2lora-evo")
+    _assert_user_error(proc, "--init-from", "--generator code2lora-static")
     assert not (tmp_path / "run").exists()
 
 

@@ -269,3 +269,34 @@ def test_a_cache_never_reuses_a_decoder_of_another_kind() -> None:
         generate_completion(m.model, m.tokenizer, PROMPTS[0], cfg, cache=cache, timings=t)
         seen.append((t.decoder, t.reused_tokens))
     assert seen == [("StaticKVDecoder", 0), ("TransformersDecoder", 0), ("StaticKVDecoder", 0)]
+
+
+@pytest.mark.parametrize("mode", ["merged", "peft"])
+def test_the_lean_path_follows_an_adapter_swap_bit_for_bit(mode: str) -> None:
+    """One decoder kept across a swap (as the server's prompt cache keeps it): its fused
+    projection weights are rebuilt from the swapped-in weights, and its logits stay those of
+    transformers' forward on the adapted model, before and after."""
+    info = describe_base_model("tiny-random")
+    hyper = load_hypernet(None, info)
+    base = load_base_model(info)
+    prepare_for_decoding(base.model)
+    with torch.no_grad():
+        states = [torch.randn(hyper.net.cfg.state_dim) * 50 for _ in range(2)]
+        made = [hyper.net.generate(s).detached() for s in states]
+    for w in made:
+        w.tensors = {p: (a, b * 300) for p, (a, b) in w.tensors.items()}
+    gen = GenerationModel(base, made[0], mode)  # type: ignore[arg-type]
+    ids = base.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"][-200:]
+    lean = StaticKVDecoder(gen.model)
+    assert lean._lean  # float32 llama, standard norms, default rope
+    seen = []
+    with torch.no_grad():
+        for weights in made:
+            gen.install(weights, commit="c")
+            lean.truncate(0)
+            got = [lean.feed(ids[:150]), lean.feed(ids[150:151])]
+            reference = TransformersDecoder(gen.model)
+            assert torch.equal(got[0], reference.feed(ids[:150]))
+            assert torch.equal(got[1], reference.feed(ids[150:151]))
+            seen.append(got[1])
+    assert not torch.equal(seen[0], seen[1])  # the swap reached the decoder

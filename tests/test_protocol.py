@@ -104,15 +104,18 @@ def test_a_snapshot_uses_the_stored_state_path_unless_the_kind_keeps_none(tmp_pa
     assert keeps_state(None, str(tmp_path / "missing"))  # the loader then says what is wrong
 
 
-def test_init_from_needs_an_evolving_run_and_a_static_checkpoint(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="add --generator code2lora-evo"):
-        check_init_from("code2lora-static", str(tmp_path))
+def test_init_from_needs_a_code2lora_run_and_a_static_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="add --generator code2lora-static"):
+        check_init_from("shine", str(tmp_path))
     with pytest.raises(UserError, match="holds no hypernetwork checkpoint"):
         check_init_from("code2lora-evo", str(tmp_path))
     evo = save_hypernet(_generator("code2lora-evo"), INFO, tmp_path / "evo")
-    with pytest.raises(UserError, match="needs a code2lora-static checkpoint"):
-        check_init_from("code2lora-evo", str(evo))
+    for run in ("code2lora-evo", "code2lora-static"):
+        with pytest.raises(UserError, match="needs a code2lora-static checkpoint"):
+            check_init_from(run, str(evo))
     check_init_from("code2lora-names", str(evo))  # a names run may start from an evolving one
+    static = save_hypernet(_generator("code2lora-static"), INFO, tmp_path / "static")
+    check_init_from("code2lora-static", str(static))  # a static run goes on from a static one
     check_init_from("code2lora-evo", None)
 
 

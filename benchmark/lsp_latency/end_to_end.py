@@ -63,11 +63,15 @@ async def _end_to_end(spec: str | None, root: Path, n: int) -> dict[str, Any]:
             await asyncio.sleep(0.02)
         await client.text_document_inline_completion_async(request(1))
         first_adapter_s = time.perf_counter() - t0
-        ms = []
+        ms, model_ms, tokens = [], [], []
         for i in range(2, n + 2):
             t = time.perf_counter()
             await client.text_document_inline_completion_async(request(i))
             ms.append(1000 * (time.perf_counter() - t))
+            # what of the round trip was the model's (the server's own clock), untimed
+            st = await client.protocol.send_request_async("repo2lora/status", {})
+            model_ms.append(1000 * float(st.completions.last_model_seconds))
+            tokens.append(int(st.completions.last_prompt_tokens))
         memory = rss_mb(pid)
         await client.shutdown_async(None)
         client.exit(None)
@@ -80,6 +84,11 @@ async def _end_to_end(spec: str | None, root: Path, n: int) -> dict[str, Any]:
     return {
         "requests": n,
         **summary_ms(ms),
+        # the same requests' model time inside the server, and what the rest cost (protocol,
+        # scheduling, reading the file, building the prompt)
+        "server_model_ms": summary_ms(model_ms),
+        "outside_model_ms": summary_ms([a - b for a, b in zip(ms, model_ms, strict=True)]),
+        "prompt_tokens_mean": round(sum(tokens) / max(1, len(tokens)), 1),
         "start_to_initialize_s": round(initialize_s, 3),
         "start_to_first_completion_s": round(first_s, 3),
         "first_completion_adapter_version": first_version,  # 0: the base model served it

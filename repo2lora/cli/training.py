@@ -48,6 +48,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         tbptt_window=args.tbptt_window,
         standardize=args.standardize,
+        target_end={"auto": None, "on": True, "off": False}[args.target_end],
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
         target_modules=args.target_modules or TrainConfig.target_modules,
@@ -154,11 +155,19 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "checkpoint); spreads adapters across repositories, overfits small training sets",
     )
     t.add_argument(
+        "--target-end",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help='also train on what closes each target (")" after `pytest.raises(X`, else the end '
+        "of the line), so completions learn where to stop; auto: on for code2lora-names only",
+    )
+    t.add_argument(
         "--init-from",
         metavar="STATIC_CHECKPOINT",
         help="code2lora-evo: start the snapshot encoder and LoRA head from this trained "
         "code2lora-static checkpoint (h_0 is then the static state); code2lora-names: from a "
-        "code2lora-static or code2lora-evo checkpoint (the GRU step too)",
+        "code2lora-static or code2lora-evo checkpoint (the GRU step too); code2lora-static: "
+        "go on training a code2lora-static checkpoint (e.g. with --target-end on)",
     )
     t.add_argument(
         "--init-lr-scale",

@@ -160,9 +160,10 @@ class MLP(nn.Module):
         self.gate_proj = w.linear(f"{prefix}.gate_proj", size, inner, bias)
         self.up_proj = w.linear(f"{prefix}.up_proj", size, inner, bias)
         self.down_proj = w.linear(f"{prefix}.down_proj", inner, size, bias)
+        self.act_fn = F.silu  # transformers' name (`StaticKVDecoder`'s lean path calls it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):

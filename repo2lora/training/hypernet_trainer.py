@@ -100,7 +100,8 @@ def corpus_vectors(encodings: dict[str, RepoEncoding]) -> torch.Tensor:
 def start_from_static(net: StaticHypernet, static_dir: str, base: LoadedModel) -> set[str]:
     """Copy a trained hypernetwork's encoder and LoRA head into `net` (their configs must
     agree): a code2lora-static one into an evolving or names `net`, and for a names `net` also a
-    code2lora-evo one (its GRU step too). Returns the names of the parameters copied."""
+    code2lora-evo one (its GRU step too), or a static one into a static `net` (training it on).
+    Returns the names of the parameters copied."""
     static = load_generator(static_dir, base.info, net.cfg.target_modules).net
     wants = "code2lora-static or code2lora-evo" if net.reads_names else "code2lora-static"
     fits = static.stores_state and not static.reads_names
@@ -130,7 +131,8 @@ def _started_groups(
         for p in old:
             p.requires_grad_(False)
         return [{"params": new}]
-    return [{"params": new}, {"params": old, "lr": cfg.lr * cfg.init_lr_scale}]
+    groups: list[dict[str, Any]] = [{"params": new}] if new else []  # static from static: none
+    return [*groups, {"params": old, "lr": cfg.lr * cfg.init_lr_scale}]
 
 
 def _names_apart(
@@ -247,8 +249,6 @@ def train_hypernet(
     if hcfg.standardize:  # a resume loads the same statistics
         net.encoder.fit_standardization(corpus_vectors(encodings))
     if cfg.init_from is not None:
-        if not net.stateful:
-            raise UserError("--init-from starts an evolving hypernetwork (code2lora-evo, -names)")
         groups = _started_groups(net, cfg, start_from_static(net, cfg.init_from, base))
     else:
         groups = [{"params": list(net.parameters())}]
