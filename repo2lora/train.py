@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,23 @@ def check_init_from(generator: str, init_from: str | None) -> None:
         raise UserError(
             f"{init_from} holds {holds}; --init-from needs a {' or '.join(starts)} checkpoint"
         )
+
+
+def check_baseline_init(init_from: str, model_key: str) -> None:
+    """`--init-from` for the shared-lora baseline: a directory it wrote (its card and adapter)
+    of the same base model, or a UserError saying what is there instead."""
+    from repo2lora.training.baselines import BASELINE_CARD
+
+    d = Path(init_from)
+    card_path = d / BASELINE_CARD
+    if not card_path.is_file() or not (d / "adapter_model.safetensors").is_file():
+        raise UserError(
+            f"{init_from} holds no shared-lora baseline ({BASELINE_CARD} and its adapter); "
+            "--init-from for shared-lora needs a directory `train --generator shared-lora` wrote"
+        )
+    key = json.loads(card_path.read_text()).get("base_model", {}).get("model_key")
+    if key is not None and key != model_key:
+        raise UserError(f"{init_from} is a LoRA of base model {key}, not {model_key}")
 
 
 def training_repositories(
@@ -190,7 +208,10 @@ def train_shared_lora(
         rank=cfg.rank,
         target_modules=cfg.target_modules,
         seed=cfg.seed,
+        init_from=cfg.init_from,
     )
+    if cfg.init_from is not None:  # trained on at the scaled rate, as a hypernetwork would be
+        lcfg = replace(lcfg, lr=cfg.lr * cfg.init_lr_scale)
     train_lora_baseline(
         base,
         train,

@@ -264,9 +264,18 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
     assert card["base_model"]["model_key"] == INFO.model_key
     assert [r["name"] for r in card["training_repositories"]] == ["sample"]
     assert (lora / "adapter_model.safetensors").is_file()
-    proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(lora),
+    proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(ds),
                    "--dataset", str(ds), "--out", str(tmp_path / "x"), *common)  # fmt: skip
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "holds no shared-lora baseline" in proc.stderr and not (tmp_path / "x").exists()
+    # trained on from the saved one, learning where targets end
+    on = tmp_path / "lora-on"
+    proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(lora),
+                   "--target-end", "on", "--dataset", str(ds), "--out", str(on), "--json",
+                   *common)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    card = json.loads((on / "repo2lora-baseline.json").read_text())
+    assert card["config"]["init_from"] == str(lora) and card["target_end"] is True
 
     out = tmp_path / "bench"
     args = ("bench", "--generator-dir", str(lora), "--model", "tiny-random", "--test-repos",

@@ -7,7 +7,6 @@ import sys
 
 from repo2lora.cli.arguments import GENERATORS, target_modules_arg
 from repo2lora.cli.output import print_json
-from repo_encoder.errors import UserError
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -15,6 +14,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from repo2lora.train import (
         SHARED_LORA,
+        check_baseline_init,
         check_init_from,
         eval_sample,
         train_generator,
@@ -26,8 +26,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from repo2lora.training.shared import TrainConfig
 
     baseline = args.generator == SHARED_LORA
-    if baseline and args.init_from:
-        raise UserError("--init-from starts a hypernetwork; the shared-lora baseline starts fresh")
+    if baseline and args.init_from:  # before anything (a suite) is written
+        from repo2lora.models.loading import describe_base_model
+
+        check_baseline_init(args.init_from, describe_base_model(args.model).model_key)
     if not baseline:
         check_init_from(args.generator, args.init_from)  # before anything (a suite) is written
     if args.threads:
@@ -167,7 +169,8 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="code2lora-evo: start the snapshot encoder and LoRA head from this trained "
         "code2lora-static checkpoint (h_0 is then the static state); code2lora-names: from a "
         "code2lora-static or code2lora-evo checkpoint (the GRU step too); code2lora-static: "
-        "go on training a code2lora-static checkpoint (e.g. with --target-end on)",
+        "go on training a code2lora-static checkpoint (e.g. with --target-end on); shared-lora: "
+        "go on training a shared-lora directory",
     )
     t.add_argument(
         "--init-lr-scale",

@@ -35,6 +35,8 @@ class LoraTrainConfig:
     max_target_tokens: int = 32
     source_chunk_tokens: int = 128  # source text is cut into pieces of this many tokens
     seed: int = 0
+    # a saved adapter of the same shape to start from (training it on), instead of a fresh one
+    init_from: str | None = None
 
 
 @dataclass
@@ -90,6 +92,8 @@ def train_lora(
                 task_type="CAUSAL_LM",
             ),
         )
+    if cfg.init_from is not None:
+        start_from_adapter(peft_model, Path(cfg.init_from))
     peft_model.train()
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
@@ -120,6 +124,20 @@ def train_lora(
         if on_step is not None:
             on_step(step, loss_value, peft_model)
     return peft_model, loss_value, len(pieces)
+
+
+def start_from_adapter(peft_model: PeftModel, adapter_dir: Path) -> None:
+    """Load a saved adapter's A and B into a fresh peft model of the same shape (a ValueError
+    when its modules or shapes differ)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    own = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    result: Any = set_peft_model_state_dict(peft_model, saved)
+    loaded = len(own) - len([k for k in result.missing_keys if "lora_" in k])
+    if result.unexpected_keys or loaded != len(own) or len(saved) != len(own):
+        raise ValueError(f"{adapter_dir}: its LoRA modules differ from this run's")
 
 
 def train_lora_baseline(
