@@ -1,0 +1,149 @@
+"""Which names a code2lora-names generator's memory holds, against the names the held-out tasks
+need: the memory can raise only the names it holds (`NameMemory.select`: best learned score
+first, while their tokens fit the rank), so a target name left out cannot come out of it.
+
+Per held-out repository of a built dataset (`repo2lora dataset build`): the names defined, how
+many the memory holds, the scores' range, and for the static tasks whose target holds a defined
+name, whether the memory holds that name. Across all names: the rank correlation between the
+learned score and how often a name is mentioned. No generation; seconds. Prints one JSON object.
+
+    python -m benchmark.names_selection --generator-dir DIR --dataset DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from repo2lora.hypernet.checkpoint import load_generator
+from repo2lora.hypernet.names import NamesHypernet
+from repo2lora.models.loading import describe_base_model, load_base_model
+from repo2lora.tasks.dataset_build import load_built_repo
+from repo_encoder.errors import UserError
+from repo_encoder.names import NameIndex
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None for fewer than 3 pairs."""
+    if len(xs) < 3:
+        return None
+
+    def ranks(v: list[float]) -> list[float]:
+        order = sorted(range(len(v)), key=v.__getitem__)
+        out = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = statistics.mean(rx), statistics.mean(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    return round(cov / (sx * sy), 4) if sx and sy else None
+
+
+@torch.no_grad()
+def selection_report(generator_dir: Path, dataset: Path, model: str | None) -> dict[str, Any]:
+    info = describe_base_model(model)
+    base = load_base_model(info)
+    net = load_generator(str(generator_dir), info).net.eval()
+    if not isinstance(net, NamesHypernet):
+        raise UserError(f"{generator_dir}: not a code2lora-names generator")
+    probe = net.name_probe(base.model, base.tokenizer)
+    assert probe is not None
+    dirs = sorted(p for p in (dataset / "repos").iterdir() if (p / "tasks.jsonl").is_file())
+    repos: list[dict[str, Any]] = []
+    scores_all: list[float] = []
+    mentions_all: list[float] = []
+    needed = held_needed = 0
+    for d in dirs:
+        built = load_built_repo(d)
+        if not built.file_names:
+            continue
+        index = NameIndex()
+        for part in built.file_names.values():
+            index.merge(part)
+        names = index.names()
+        if not names:
+            continue
+        scores = net.names.scores(names).cpu()
+        scores_all += scores.tolist()
+        mentions_all += [float(n.mentions) for n in names]
+        held = {n.name for n in net.names.select(names, probe).names}
+        defined = {n.name for n in names}
+        targets = [t["target"] for t in built.tasks if t.get("kind") == "static"]
+        wanted = [{w for w in _WORD.findall(t) if w in defined} for t in targets]
+        wanted = [w for w in wanted if w]
+        n_held = sum(bool(w & held) for w in wanted)
+        needed += len(wanted)
+        held_needed += n_held
+        repos.append(
+            {
+                "repo": built.summary["name"],
+                "names_defined": len(names),
+                "names_held": len(held),
+                "score_max": round(float(scores.max()), 4),
+                "score_median": round(float(scores.median()), 4),
+                "name_target_tasks": len(wanted),
+                "name_target_tasks_with_a_held_name": n_held,
+            }
+        )
+    if not repos:
+        raise UserError(f"{dataset}: no repository with names (build it with `dataset build`)")
+    return {
+        "benchmark": "names_selection",
+        "generator": str(generator_dir),
+        "dataset": str(dataset),
+        "repositories": len(repos),
+        "name_target_tasks": needed,
+        "held_pct": round(100 * held_needed / max(1, needed), 2),
+        "names_held_median": statistics.median(r["names_held"] for r in repos),
+        "names_defined_median": statistics.median(r["names_defined"] for r in repos),
+        "score_median": round(statistics.median(scores_all), 4),
+        "score_vs_mentions_spearman": spearman(scores_all, mentions_all),
+        "per_repo": repos,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmark.names_selection",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    ap.add_argument("--generator-dir", required=True, type=Path, help="a code2lora-names dir")
+    ap.add_argument("--dataset", required=True, type=Path, help="a built dataset (held out)")
+    ap.add_argument("--model", help="base model (default: the embedded default)")
+    ap.add_argument("--out", type=Path, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    try:
+        report = selection_report(args.generator_dir, args.dataset, args.model)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
