@@ -60,12 +60,17 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
 
 
 @torch.no_grad()
-def selection_report(generator_dir: Path, dataset: Path, model: str | None) -> dict[str, Any]:
+def selection_report(
+    generator_dir: Path, dataset: Path, model: str | None, select_by: str | None = None
+) -> dict[str, Any]:
+    """The report; `select_by` ("score" or "prior") overrides the generator's own order."""
     info = describe_base_model(model)
     base = load_base_model(info)
     net = load_generator(str(generator_dir), info).net.eval()
     if not isinstance(net, NamesHypernet):
         raise UserError(f"{generator_dir}: not a code2lora-names generator")
+    if select_by is not None:
+        net.names.select_by = select_by
     probe = net.name_probe(base.model, base.tokenizer)
     assert probe is not None
     dirs = sorted(p for p in (dataset / "repos").iterdir() if (p / "tasks.jsonl").is_file())
@@ -111,6 +116,7 @@ def selection_report(generator_dir: Path, dataset: Path, model: str | None) -> d
         "benchmark": "names_selection",
         "generator": str(generator_dir),
         "dataset": str(dataset),
+        "select_by": net.names.select_by,
         "repositories": len(repos),
         "name_target_tasks": needed,
         "held_pct": round(100 * held_needed / max(1, needed), 2),
@@ -130,11 +136,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generator-dir", required=True, type=Path, help="a code2lora-names dir")
     ap.add_argument("--dataset", required=True, type=Path, help="a built dataset (held out)")
     ap.add_argument("--model", help="base model (default: the embedded default)")
+    ap.add_argument(
+        "--select",
+        choices=("score", "prior"),
+        help="hold names in this order instead of the generator's own (`--names-select`)",
+    )
     ap.add_argument("--out", type=Path, help="also write the JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     try:
-        report = selection_report(args.generator_dir, args.dataset, args.model)
+        report = selection_report(args.generator_dir, args.dataset, args.model, args.select)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

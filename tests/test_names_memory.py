@@ -99,3 +99,33 @@ def test_a_held_out_repositorys_own_exception_is_completed_with_the_adapter(
     # the adapter cuts the target's NLL to under a third of the base model's (the pretrained
     # default already gives it about 1.1 nats from the prompt; the adapter about 0.2)
     assert nll(adapted) < nll(base.model) / 3
+
+
+def test_prior_selection_holds_exceptions_first_then_the_most_mentioned() -> None:
+    from repo2lora.hypernet.name_memory import prior_order
+    from repo_encoder.names import RepoName
+
+    def name(word: str, kind: str, mentions: int) -> RepoName:
+        return RepoName(word, kind, 1, 1, mentions, 0, False)  # type: ignore[arg-type]
+
+    names = [
+        name("conf", "module", 0),
+        name("contract", "function", 92),
+        name("ContractNotRespected", "exception", 67),
+        name("Storage", "class", 5),
+        name("MissingContract", "exception", 3),
+    ]
+    order = [names[i].name for i in prior_order(names)]
+    assert order == ["ContractNotRespected", "MissingContract", "contract", "Storage", "conf"]
+    import dataclasses
+
+    from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config
+    from repo2lora.hypernet.names import NamesHypernet
+    from repo2lora.hypernet.static import HypernetConfig
+
+    info = describe_base_model("tiny-random")
+    cfg = dataclasses.replace(
+        default_hypernet_config(info), generator="code2lora-names", names_select="prior"
+    )
+    net = build_hypernet(HypernetConfig.from_json(cfg.to_json()), info)  # as a card reloads it
+    assert isinstance(net, NamesHypernet) and net.names.select_by == "prior"

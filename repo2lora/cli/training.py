@@ -51,6 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         tbptt_window=args.tbptt_window,
         standardize=args.standardize,
         target_end={"auto": None, "on": True, "off": False}[args.target_end],
+        names_select=args.names_select,
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
         target_modules=args.target_modules or TrainConfig.target_modules,
@@ -162,6 +163,13 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="auto",
         help='also train on what closes each target (")" after `pytest.raises(X`, else the end '
         "of the line), so completions learn where to stop; auto: on for code2lora-names only",
+    )
+    t.add_argument(
+        "--names-select",
+        choices=("score", "prior"),
+        default="score",
+        help="code2lora-names: which names its memory holds: best learned score first "
+        "(score), or exceptions first, then by how many chunks mention them (prior)",
     )
     t.add_argument(
         "--init-from",

@@ -258,15 +258,37 @@ class _KeyMap(nn.Module):
         return out + self.bias if self.bias is not None else out
 
 
+def prior_order(names: Sequence[RepoName]) -> list[int]:
+    """Indices of `names` by a fixed prior: exceptions first (a test's `raises(` asks for one,
+    and a repository defines few), then by how many chunks mention the name, how often it is
+    defined, and the name itself (a stable order)."""
+    return sorted(
+        range(len(names)),
+        key=lambda i: (
+            names[i].kind != "exception",
+            -names[i].mentions,
+            -names[i].definitions,
+            names[i].name,
+        ),
+    )
+
+
 class NameMemory(nn.Module):
     """Learned parts of the names memory: the score MLP, the kind gates, the key maps, the stop
     slot's strength and the pair's gain (zero at first: an untrained memory changes nothing)."""
 
     def __init__(
-        self, head: LoraTarget, rank: int, max_names: int, key_rank: int, max_boost: float
+        self,
+        head: LoraTarget,
+        rank: int,
+        max_names: int,
+        key_rank: int,
+        max_boost: float,
+        select_by: str = "score",
     ) -> None:
         super().__init__()
         self.head = head
+        self.select_by = select_by
         self.rank = rank
         self.max_names = max_names
         self.max_boost = max_boost
@@ -293,11 +315,15 @@ class NameMemory(nn.Module):
 
     @torch.no_grad()
     def select(self, names: Sequence[RepoName], probe: NameProbe) -> NameSelection:
-        """The names held, best score first, while their distinct tokens fit the rank."""
+        """The names held, in `select_by` order (best learned score first, or `prior_order`),
+        while their distinct tokens fit the rank."""
         sel = NameSelection([], [], [])
         if not names:
             return sel
-        order = torch.argsort(self.scores(names).cpu(), descending=True, stable=True).tolist()
+        if self.select_by == "prior":
+            order = prior_order(names)
+        else:
+            order = torch.argsort(self.scores(names).cpu(), descending=True, stable=True).tolist()
         order = order[: _SCAN * self.max_names]
         probe.prepare([names[i].name for i in order])
         slots: set[int] = set()

@@ -31,7 +31,12 @@ class NamesHypernet(EvoHypernet):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 2)
             self.names = NameMemory(
-                head, cfg.names_rank, cfg.names_max, cfg.names_key_rank, cfg.names_max_boost
+                head,
+                cfg.names_rank,
+                cfg.names_max,
+                cfg.names_key_rank,
+                cfg.names_max_boost,
+                cfg.names_select,
             )
 
     @property

@@ -60,6 +60,10 @@ class HypernetConfig(JsonConfig):
     # the most one entry of the names memory adds to a token's logit (nats, at a typical last
     # hidden state): a confident wrong name costs at most about this much NLL
     names_max_boost: float = 32.0
+    # how the memory picks the names it holds: "score", best learned score first; "prior",
+    # exceptions first, then every name by how many chunks mention it (the learned score then
+    # only weighs them: `name_memory.NameMemory.select`)
+    names_select: Literal["score", "prior"] = "score"
     seed: int = 0
 
 

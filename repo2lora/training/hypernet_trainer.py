@@ -243,6 +243,7 @@ def train_hypernet(
         standardize=cfg.standardize,
         names_rank=cfg.names_rank,
         names_max=cfg.names_max,
+        names_select=cfg.names_select,  # type: ignore[arg-type]
         seed=cfg.seed,
     )
     net = build_hypernet(hcfg, base.info)

@@ -52,6 +52,7 @@ class TrainConfig:
     # code2lora-names: the LM head pair's rank and the most names its memory holds
     names_rank: int = HypernetConfig.names_rank
     names_max: int = HypernetConfig.names_max
+    names_select: str = HypernetConfig.names_select
     names_lr_scale: float = 3.0  # the names memory learns at `lr` times this
     # evo and names only: start the snapshot encoder and LoRA head (and, from an evolving
     # checkpoint, the GRU step) from this trained hypernetwork (a checkpoint directory), so that
