@@ -11,8 +11,31 @@ from benchmark import methods as m
 from benchmark.prepare import PreparedRepo
 from benchmark.train import Trained
 from repo2lora.adapters.weights import LoraWeights
+from repo2lora.hypernet.name_memory import NameInput
 from repo2lora.hypernet.protocol import SnapshotInput, replay
 from repo2lora.models.loading import LoadedModel
+
+
+def delta_cosine(adapters: list[LoraWeights]) -> float:
+    """The mean pairwise cosine of the adapters' weight updates (every module's scaling * B A,
+    flattened together): unlike `adapter_cosine` (of the A and B factors), it does not depend on
+    how an update is factored (a one-hot B, a rescaled A). Computed from the factors:
+    <B1 A1, B2 A2> = sum((B1^T B2) * (A1 A2^T))."""
+    n = len(adapters)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for path in adapters[0].tensors:
+        factors = []
+        for w in adapters:
+            a, b = w.tensors[path]
+            factors.append((a.double() * w.scaling_for(path), b.double()))
+        for i in range(n):
+            for j in range(i, n):
+                (ai, bi), (aj, bj) = factors[i], factors[j]
+                gram[i, j] += float(((bi.T @ bj) * (ai @ aj.T)).sum())
+    gram = gram + gram.triu(1).T
+    norms = gram.diagonal().clamp(min=1e-30).sqrt()
+    sim = gram / (norms[:, None] * norms[None, :])
+    return float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
 
 
 @torch.no_grad()
@@ -37,6 +60,7 @@ def adapter_spread(
         if states is not None:  # SHINE and DnD have no vector state
             out["state_cosine"] = mean_cosine(states)
         out["adapter_cosine"] = mean_cosine([w.flat() for w in adapters])
+        out["delta_cosine"] = delta_cosine(adapters)
         return out
 
     result: dict[str, Any] = {}
@@ -54,6 +78,18 @@ def adapter_spread(
             enc = r.evo.data.encoding
             finals.append(replay(evo, evo.encode_snapshot(SnapshotInput(enc.vectors)), enc.diffs))
         result[m.EVO] = spread(finals, [m.generate_adapter(evo, h) for h in finals])
+    names_net = trained.names_net
+    if names_net is not None:  # the state's LoRA plus the memory's pair on the LM head
+        probe = names_net.name_probe(base.model, base.tokenizer)
+        assert probe is not None
+        held = [v for v in snaps if v.names is not None]
+        states = [names_net.encode_snapshot(SnapshotInput(vectors=v.vectors)) for v in held]
+        made = [
+            names_net.generate(h, NameInput(v.names.names(), probe)).detached()
+            for h, v in zip(states, held, strict=True)
+            if v.names is not None
+        ]
+        result[m.NAMES] = spread(states, made)
     for name, gen in trained.snapshot_nets.items():
         made = [m.stateless_adapter(gen, base, v.chunks, v.vectors) for v in snaps]
         result[name] = spread(None, made)
