@@ -194,6 +194,11 @@ def _spread_lines(report: dict[str, Any]) -> list[str]:
                 f"- `{name}`: generated adapters of {sp['repos']} repositories have mean "
                 f"pairwise cosine similarity {sp['adapter_cosine']:.4f}"
                 + (f" (states {sp['state_cosine']:.4f})" if "state_cosine" in sp else "")
+                + (
+                    f", of their weight updates (scaling * B A) {sp['delta_cosine']:.4f}"
+                    if "delta_cosine" in sp
+                    else ""
+                )
                 + "; 1.0 would be one adapter for every repository"
             )
     return ["## Adapter spread", "", *lines, ""] if lines else []

@@ -100,7 +100,12 @@ def _report() -> dict[str, Any]:
         "wall_seconds": 12.5,
         "timings": {"prepare": 1.0},
         "adapter_spread": {
-            "code2lora-evo": {"repos": 2, "state_cosine": 0.9, "adapter_cosine": 0.8}
+            "code2lora-evo": {
+                "repos": 2,
+                "state_cosine": 0.9,
+                "adapter_cosine": 0.8,
+                "delta_cosine": 0.7,
+            }
         },
         "repos": [{"repo": "r", "split": "train", "notes": ["history of 99 commits"]}],
         "skipped": [{"repo": "empty", "track": "all", "reason": "no Python files at HEAD"}],
@@ -123,7 +128,7 @@ def test_markdown_has_the_tables_labels_overlap_and_skips() -> None:
     assert "Overlap — in-repo: 50.0% of targets appear verbatim in the prompt" in md
     assert "skipped `empty` (all): no Python files at HEAD" in md
     assert "history of 99 commits" in md
-    assert "cosine similarity 0.8000" in md
+    assert "cosine similarity 0.8000" in md and "(scaling * B A) 0.7000" in md
     assert "Per-commit-distance decay" in md and "| +1 | +2 | +3 |" in md
 
 
