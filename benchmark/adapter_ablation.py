@@ -13,7 +13,6 @@ and its static tasks. Prints one JSON object; strict exact match, as the benchma
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -23,11 +22,17 @@ from typing import Any
 import torch
 
 from benchmark.methods import AdapterSlot, EvalConfig, MethodResult, run_model
+from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import load_generator
 from repo2lora.hypernet.protocol import SnapshotInput
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
-from repo2lora.tasks.dataset_build import BuiltRepo, load_built_repo
+from repo2lora.tasks.dataset_build import (
+    BuiltRepo,
+    built_repo_dirs,
+    check_encoded_by,
+    load_built_repo,
+)
 from repo_encoder.errors import UserError
 
 VARIANTS = ("own", "mean_state", "other_repo", "base")
@@ -72,8 +77,9 @@ def ablation(
     net = load_generator(str(generator_dir), info).net.eval()
     if not net.stores_state:
         raise UserError(f"{generator_dir}: the ablation needs a vector-state generator")
-    dirs = sorted(p for p in (dataset / "repos").iterdir() if (p / "tasks.jsonl").is_file())
-    repos = [load_built_repo(d) for d in dirs]
+    repos = [load_built_repo(d) for d in built_repo_dirs(dataset)]
+    for r in repos:
+        check_encoded_by(r, dataset, info.model_key)
     repos = [r for r in repos if repo_tasks(r, n_tasks, seed)]
     if len(repos) < 2:
         raise UserError(f"{dataset}: fewer than two repositories with static tasks")
@@ -99,7 +105,6 @@ def ablation(
         print(f"{i + 1}/{len(repos)} {r.summary['name']}", file=sys.stderr)
     own = per_variant["own"]
     return {
-        "benchmark": "adapter_ablation",
         "generator": str(generator_dir),
         "dataset": str(dataset),
         "model": info.description,
@@ -112,29 +117,34 @@ def ablation(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    def add_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--generator-dir", required=True, type=Path, help="a trained static/evo dir"
+        )
+        parser.add_argument(
+            "--dataset", required=True, type=Path, help="a built dataset (held out)"
+        )
+        parser.add_argument("--model", help="base model (default: the embedded default)")
+        parser.add_argument(
+            "--tasks", type=int, default=16, help="static tasks per repository, at most"
+        )
+        parser.add_argument("--seed", type=int, default=0)
+
+    def measure(run: SpeedRun) -> dict[str, Any]:
+        args = run.args
+        try:
+            return ablation(args.generator_dir, args.dataset, args.model, args.tasks, args.seed)
+        except UserError as exc:
+            run.error(str(exc))
+
+    return run_speed_benchmark(
+        "adapter_ablation",
+        __doc__,
+        add_options,
+        measure,
+        argv,
         prog="python -m benchmark.adapter_ablation",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    ap.add_argument("--generator-dir", required=True, type=Path, help="a trained static/evo dir")
-    ap.add_argument("--dataset", required=True, type=Path, help="a built dataset (held out)")
-    ap.add_argument("--model", help="base model (default: the embedded default)")
-    ap.add_argument("--tasks", type=int, default=16, help="static tasks per repository, at most")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, help="also write the JSON here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        report = ablation(args.generator_dir, args.dataset, args.model, args.tasks, args.seed)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ repositories against the base model's and the checkpoints' training manifests.""
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from benchmark.train import Trained
 from repo2lora.hypernet.checkpoint import card_generator, load_generator
 from repo2lora.models import embedded
 from repo2lora.models.loading import LoadedModel
-from repo2lora.training.baselines import BASELINE_CARD
+from repo2lora.training.baselines import BASELINE_CARD, check_baseline_model
 from repo_encoder.errors import UserError
 
 DEFAULT = "default"
@@ -75,12 +74,7 @@ def _shared_lora(base: LoadedModel, d: Path, trained: Trained) -> str:
     when it adapts another base model or a second one is given."""
     if trained.shared:
         raise UserError(f"two shared-lora baselines given ({d}); score one per run")
-    card = json.loads((d / BASELINE_CARD).read_text())
-    key = card.get("base_model", {}).get("model_key")
-    if key is not None and key != base.info.model_key:
-        raise UserError(
-            f"{d} is a LoRA of base model {key}, not {base.info.model_key}: pass its --model"
-        )
+    card = check_baseline_model(d, base.info.model_key, ": pass its --model")
     trained.shared.update({"static": d, "evo": d})
     with safe_open(str(d / "adapter_model.safetensors"), "pt") as f:
         params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118

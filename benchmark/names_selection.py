@@ -13,9 +13,7 @@ learned score and how often a name is mentioned. No generation; seconds. Prints 
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -23,14 +21,13 @@ from typing import Any
 
 import torch
 
+from benchmark.runners import target_names
+from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
 from repo2lora.hypernet.checkpoint import load_generator
 from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.models.loading import describe_base_model, load_base_model
-from repo2lora.tasks.dataset_build import load_built_repo
+from repo2lora.tasks.dataset_build import built_repo_dirs, check_encoded_by, load_built_repo
 from repo_encoder.errors import UserError
-from repo_encoder.names import NameIndex
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def spearman(xs: list[float], ys: list[float]) -> float | None:
@@ -73,19 +70,16 @@ def selection_report(
         net.names.select_by = select_by
     probe = net.name_probe(base.model, base.tokenizer)
     assert probe is not None
-    dirs = sorted(p for p in (dataset / "repos").iterdir() if (p / "tasks.jsonl").is_file())
     repos: list[dict[str, Any]] = []
     scores_all: list[float] = []
     mentions_all: list[float] = []
     needed = held_needed = 0
-    for d in dirs:
+    for d in built_repo_dirs(dataset):
         built = load_built_repo(d)
+        check_encoded_by(built, dataset, info.model_key)
         if not built.file_names:
             continue
-        index = NameIndex()
-        for part in built.file_names.values():
-            index.merge(part)
-        names = index.names()
+        names = built.names().names()
         if not names:
             continue
         scores = net.names.scores(names).cpu()
@@ -94,7 +88,7 @@ def selection_report(
         held = {n.name for n in net.names.select(names, probe).names}
         defined = {n.name for n in names}
         targets = [t["target"] for t in built.tasks if t.get("kind") == "static"]
-        wanted = [{w for w in _WORD.findall(t) if w in defined} for t in targets]
+        wanted = [target_names(t, defined) for t in targets]
         wanted = [w for w in wanted if w]
         n_held = sum(bool(w & held) for w in wanted)
         needed += len(wanted)
@@ -113,7 +107,6 @@ def selection_report(
     if not repos:
         raise UserError(f"{dataset}: no repository with names (build it with `dataset build`)")
     return {
-        "benchmark": "names_selection",
         "generator": str(generator_dir),
         "dataset": str(dataset),
         "select_by": net.names.select_by,
@@ -129,31 +122,35 @@ def selection_report(
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    def add_options(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--generator-dir", required=True, type=Path, help="a code2lora-names dir"
+        )
+        parser.add_argument(
+            "--dataset", required=True, type=Path, help="a built dataset (held out)"
+        )
+        parser.add_argument("--model", help="base model (default: the embedded default)")
+        parser.add_argument(
+            "--select",
+            choices=("score", "prior"),
+            help="hold names in this order instead of the generator's own (`--names-select`)",
+        )
+
+    def measure(run: SpeedRun) -> dict[str, Any]:
+        args = run.args
+        try:
+            return selection_report(args.generator_dir, args.dataset, args.model, args.select)
+        except UserError as exc:
+            run.error(str(exc))
+
+    return run_speed_benchmark(
+        "names_selection",
+        __doc__,
+        add_options,
+        measure,
+        argv,
         prog="python -m benchmark.names_selection",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    ap.add_argument("--generator-dir", required=True, type=Path, help="a code2lora-names dir")
-    ap.add_argument("--dataset", required=True, type=Path, help="a built dataset (held out)")
-    ap.add_argument("--model", help="base model (default: the embedded default)")
-    ap.add_argument(
-        "--select",
-        choices=("score", "prior"),
-        help="hold names in this order instead of the generator's own (`--names-select`)",
-    )
-    ap.add_argument("--out", type=Path, help="also write the JSON here")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(1)
-    try:
-        report = selection_report(args.generator_dir, args.dataset, args.model, args.select)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
 
 
 if __name__ == "__main__":

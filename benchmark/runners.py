@@ -193,12 +193,16 @@ class Evaluator:
         return steps[step] if 0 <= step < len(steps) else None
 
 
+def target_names(target: str, defined: set[str]) -> set[str]:
+    """The identifiers in `target` that are among the `defined` names."""
+    return {word for word in _WORD.findall(target) if word in defined}
+
+
 def names_target(target: str, names: NameIndex | None) -> bool | None:
     """Whether a target holds an identifier the repository defines (None: names not read)."""
     if names is None:
         return None
-    defined = {n.name for n in names.names()}
-    return any(word in defined for word in _WORD.findall(target))
+    return bool(target_names(target, {n.name for n in names.names()}))
 
 
 def fill(records: list[dict[str, Any]], name: str, results: Results) -> None:

@@ -82,12 +82,11 @@ def adapter_spread(
     if names_net is not None:  # the state's LoRA plus the memory's pair on the LM head
         probe = names_net.name_probe(base.model, base.tokenizer)
         assert probe is not None
-        held = [v for v in snaps if v.names is not None]
-        states = [names_net.encode_snapshot(SnapshotInput(vectors=v.vectors)) for v in held]
+        held = [(v.vectors, v.names) for v in snaps if v.names is not None]
+        states = [names_net.encode_snapshot(SnapshotInput(vectors=x)) for x, _ in held]
         made = [
-            names_net.generate(h, NameInput(v.names.names(), probe)).detached()
-            for h, v in zip(states, held, strict=True)
-            if v.names is not None
+            names_net.generate(h, NameInput(index.names(), probe)).detached()
+            for h, (_, index) in zip(states, held, strict=True)
         ]
         result[m.NAMES] = spread(states, made)
     for name, gen in trained.snapshot_nets.items():

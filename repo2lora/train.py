@@ -53,18 +53,15 @@ def check_init_from(generator: str, init_from: str | None) -> None:
 def check_baseline_init(init_from: str, model_key: str) -> None:
     """`--init-from` for the shared-lora baseline: a directory it wrote (its card and adapter)
     of the same base model, or a UserError saying what is there instead."""
-    from repo2lora.training.baselines import BASELINE_CARD
+    from repo2lora.training.baselines import BASELINE_CARD, check_baseline_model
 
     d = Path(init_from)
-    card_path = d / BASELINE_CARD
-    if not card_path.is_file() or not (d / "adapter_model.safetensors").is_file():
+    if not (d / BASELINE_CARD).is_file() or not (d / "adapter_model.safetensors").is_file():
         raise UserError(
             f"{init_from} holds no shared-lora baseline ({BASELINE_CARD} and its adapter); "
             "--init-from for shared-lora needs a directory `train --generator shared-lora` wrote"
         )
-    key = json.loads(card_path.read_text()).get("base_model", {}).get("model_key")
-    if key is not None and key != model_key:
-        raise UserError(f"{init_from} is a LoRA of base model {key}, not {model_key}")
+    check_baseline_model(d, model_key)
 
 
 def training_repositories(

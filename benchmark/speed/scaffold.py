@@ -76,11 +76,13 @@ def run_speed_benchmark(
     measure: Callable[[SpeedRun], dict[str, Any]],
     argv: list[str] | None = None,
     default_threads: int = 1,
+    prog: str | None = None,
 ) -> int:
     """Parse the options, set the torch threads, run `measure` and print its numbers as one
-    JSON object `{"benchmark": name, "machine": ..., **numbers}` (also written to `--out`)."""
+    JSON object `{"benchmark": name, "machine": ..., **numbers}` (also written to `--out`).
+    `prog`: the command's name, for a benchmark outside `benchmark.speed`."""
     parser = argparse.ArgumentParser(
-        prog=f"python -m benchmark.speed.{name}",
+        prog=prog or f"python -m benchmark.speed.{name}",
         description=doc.split("\n\n")[0] if doc else None,
     )
     add_options(parser)

@@ -492,6 +492,27 @@ class BuiltRepo:
         )
 
 
+def built_repo_dirs(root: str | Path) -> list[Path]:
+    """A built dataset's finished repositories (those with their summary), in name order; a
+    UserError when `root` is not a built dataset."""
+    root = Path(root)
+    if not (root / MANIFEST).is_file():
+        raise UserError(
+            f"{root} is not a built dataset (no {MANIFEST}); run `repo2lora dataset build`"
+        )
+    return sorted(p for p in (root / "repos").iterdir() if (p / SUMMARY).is_file())
+
+
+def check_encoded_by(repo: BuiltRepo, root: str | Path, model_key: str) -> None:
+    """A UserError when a built repository's chunk vectors are another base model's."""
+    found = repo.summary["fingerprint"]["model_key"]
+    if found != model_key:
+        raise UserError(
+            f"{root} was encoded by base model {found}, not {model_key}: build it again "
+            "with this --model, or use the model it was built with"
+        )
+
+
 def load_built_repo(directory: str | Path) -> BuiltRepo:
     d = Path(directory)
     summary = json.loads((d / SUMMARY).read_text())

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from repo2lora.models.loading import LoadedModel
-from repo2lora.tasks.dataset_build import MANIFEST, load_built_repo
+from repo2lora.tasks.dataset_build import (
+    MANIFEST,
+    built_repo_dirs,
+    check_encoded_by,
+    load_built_repo,
+)
 from repo2lora.tasks.datasets import RepoData, encode_repo, in_repo_split
 from repo2lora.tasks.provenance import (
     Provenance,
@@ -20,7 +25,6 @@ from repo2lora.tasks.provenance import (
     training_repository,
 )
 from repo2lora.training.data import RepoEncoding, TaskExample
-from repo_encoder.errors import UserError
 from repo_encoder.snapshot import open_repository
 
 
@@ -101,27 +105,16 @@ def training_data_from_dataset(
     each encoding also carries the names its snapshot defines (a line task's: without its
     file's), for a generator that reads them."""
     root = Path(directory)
-    if not (root / MANIFEST).is_file():
-        raise UserError(
-            f"{root} is not a built dataset (no {MANIFEST}); run `repo2lora dataset build`"
-        )
+    built = built_repo_dirs(root)
     doc = json.loads((root / MANIFEST).read_text())
-    built = [root / "repos" / d for d in sorted(p.name for p in (root / "repos").iterdir())]
     encodings: dict[str, RepoEncoding] = {}
     train: list[TaskExample] = []
     test: list[TaskExample] = []
     manifest: list[dict[str, Any]] = []
     repositories: list[dict[str, Any]] = []
     for d in built:
-        if not (d / "summary.json").is_file():
-            continue
         repo = load_built_repo(d)
-        found = repo.summary["fingerprint"]["model_key"]
-        if found != model_key:
-            raise UserError(
-                f"{root} was encoded by base model {found}, not {model_key}: build it again "
-                "with this --model, or train with the model it was built with"
-            )
+        check_encoded_by(repo, root, model_key)
         name = repo.summary["name"]
         examples: list[tuple[str, TaskExample]] = []
         for t in repo.tasks:

@@ -133,11 +133,23 @@ def start_from_adapter(peft_model: PeftModel, adapter_dir: Path) -> None:
     from safetensors.torch import load_file
 
     saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    own = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
+    own = sum("lora_" in k for k in peft_model.state_dict())
     result: Any = set_peft_model_state_dict(peft_model, saved)
-    loaded = len(own) - len([k for k in result.missing_keys if "lora_" in k])
-    if result.unexpected_keys or loaded != len(own) or len(saved) != len(own):
+    missing = any("lora_" in k for k in result.missing_keys)
+    if result.unexpected_keys or missing or len(saved) != own:
         raise ValueError(f"{adapter_dir}: its LoRA modules differ from this run's")
+
+
+def check_baseline_model(adapter_dir: Path, model_key: str, hint: str = "") -> dict[str, Any]:
+    """A saved baseline's card, or a UserError when it adapts another base model than
+    `model_key` (`hint` is appended to the message)."""
+    from repo_encoder.errors import UserError
+
+    card: dict[str, Any] = json.loads((adapter_dir / BASELINE_CARD).read_text())
+    key = card.get("base_model", {}).get("model_key")
+    if key is not None and key != model_key:
+        raise UserError(f"{adapter_dir} is a LoRA of base model {key}, not {model_key}{hint}")
+    return card
 
 
 def train_lora_baseline(
