@@ -276,12 +276,18 @@ class Store:
 
     def newest_hypernet(self, kind: str) -> str | None:
         """The hypernetwork key of the most recently stored state of `kind` (None: none)."""
+        newest = self.newest_state_of((kind,))
+        return newest[0] if newest else None
+
+    def newest_state_of(self, kinds: tuple[str, ...]) -> tuple[str, str] | None:
+        """(hypernetwork key, kind) of the most recently stored state of one of `kinds`."""
+        marks = ", ".join("?" for _ in kinds)
         row = self.db.execute(
-            "select hypernet_key from states where kind = ? "
+            f"select hypernet_key, kind from states where kind in ({marks}) "
             "order by created_at desc, rowid desc limit 1",
-            [kind],
+            list(kinds),
         ).fetchone()
-        return str(row[0]) if row else None
+        return (str(row[0]), str(row[1])) if row else None
 
     def evo_log(
         self, kind: str, limit: int, hypernet_key: str | None = None

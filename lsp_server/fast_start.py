@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 # beyond this much of float32 weights, a second (light) copy during the start would double a
 # big model's peak memory for a few seconds' head start: such a model starts as before
 LIGHT_START_MAX_BYTES = 2 << 30
-_EVOLVING = ("code2lora-evo", "code2lora-names")  # the generators the server can follow with
+# the generators the server can follow history with: the evolving state of code2lora-evo and
+# -names, the static state at every commit of code2lora-static
+_FOLLOWING = ("code2lora-evo", "code2lora-names", "code2lora-static")
 # While the background imports run (seconds of Python bytecode holding the GIL), a thread that
 # gives the GIL up in every torch op (a completion: thousands per request) or in every write (the
 # event loop) waits up to the switch interval to get it back: 5 ms by default. At 0.1 ms it waits
@@ -90,8 +92,9 @@ def light_start_dir(config: ServerConfig) -> Path | None:
 
 
 def _hypernet_fits(ckpt: Path, cfg: LightConfig) -> bool:
-    """Whether `--hypernet` is an evolving checkpoint for this model, read from its card (the
-    checks `load_hypernet` makes again, with their messages, when it does not fit)."""
+    """Whether `--hypernet` is a checkpoint the server can follow history with for this model,
+    read from its card (the checks `load_hypernet` makes again, with their messages, when it
+    does not fit)."""
     import hashlib
     import json
 
@@ -103,7 +106,7 @@ def _hypernet_fits(ckpt: Path, cfg: LightConfig) -> bool:
     identity = hashlib.sha256(fields).hexdigest()[:16]
     return (
         isinstance(card, dict)
-        and card.get("generator") in _EVOLVING
+        and card.get("generator") in _FOLLOWING
         and card.get("base_model", {}).get("identity") == identity
         and (ckpt.expanduser() / "hypernet.safetensors").is_file()
     )

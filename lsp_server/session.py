@@ -29,7 +29,7 @@ from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
-from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet, load_hypernet
 from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
@@ -39,7 +39,7 @@ from repo2lora.models.loading import (
 )
 from repo2lora.progress import ProgressFn
 from repo2lora.snapshot import SnapshotConfig
-from repo2lora.update import EVO_KIND, UpdateConfig, UpdateResult, update_repository
+from repo2lora.update import UpdateConfig, UpdateResult, followed_kind, update_repository
 from repo_encoder.errors import UserError
 
 _PROGRESS_EVERY_S = 0.2
@@ -59,12 +59,7 @@ def resolve_models(
     model: str | None, hypernet: str | None, target_modules: tuple[str, ...] | None = None
 ) -> ServingModels:
     info = describe_base_model(model)
-    hyper = load_hypernet(hypernet, info, target_modules)
-    if not hyper.net.stateful:
-        raise UserError(
-            f"{hyper.description} is a {hyper.net.generator_name} generator; the server follows "
-            "history and needs a code2lora-evo checkpoint (or none, for the default)"
-        )
+    hyper = load_hypernet(history_hypernet(hypernet, info), info, target_modules)
     return ServingModels(info, hyper)
 
 
@@ -242,7 +237,9 @@ class Session:
         key = self.models.hyper.key
         try:
             with open_store(self.repo_root) as store:
-                rec = store.get_adapter(head, key, EVO_KIND) if head else None
+                rec = (
+                    store.get_adapter(head, key, followed_kind(self.models.hyper)) if head else None
+                )
                 rec = rec or store.latest_adapter()
             if rec is None or rec.hypernet_key != key or not Path(rec.path).is_dir():
                 return

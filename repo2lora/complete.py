@@ -7,19 +7,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evo_state.store import open_store
 from repo2lora.adapters.apply import attach_lora
 from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import GenerationConfig, generate_completion
-from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet, load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
-from repo2lora.snapshot import STATIC_KIND, SnapshotConfig, snapshot_repository
-from repo2lora.update import UpdateConfig, can_follow_history, update_repository
+from repo2lora.snapshot import SnapshotConfig
+from repo2lora.update import UpdateConfig, update_repository
 from repo_encoder.errors import UserError
-from repo_encoder.snapshot import open_repository, resolve_commit
+from repo_encoder.snapshot import open_repository
 
 
 @dataclass
@@ -83,7 +82,7 @@ def complete_at(
     prefix = prefix_at(text.replace("\r\n", "\n"), line, col)
     base = describe_base_model(model)
     loaded = load_base_model(base)
-    hyper = load_hypernet(hypernet, base)
+    hyper = load_hypernet(history_hypernet(hypernet, base), base)
     commit, adapter_path, weights = current_adapter(root, loaded, hyper, config, progress)
     prepare_for_decoding(loaded.model)  # after encoding: chunk vectors as `snapshot` makes them
     peft_model = attach_lora(loaded.model, weights, base.spec)
@@ -111,25 +110,15 @@ def current_adapter(
     config: SnapshotConfig | None,
     progress: ProgressFn,
 ) -> tuple[str, str, LoraWeights]:
-    """(commit, adapter directory, weights) of the repository's current adapter at HEAD. An
-    evolving hypernetwork's is the stored state brought up to HEAD: nothing is written when it
-    is there already (after `repo2lora update`, or with the server following the repository).
-    Any other hypernetwork's is its snapshot of HEAD, made once and then reused."""
-    if can_follow_history(hyper):
-        cfg = UpdateConfig(snapshot=config or SnapshotConfig())
-        res = update_repository(
-            root, "HEAD", config=cfg, progress=progress, loaded_model=loaded, loaded_hypernet=hyper
-        )
-        if res.weights is None:  # the stored adapter was current: read it back
-            return res.target, res.adapter_path, load_peft_adapter(res.adapter_path)
-        return res.target, res.adapter_path, res.weights
-    head = resolve_commit(open_repository(root), "HEAD").hexsha
-    with open_store(root) as store:
-        stored = store.get_adapter(head, hyper.key, STATIC_KIND)
-    if stored is not None and Path(stored.path).is_dir():
-        return head, stored.path, load_peft_adapter(stored.path)
-    snap = snapshot_repository(
-        root, "HEAD", config=config, progress=progress, loaded_model=loaded, loaded_hypernet=hyper
+    """(commit, adapter directory, weights) of the repository's current adapter at HEAD: its
+    stored state brought up to HEAD as `repo2lora update` does (the evolving state, or the
+    static state at every commit, whichever `hyper` follows history with). Nothing is written
+    when it is there already (after `repo2lora update`, or with the server following the
+    repository)."""
+    cfg = UpdateConfig(snapshot=config or SnapshotConfig())
+    res = update_repository(
+        root, "HEAD", config=cfg, progress=progress, loaded_model=loaded, loaded_hypernet=hyper
     )
-    assert snap.weights is not None
-    return snap.commit, snap.adapter_path, snap.weights
+    if res.weights is None:  # the stored adapter was current: read it back
+        return res.target, res.adapter_path, load_peft_adapter(res.adapter_path)
+    return res.target, res.adapter_path, res.weights

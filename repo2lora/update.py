@@ -6,6 +6,7 @@ from it too."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import time
 from dataclasses import dataclass, field
@@ -18,11 +19,11 @@ from evo_state.diff import ChunkDiff, commit_chunk_diff, worktree_chunk_diff
 from evo_state.history import ancestors
 from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
-from repo2lora.hypernet.checkpoint import LoadedHypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet
 from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.hypernet.pool_sums import PoolSums, apply_diff, state_of, sums_of
 from repo2lora.hypernet.static import StaticHypernet
-from repo2lora.models.loading import LoadedModel
+from repo2lora.models.loading import LoadedModel, describe_base_model
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
     STATIC_KIND,
@@ -77,6 +78,7 @@ class UpdateResult:
     base_model_untrained: bool
     hypernet_untrained: bool
     hypernet_key: str
+    followed: str  # the state that followed history: "evo" (evolving) or "static" (every commit)
     # the adapter at adapter_path, when this run wrote it (None: an unchanged one was reused)
     weights: LoraWeights | None = field(default=None, repr=False)
 
@@ -97,9 +99,15 @@ def _evo_net(ctx: RepoContext) -> StaticHypernet:
     return net
 
 
-def can_follow_history(hyper: LoadedHypernet) -> bool:
-    """Whether `hyper` keeps an evolving state (a code2lora-evo network)."""
-    return hyper.net.stateful
+def follows_static(hyper: LoadedHypernet) -> bool:
+    """Whether `update` follows history with `hyper` by its static state at every commit (a
+    network with no GRU step), rather than by its evolving state."""
+    return not hyper.net.stateful
+
+
+def followed_kind(hyper: LoadedHypernet) -> str:
+    """The kind of state (and adapter) `update` stores for `hyper`."""
+    return STATIC_KIND if follows_static(hyper) else EVO_KIND
 
 
 def start_state(store: Store, commit: str, hypernet_key: str) -> StateRecord | None:
@@ -159,6 +167,55 @@ def _path(repo: git.Repo, base: str, target: str, config: UpdateConfig) -> list[
     return out.split() if out else []
 
 
+def _start_of(repo: git.Repo, start: str | None, target: git.Commit, rev: str) -> str | None:
+    """`--from`'s commit (None without one), refused unless it is an ancestor of the target."""
+    if not start:
+        return None
+    commit = resolve_commit(repo, start)
+    if not repo.is_ancestor(commit, target):
+        raise UserError(f"--from {start} is not an ancestor of {rev}")
+    return commit.hexsha
+
+
+def _write_worktree(
+    ctx: RepoContext,
+    store: Store,
+    target: str,
+    diff: ChunkDiff,
+    state: torch.Tensor,
+    names: NameIndex | None,
+    t: float,
+) -> tuple[StepReport, Path, LoraWeights]:
+    """The transient adapter of the uncommitted work tree: `state` is the target's moved by the
+    work tree's chunk `diff` (started at `t`), and so are its names (for a generator that reads
+    them). Nothing is stored but the adapter, in the work tree's own directory."""
+    wt_names = None
+    if ctx.hyper.net.reads_names:
+        wt_names = (names or stored_names(ctx, store, target)).copy()
+        wt_names.apply(diff.brought_in, diff.taken_out)
+    out, weights = write_adapter(
+        ctx,
+        store,
+        target,
+        state,
+        WORKTREE_KIND,
+        out=Path(ctx.root) / ".repo2lora" / "adapters" / f"worktree-{ctx.hyper.key}",
+        names=wt_names,
+    )
+    s = diff.summary()
+    report = StepReport(
+        "worktree",
+        "diff",
+        target,
+        s["added"],
+        s["removed"],
+        s["modified"],
+        s["files"],
+        round(time.perf_counter() - t, 4),
+    )
+    return report, out, weights
+
+
 def update_repository(
     path: str | Path,
     rev: str = "HEAD",
@@ -174,11 +231,15 @@ def update_repository(
     target_modules: tuple[str, ...] | None = None,
     generator: str | None = None,
     name_probe: NameProbe | None = None,
-    static_every_commit: bool = False,
+    static_every_commit: bool | None = None,
 ) -> UpdateResult:
-    """Bring the stored evolving state up to `rev` and write its adapter (with
-    `static_every_commit`: the static state instead, at the cost of each commit's diff,
-    `_update_static`).
+    """Bring the repository's stored state up to `rev` and write its adapter.
+
+    Which state: with `static_every_commit` true, the static state of every commit, each at the
+    cost of its diff (`_update_static`); false, the evolving state (a GRU step per commit);
+    None, the one the hypernetwork keeps (`follows_static`). With neither `hypernet` nor
+    `loaded_hypernet`, the network is `history_hypernet`'s choice: for the embedded default, the
+    one its card says follows history best.
 
     Each commit is one stored step (one transaction), so a run killed at any point resumes
     from the last completed commit. With `start`, the walk begins at that commit (snapshotted
@@ -188,10 +249,9 @@ def update_repository(
     moved by each commit's chunk diff."""
     cfg = config or UpdateConfig()
     t0 = time.perf_counter()
-    if static_every_commit and (worktree or start is not None):
-        raise UserError(
-            "--static-every-commit follows committed history only: drop --worktree/--from"
-        )
+    if hypernet is None and loaded_hypernet is None and static_every_commit is None:
+        base = loaded_model.info if loaded_model is not None else describe_base_model(model)
+        hypernet = history_hypernet(None, base)
     ctx = open_context(
         path,
         model=model,
@@ -204,16 +264,15 @@ def update_repository(
         generator=generator,
         name_probe=name_probe,
     )
+    if static_every_commit is None:
+        static_every_commit = follows_static(ctx.hyper)
     if static_every_commit:
-        return _update_static(ctx, rev, cfg, progress, t0)
+        return _update_static(ctx, rev, cfg, start, worktree, progress, t0)
     _evo_net(ctx)
     reads_names = ctx.hyper.net.reads_names
     repo = ctx.repo
     target = resolve_commit(repo, rev)
-    start_commit = resolve_commit(repo, start) if start else None
-    if start_commit is not None and not repo.is_ancestor(start_commit, target):
-        raise UserError(f"--from {start} is not an ancestor of {rev}")
-    start_sha = start_commit.hexsha if start_commit is not None else None
+    start_sha = _start_of(repo, start, target, rev)
     steps: list[StepReport] = []
     with open_store(ctx.root) as store:
         resumed_from, todo = plan_walk(ctx, store, target.hexsha, cfg, start_sha)
@@ -283,31 +342,10 @@ def update_repository(
             t = time.perf_counter()
             diff = worktree_chunk_diff(repo, cfg.snapshot.exclusion, cfg.snapshot.chunker)
             h_wt = _step(ctx, store, h, diff) if not diff.empty else h
-            wt_names = None
-            if reads_names:
-                wt_names = (names or stored_names(ctx, store, target.hexsha)).copy()
-                wt_names.apply(diff.brought_in, diff.taken_out)
-            out, weights = write_adapter(
-                ctx,
-                store,
-                target.hexsha,
-                h_wt,
-                WORKTREE_KIND,
-                out=Path(ctx.root) / ".repo2lora" / "adapters" / f"worktree-{ctx.hyper.key}",
-                names=wt_names,
+            wt_report, out, weights = _write_worktree(
+                ctx, store, target.hexsha, diff, h_wt, names, t
             )
-            s = diff.summary()
-            wt_report = StepReport(
-                "worktree",
-                "diff",
-                target.hexsha,
-                s["added"],
-                s["removed"],
-                s["modified"],
-                s["files"],
-                round(time.perf_counter() - t, 4),
-            )
-    return _result(ctx, target.hexsha, resumed_from, steps, out, wt_report, t0, weights)
+    return _result(ctx, target.hexsha, resumed_from, steps, out, wt_report, t0, weights, EVO_KIND)
 
 
 def _result(
@@ -319,6 +357,7 @@ def _result(
     worktree: StepReport | None,
     t0: float,
     weights: LoraWeights | None,
+    followed: str,
 ) -> UpdateResult:
     """What an update reports, whichever state it followed."""
     return UpdateResult(
@@ -332,39 +371,43 @@ def _result(
         base_model_untrained=ctx.base.untrained,
         hypernet_untrained=ctx.hyper.untrained,
         hypernet_key=ctx.hyper.key,
+        followed=followed,
         weights=weights,
     )
 
 
 def _update_static(
-    ctx: RepoContext, rev: str, cfg: UpdateConfig, progress: ProgressFn, t0: float
+    ctx: RepoContext,
+    rev: str,
+    cfg: UpdateConfig,
+    start: str | None,
+    worktree: bool,
+    progress: ProgressFn,
+    t0: float,
 ) -> UpdateResult:
     """Static at every commit: the network's pooling sums (`hypernet.pool_sums`), stored per
-    commit, moved by each commit's chunk diff from the nearest ancestor that has them (or
-    computed from a fresh snapshot when none is within `max_replay`), so every commit's state
-    equals its fresh snapshot's and costs its diff. Each step stores the sums and the state (kind
-    `static`, what `snapshot` stores) in one transaction; the target's adapter is the static
-    one."""
+    commit, moved by each commit's chunk diff from the nearest ancestor that has them (or from
+    `start`; or computed from a fresh snapshot when none is within `max_replay`), so every
+    commit's state equals its fresh snapshot's and costs its diff. Each step stores the sums and
+    the state (kind `static`, what `snapshot` stores) in one transaction; the target's adapter
+    is the static one. With `worktree`, the work tree's chunk diff moves a copy of the target's
+    sums the same way, for a transient adapter. A generator that reads names has them moved
+    along too."""
     net = ctx.hyper.net
-    if net.reads_names:
-        raise UserError(
-            f"{ctx.hyper.description} reads the repository's names; --static-every-commit "
-            "needs a code2lora-static or code2lora-evo checkpoint"
-        )
     encoder, key, repo = net.encoder, ctx.hyper.key, ctx.repo
     target = resolve_commit(repo, rev)
+    start_sha = _start_of(repo, start, target, rev)
     steps: list[StepReport] = []
     with open_store(ctx.root) as store:
-        chain = ancestors(repo, target.hexsha, cfg.max_replay, cfg.first_parent)
-        stored = store.pool_sums_among(chain, key)
-        resumed_from = next((sha for sha in chain if sha in stored), None)
+        resumed_from, todo = _plan_static(ctx, store, target.hexsha, cfg, start_sha)
         sums: PoolSums | None = None
-        todo = [target.hexsha]
+        names: NameIndex | None = None
         if resumed_from is not None:
             data = store.get_pool_sums(resumed_from, key)
             assert data is not None
             sums = PoolSums.from_bytes(data)
-            todo = _path(repo, resumed_from, target.hexsha, cfg)
+            if net.reads_names and todo:
+                names = stored_names(ctx, store, resumed_from)
         prev = resumed_from
         for i, sha in enumerate(todo):
             progress("update", i, len(todo))
@@ -373,6 +416,7 @@ def _update_static(
             if sums is None or prev is None:
                 snap = encode_snapshot(ctx, store, commit)
                 sums = sums_of(encoder, snap.encoded.vectors)
+                names = NameIndex.of(snap.chunks) if net.reads_names else None
                 rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
             else:
                 diff = commit_chunk_diff(
@@ -381,36 +425,101 @@ def _update_static(
                 brought_in, taken_out, _ = ctx.encode_diff(store, diff)
                 members = functools.partial(_snapshot_vectors, ctx, store, commit)
                 sums = apply_diff(encoder, sums, brought_in, taken_out, members)
+                if names is not None:
+                    names.apply(diff.brought_in, diff.taken_out)
                 s = diff.summary()
                 rep = StepReport(
                     sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
                 )
             h = state_of(encoder, sums)
             rep.seconds = round(time.perf_counter() - t, 4)
+            last = i == len(todo) - 1  # names are stored at the walk's end only, as in evo's
             with store.transaction():  # the sums and the state: one step
                 store.put_pool_sums(sha, key, sums.to_bytes())
-                record_step(store, ctx, commit, h, STATIC_KIND, dict(rep.__dict__))
+                record_step(
+                    store,
+                    ctx,
+                    commit,
+                    h,
+                    STATIC_KIND,
+                    dict(rep.__dict__),
+                    names=names if last else None,
+                )
             steps.append(rep)
             prev = sha
         progress("update", len(todo), len(todo))
+        assert sums is not None
         rec = store.get_state(target.hexsha, key, STATIC_KIND)
         assert rec is not None
         existing = store.get_adapter(target.hexsha, key, STATIC_KIND)
         weights = None
         if steps or existing is None or not Path(existing.path).is_dir():
-            out, weights = write_adapter(
-                ctx, store, target.hexsha, torch.from_numpy(rec.vector), STATIC_KIND
-            )
+            if net.reads_names and names is None:
+                names = stored_names(ctx, store, target.hexsha)
+            state = torch.from_numpy(rec.vector)
+            out, weights = write_adapter(ctx, store, target.hexsha, state, STATIC_KIND, names=names)
             store.set_adapter(target.hexsha, key, STATIC_KIND, str(out))
         else:
             out = Path(existing.path)
-    return _result(ctx, target.hexsha, resumed_from, steps, out, None, t0, weights)
+        wt_report = None
+        if worktree:
+            t = time.perf_counter()
+            diff = worktree_chunk_diff(repo, cfg.snapshot.exclusion, cfg.snapshot.chunker)
+            if not diff.empty:
+                brought_in, taken_out, _ = ctx.encode_diff(store, diff)
+                members = functools.partial(_worktree_vectors, ctx, store, target, diff)
+                sums = apply_diff(encoder, sums, brought_in, taken_out, members)
+            if net.reads_names and names is None:
+                names = stored_names(ctx, store, target.hexsha)
+            h_wt = state_of(encoder, sums)
+            wt_report, out, weights = _write_worktree(
+                ctx, store, target.hexsha, diff, h_wt, names, t
+            )
+    return _result(
+        ctx, target.hexsha, resumed_from, steps, out, wt_report, t0, weights, STATIC_KIND
+    )
+
+
+def _plan_static(
+    ctx: RepoContext, store: Store, target: str, cfg: UpdateConfig, start: str | None
+) -> tuple[str | None, list[str]]:
+    """(commit whose stored sums the static walk starts from or None, the commits to apply in
+    order): from `start` when given (snapshotted when it has no sums), else from the nearest
+    ancestor of `target` with sums within `max_replay` commits, else a fresh snapshot."""
+    repo, key = ctx.repo, ctx.hyper.key
+    if start is not None:
+        if store.get_pool_sums(start, key) is None:
+            return None, [start, *_path(repo, start, target, cfg)]
+        return start, _path(repo, start, target, cfg)
+    chain = ancestors(repo, target, cfg.max_replay, cfg.first_parent)
+    stored = store.pool_sums_among(chain, key)
+    resumed_from = next((sha for sha in chain if sha in stored), None)
+    if resumed_from is None:
+        return None, [target]
+    return resumed_from, _path(repo, resumed_from, target, cfg)
 
 
 def _snapshot_vectors(ctx: RepoContext, store: Store, commit: git.Commit) -> torch.Tensor:
     """A commit's chunk vectors, read afresh (cached): what a removed maximum is recomputed
     from."""
     return encode_snapshot(ctx, store, commit).encoded.vectors
+
+
+def _worktree_vectors(
+    ctx: RepoContext, store: Store, commit: git.Commit, diff: ChunkDiff
+) -> torch.Tensor:
+    """The work tree's chunk vectors: `commit`'s, less those the work tree's `diff` takes out
+    (a chunk's vector depends on its content only), plus those it brings in."""
+    snap = encode_snapshot(ctx, store, commit)
+    gone = collections.Counter(c.content_hash for c in diff.taken_out)
+    kept = []
+    for i, c in enumerate(snap.chunks):
+        if gone[c.content_hash] > 0:
+            gone[c.content_hash] -= 1
+        else:
+            kept.append(i)
+    fresh = ctx.encode(store, diff.brought_in).vectors
+    return torch.cat([snap.encoded.vectors[kept], fresh])
 
 
 @dataclass
@@ -425,18 +534,22 @@ class LogEntry:
     seconds: float
     adapter: str | None
     hypernet: str
+    kind: str  # evo (the evolving state) or static (the static state at every commit)
 
 
 def state_log(path: str | Path, limit: int = 50, all_hypernets: bool = False) -> list[LogEntry]:
-    """The stored evolving states of a repository, newest first: those of its current
-    hypernetwork (the one that stored the newest state), or of every one with
-    `all_hypernets`."""
+    """The stored states a repository's history was followed with, newest first: those of the
+    kind (evolving, or static at every commit) and hypernetwork that stored the newest state,
+    or of that kind and every hypernetwork with `all_hypernets`."""
     from repo_encoder.snapshot import open_repository
 
     repo = open_repository(path)
     with open_store(str(repo.working_tree_dir)) as store:
-        current = None if all_hypernets else store.newest_hypernet(EVO_KIND)
-        rows = store.evo_log(EVO_KIND, limit, current)
+        newest = store.newest_state_of((EVO_KIND, STATIC_KIND))
+        if newest is None:
+            return []
+        current, kind = newest
+        rows = store.evo_log(kind, limit, None if all_hypernets else current)
     out = []
     for r in rows:
         st = r["stats"]
@@ -452,6 +565,7 @@ def state_log(path: str | Path, limit: int = 50, all_hypernets: bool = False) ->
                 seconds=float(st.get("seconds", 0.0)),
                 adapter=r["adapter"],
                 hypernet=r["hypernet_key"],
+                kind=kind,
             )
         )
     return out

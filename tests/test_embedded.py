@@ -76,6 +76,38 @@ def test_without_model_every_command_gets_the_default_and_its_hypernetwork(shipp
     assert load_hypernet(None, describe_base_model("tiny-random")).untrained
 
 
+def test_the_default_follows_history_with_the_network_its_card_names(
+    shipped: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A card whose benchmark found the evolving network below the static state at every
+    commit: `update`, `complete` and the server follow history with the shipped
+    code2lora-static network, exactly at every commit; `--evo` still gets the evolving one."""
+    from lsp_server.session import resolve_models
+    from repo2lora.hypernet.checkpoint import history_hypernet
+    from repo2lora.update import update_repository
+
+    info = describe_base_model(None)
+    assert history_hypernet(None, info) is None  # no record: the evolving network
+    card = json.loads((shipped / "card.json").read_text())
+    card[embedded.UPDATE_FOLLOWS] = {"generator": "code2lora-static", "evidence": None}
+    (shipped / "card.json").write_text(json.dumps(card))
+    static_dir = str(shipped / embedded.HYPERNETS["code2lora-static"])
+    assert history_hypernet(None, info) == static_dir
+    assert history_hypernet("elsewhere", info) == "elsewhere"
+    assert history_hypernet(None, describe_base_model("tiny-random")) is None
+    assert resolve_models(None, None).hyper.net.generator_name == "code2lora-static"
+    repo = GitRepo(shipped.parent / "repo")
+    repo.commit(SAMPLE_V1, "v1")
+    res = update_repository(repo.root)
+    assert res.followed == "static" and Path(res.adapter_path).name.startswith("static-")
+    assert res.hypernet_key == load_hypernet(static_dir, info).key
+    evo = update_repository(repo.root, static_every_commit=False)
+    assert evo.followed == "evo" and evo.hypernet_key == load_hypernet(None, info).key
+    assert main(["models", "--json"]) == 0  # the card's record is listed
+    listed = json.loads(capsys.readouterr().out)["default"]
+    assert listed[embedded.UPDATE_FOLLOWS]["generator"] == "code2lora-static"
+
+
 def test_models_lists_the_default_and_exits_1_when_it_is_damaged(
     shipped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

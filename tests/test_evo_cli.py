@@ -45,7 +45,8 @@ def test_sigkill_mid_update_resumes_to_the_same_state(tmp_path: Path) -> None:
     twin = tmp_path / "twin"
     subprocess.run(["git", "clone", "-q", str(repo.root), str(twin)], check=True)
     # the slower random-default model (256 wide) makes each step take long enough to kill
-    cmd = [sys.executable, "-m", "repo2lora", "update", str(repo.root), "--from", first, "-q"]
+    cmd = [sys.executable, "-m", "repo2lora", "update", str(repo.root), "--evo", "--from", first]
+    cmd.append("-q")
     db = repo.root / ".repo2lora" / "state.db"
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 240
@@ -65,10 +66,10 @@ def test_sigkill_mid_update_resumes_to_the_same_state(tmp_path: Path) -> None:
     with sqlite3.connect(db) as conn:
         assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
 
-    resumed = run_json("update", str(repo.root))
+    resumed = run_json("update", str(repo.root), "--evo")
     assert resumed["resumed_from"] is not None
     assert len(resumed["steps"]) == 30 - len(partial)
-    whole = run_json("update", str(twin), "--from", first)
+    whole = run_json("update", str(twin), "--evo", "--from", first)
     assert len(whole["steps"]) == 30
     a, b = _states(db), _states(twin / ".repo2lora" / "state.db")
     assert set(a) == set(b)

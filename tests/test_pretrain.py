@@ -235,6 +235,10 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
     evo_bench = tmp_path / "bench-evo"  # a second scoring run (the other track)
     evo_bench.mkdir()
     report["repos"] = [{"repo": "held/two", "commit": "e" * 40, "split": "test"}]
+    report["summary"] = [  # the evolving network lost to static@commit after renames
+        {**row, "track": "evo", "subset": "after-rename", "method": m, "strict_em": em}
+        for m, em in (("code2lora-evo", 0.1), ("code2lora-static@commit", 0.2))
+    ]
     (evo_bench / "bench.json").write_text(json.dumps(report))
     (tmp_path / "bpb.json").write_text(json.dumps({"xz_bits_per_byte": 1.4}))
     dest = tmp_path / "default"
@@ -251,9 +255,34 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
     assert [r["name"] for r in manifest["train"]] == ["a/x", "b/y"]
     assert [r["name"] for r in manifest["benchmark_held_out"]] == ["held/out", "held/two"]
     assert len(card["benchmark"]["more_runs"]) == 1
+    follows = card["update_follows"]
+    assert follows["generator"] == "code2lora-static" and follows["evidence"]["n"] == 3
     assert any(m.hashes == frozenset({"ab" * 32}) for m in base_model_manifests(dest))
     shipped = describe_base_model(str(dest))
     for generator, rel in embedded.HYPERNETS.items():
         assert load_generator(str(dest / rel), shipped).net.generator_name == generator
     with pytest.raises(SystemExit):
         ship(["--pretrain", str(run), "--bench", str(bench), "--static", str(tmp_path)])
+
+
+def test_the_evolving_network_follows_history_only_where_it_scored_at_least_static() -> None:
+    from repo2lora.pretrain.ship import history_choice
+
+    def report(evo: float, static: float) -> dict[str, object]:
+        rows = [
+            {
+                "track": "evo",
+                "split": "cross-repo",
+                "subset": "after-rename",
+                "method": m,
+                "n": 9,
+                "strict_em": em,
+                "nll": 2.0,
+            }
+            for m, em in (("code2lora-evo", evo), ("code2lora-static@commit", static))
+        ]
+        return {"summary": rows}
+
+    assert history_choice([report(0.3, 0.3)])["generator"] == "code2lora-evo"
+    assert history_choice([report(0.2, 0.3)])["generator"] == "code2lora-static"
+    assert history_choice([{"summary": []}]) == {"generator": "code2lora-evo", "evidence": None}

@@ -20,6 +20,7 @@ from repo2lora.models import describe_base_model, load_base_model
 from repo2lora.snapshot import STATIC_KIND, encode_snapshot, open_context
 from repo2lora.tasks.datasets import encode_repo
 from repo2lora.update import UpdateResult, update_repository
+from repo_encoder.errors import UserError
 from tests.gitrepo import SAMPLE_V1, SAMPLE_V2, GitRepo
 
 INFO = describe_base_model("tiny-random")
@@ -134,8 +135,63 @@ def test_the_cli_follows_history_with_static_states(tmp_path: Path) -> None:
     repo = _history(tmp_path / "repo")
     out = run_json("update", str(repo.root), "--static-every-commit", "--model", "tiny-random")
     assert [s["source"] for s in out["steps"]] == ["snapshot"]
+    assert out["followed"] == "static"
     assert Path(out["adapter_path"]).name.startswith("static-")
     proc = run_cli(
-        "update", str(repo.root), "--static-every-commit", "--worktree", "--model", "tiny-random"
+        "update", str(repo.root), "--static-every-commit", "--evo", "--model", "tiny-random"
     )
-    assert proc.returncode == 1 and proc.stderr.startswith("repo2lora: error: --static-every")
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
+    log = run_json("log", str(repo.root))
+    assert [e["kind"] for e in log] == ["static"] and log[0]["source"] == "snapshot"
+
+
+def test_a_static_checkpoint_follows_history_by_its_static_state(tmp_path: Path) -> None:
+    """No flag: a code2lora-static checkpoint follows by its static state at every commit, and
+    `--from` starts that walk where it says."""
+    repo = _history(tmp_path / "repo")
+    ckpt = save_hypernet(_net("meanmax"), INFO, tmp_path / "ckpt")
+    base = load_base_model(INFO)
+    res = update_repository(
+        repo.root, "HEAD", hypernet=str(ckpt), loaded_model=base, start="HEAD~2"
+    )
+    assert res.followed == "static" and res.resumed_from is None
+    assert [s.source for s in res.steps] == ["snapshot", "diff", "diff"]
+    with pytest.raises(UserError, match="not an ancestor"):
+        update_repository(repo.root, "HEAD~2", hypernet=str(ckpt), loaded_model=base, start="HEAD")
+    with pytest.raises(UserError, match="code2lora-static"):  # no GRU step to follow with
+        update_repository(
+            repo.root, hypernet=str(ckpt), loaded_model=base, static_every_commit=False
+        )
+
+
+@pytest.mark.parametrize("pooling", ["attention", "meanmax"])
+def test_the_work_tree_adapter_is_the_one_its_commit_will_have(
+    tmp_path: Path, pooling: str
+) -> None:
+    """Uncommitted edits move a copy of HEAD's sums by the work tree's diff (a function taken
+    out, so meanmax loses maxima): the transient adapter equals the adapter of the same edits
+    once committed, and nothing of the work tree is stored."""
+    repo = _history(tmp_path / "repo")
+    ckpt = save_hypernet(_net(pooling), INFO, tmp_path / "ckpt")
+    base = load_base_model(INFO)
+
+    def update(worktree: bool) -> UpdateResult:
+        return update_repository(
+            repo.root, hypernet=str(ckpt), loaded_model=base, worktree=worktree
+        )
+
+    update(False)
+    geometry = repo.root / "pkg" / "geometry.py"
+    text = geometry.read_text()
+    geometry.write_text(text.split("\n\ndef unit")[0] + "\n\nLIMIT = 3\n")
+    (repo.root / "pkg" / "extra.py").write_text("def extra(x):\n    return x * 2\n")
+    wt = update(True)
+    assert wt.worktree is not None and wt.worktree.files == 2 and wt.steps == []
+    assert Path(wt.adapter_path).name.startswith("worktree-")
+    assert wt.weights is not None
+    with open_store(repo.root) as store:
+        assert store.get_pool_sums(repo.git("rev-parse", "HEAD"), wt.hypernet_key) is not None
+    repo.commit(message="the edits, committed")
+    done = update(False)
+    assert [s.source for s in done.steps] == ["diff"] and done.weights is not None
+    torch.testing.assert_close(wt.weights.flat(), done.weights.flat(), atol=2e-5, rtol=1e-5)

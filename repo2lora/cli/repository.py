@@ -96,11 +96,13 @@ def cmd_update(args: argparse.Namespace) -> int:
         first_parent=not args.all_parents,
         max_replay=args.max_replay,
     )
-    if args.static_every_commit and not args.hypernet:
+    follow = {"static": True, "evo": False}.get(args.follow)
+    if follow is not None and not args.hypernet:
         from repo2lora.hypernet.checkpoint import shipped_hypernet_dir
         from repo2lora.models.loading import describe_base_model
 
-        shipped = shipped_hypernet_dir(describe_base_model(args.model), "code2lora-static")
+        wanted = "code2lora-static" if follow else "code2lora-evo"
+        shipped = shipped_hypernet_dir(describe_base_model(args.model), wanted)
         args.hypernet = str(shipped) if shipped is not None else None
     with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
         res = update_repository(
@@ -113,7 +115,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             worktree=args.worktree,
             progress=bar,
             target_modules=args.target_modules,
-            static_every_commit=args.static_every_commit,
+            static_every_commit=follow,
         )
     if args.json:
         print_json(res.to_json())
@@ -122,6 +124,8 @@ def cmd_update(args: argparse.Namespace) -> int:
         note("the base model is an UNTRAINED placeholder (pass --model for a real one)")
     if res.hypernet_untrained:
         note("the hypernetwork is UNTRAINED (pass --hypernet with a trained checkpoint)")
+    how = "static state at every commit" if res.followed == "static" else "evolving state"
+    print(f"following history by the {how} ({res.hypernet_key})")
     if res.resumed_from and not res.steps:
         print(f"up to date at {res.target[:12]}")
     elif res.resumed_from:
@@ -156,7 +160,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         print_json([e.__dict__ for e in entries])
         return 0
     if not entries:
-        print("no evolving state yet; run `repo2lora update`")
+        print("no stored state yet; run `repo2lora update`")
         return 0
     from rich.console import Console
     from rich.table import Table
@@ -238,10 +242,16 @@ def add_snapshot(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def add_update(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u = sub.add_parser(
         "update",
-        help="follow the repository's history: one GRU state step per commit, then its adapter",
-        description="Apply every commit since the nearest stored state (a fresh snapshot when "
-        "none is near) as a chunk-level diff step of the evolving state, storing each step, and "
-        "write the adapter of the target commit.",
+        help="follow the repository's history commit by commit, then write its adapter",
+        description="Move the repository's stored state along every commit since the nearest "
+        "stored one (a fresh snapshot when none is near), storing each step, and write the "
+        "adapter of the target commit. Two states can follow history: the evolving state (one "
+        "GRU step per commit's chunk diff, code2lora-evo) and the static state at every commit "
+        "(the snapshot pooling moved exactly by each diff, code2lora-static). By default the "
+        "hypernetwork decides: a code2lora-static checkpoint follows by its static state, a "
+        "code2lora-evo one by its evolving state; with the embedded default, the network its "
+        "card names (`repo2lora models --json`, update_follows): the one that scored best on "
+        "the tasks after renames.",
     )
     u.add_argument("path", nargs="?", default=".", help="repository (default: .)")
     u.add_argument("--rev", default="HEAD", help="target commit (default: HEAD)")
@@ -262,12 +272,22 @@ def add_update(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     u.add_argument(
         "--all-parents", action="store_true", help="walk every parent, not only first parents"
     )
-    u.add_argument(
+    follow = u.add_mutually_exclusive_group()
+    follow.add_argument(
         "--static-every-commit",
-        action="store_true",
-        help="the static adapter of every commit instead of the evolving state, each commit at "
-        "the cost of its diff (exact running pooling sums; default --hypernet: the shipped "
-        "code2lora-static)",
+        dest="follow",
+        action="store_const",
+        const="static",
+        default="auto",
+        help="follow the static state of every commit, each commit at the cost of its diff "
+        "(exact running pooling sums; default --hypernet: the shipped code2lora-static)",
+    )
+    follow.add_argument(
+        "--evo",
+        dest="follow",
+        action="store_const",
+        const="evo",
+        help="follow the evolving state (default --hypernet: the shipped code2lora-evo)",
     )
     u.add_argument("--exclusion", choices=["source-only", "with-tests"], default="source-only")
     u.add_argument(
@@ -281,7 +301,9 @@ def add_update(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def add_log(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     lg = sub.add_parser(
-        "log", help="list the stored evolving states of the current hypernetwork, newest first"
+        "log",
+        help="list the stored states `update` followed history with (the newest state's kind and "
+        "hypernetwork), newest first",
     )
     lg.add_argument("path", nargs="?", default=".", help="repository (default: .)")
     lg.add_argument("-n", "--limit", type=int, default=50)

@@ -24,6 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     from repo2lora.training.loop import StepLog
     from repo2lora.training.shared import TrainConfig
+    from repo_encoder.errors import UserError
 
     baseline = args.generator == SHARED_LORA
     if baseline and args.init_from:  # before anything (a suite) is written
@@ -32,6 +33,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_baseline_init(args.init_from, describe_base_model(args.model).model_key)
     if not baseline:
         check_init_from(args.generator, args.init_from)  # before anything (a suite) is written
+    for flag, value, least in (
+        ("--names-rank", args.names_rank, 2),
+        ("--names-max", args.names_max, 1),
+    ):
+        if value is not None and value < least:
+            raise UserError(f"{flag} must be at least {least} (got {value})")
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = training_repositories(
@@ -52,6 +59,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         standardize=args.standardize,
         target_end={"auto": None, "on": True, "off": False}[args.target_end],
         names_select=args.names_select,
+        **{k: v for k, v in (("names_rank", args.names_rank), ("names_max", args.names_max)) if v},
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
         target_modules=args.target_modules or TrainConfig.target_modules,
@@ -170,6 +178,19 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="score",
         help="code2lora-names: which names its memory holds: best learned score first "
         "(score), or exceptions first, then by how many chunks mention them (prior)",
+    )
+    t.add_argument(
+        "--names-rank",
+        type=int,
+        metavar="R",
+        help="code2lora-names: the rank of its LM-head pair, which bounds how many distinct name "
+        "tokens its memory raises (default 64)",
+    )
+    t.add_argument(
+        "--names-max",
+        type=int,
+        metavar="N",
+        help="code2lora-names: the most names its memory holds (default 48)",
     )
     t.add_argument(
         "--init-from",

@@ -212,6 +212,19 @@ def shipped_hypernet_dir(base: BaseModelInfo, generator: str) -> Path | None:
     return d if d is not None and (d / CARD).is_file() else None
 
 
+def history_hypernet(spec: str | None, base: BaseModelInfo) -> str | None:
+    """The checkpoint that follows a repository's history (`update`, the server, `complete`)
+    when `--hypernet` is `spec`: `spec` itself; else, for the embedded default base model, the
+    shipped network its card's `update_follows` names (code2lora-static, followed exactly at
+    every commit, where the shipped evolving network did not beat that in the benchmark); else
+    None (the default `load_hypernet` picks: the code2lora-evo one)."""
+    if spec is not None or shipped_hypernet_dir(base, "code2lora-evo") is None:
+        return spec
+    chosen = embedded.update_follows()
+    shipped = shipped_hypernet_dir(base, chosen) if chosen != "code2lora-evo" else None
+    return str(shipped) if shipped is not None else None
+
+
 def check_generator_kind(spec: str, wanted: str) -> None:
     """`--hypernet spec` with `--generator wanted`: a UserError unless the checkpoint holds that
     kind (code2lora-static and -evo checkpoints stand in for each other)."""

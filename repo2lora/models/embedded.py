@@ -15,6 +15,8 @@ DEFAULT_DIR = Path(__file__).parent / "default"  # the base model's files, and h
 CARD = "card.json"
 # the generator -> its shipped checkpoint, relative to DEFAULT_DIR
 HYPERNETS = {"code2lora-static": "hypernets/static", "code2lora-evo": "hypernets/evo"}
+# the card's record of which shipped network follows a repository's history, and why
+UPDATE_FOLLOWS = "update_follows"
 
 _verified: dict[str, str] = {}  # root -> the file stamps it verified with, once per process
 
@@ -100,4 +102,14 @@ def describe_installed(root: Path | None = None) -> dict[str, Any]:
     out["model"] = card.get("model", {})
     out["hypernets"] = card.get("hypernets", {})
     out["benchmark"] = card.get("benchmark", {})
+    out[UPDATE_FOLLOWS] = card.get(UPDATE_FOLLOWS)
     return out
+
+
+def update_follows(root: Path | None = None) -> str:
+    """The shipped generator that follows a repository's history (`update`, the server):
+    code2lora-evo, or code2lora-static (followed exactly at every commit) where the card
+    records that the evolving network did not beat that in the benchmark."""
+    found = verify(root).get(UPDATE_FOLLOWS) or {}
+    generator = found.get("generator", "code2lora-evo")
+    return generator if generator in HYPERNETS else "code2lora-evo"

@@ -91,6 +91,34 @@ def benchmark_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def history_choice(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which shipped network follows a repository's history (the card's `update_follows`): the
+    evolving one where it scored at least the static state at every commit on the cross-repo
+    tasks after renames (strict EM, the issue's measure), else code2lora-static, followed
+    exactly at every commit. Unmeasured, the evolving one."""
+    rows = {
+        r["method"]: r
+        for rep in reports
+        for r in rep.get("summary", [])
+        if r["track"] == "evo" and r["subset"] == "after-rename" and r["split"] == "cross-repo"
+    }
+    evo, static = rows.get("code2lora-evo"), rows.get("code2lora-static@commit")
+    if evo is None or static is None:
+        return {"generator": "code2lora-evo", "evidence": None}
+    evidence = {
+        "subset": "after-rename",
+        "split": "cross-repo",
+        "n": evo["n"],
+        **{
+            f"{name}_{metric}": round(row[metric], 4)
+            for name, row in (("evo", evo), ("static_at_commit", static))
+            for metric in ("strict_em", "nll")
+        },
+    }
+    wins = evo["strict_em"] >= static["strict_em"]
+    return {"generator": "code2lora-evo" if wins else "code2lora-static", "evidence": evidence}
+
+
 def trained_hypernet(generator: str, src: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A `repo2lora train` checkpoint's card summary and the repositories it trained on."""
     meta = json.loads((src / CARD).read_text())
@@ -207,6 +235,7 @@ def ship_default(
                 "data_manifest": "data/pretrain-manifest.json",
             },
             "hypernets": hypernets,
+            embedded.UPDATE_FOLLOWS: history_choice([report, *more]),
             "hypernet_data_manifest": "data/hypernet-manifest.json",
             **({"replaces": replaces} if replaces else {}),
             "benchmark": {
