@@ -120,7 +120,8 @@ describe("settings as the Settings editor shows them", function () {
 
   it("names the shipped default hypernetwork, which is trained", function () {
     const text: string = properties["repo2lora.hypernetwork"].markdownDescription;
-    assert.match(text, /trained code2lora-evo hypernetwork shipped with the embedded default model/);
+    assert.match(text, /trained hypernetwork shipped with the embedded default model/);
+    assert.match(text, /update_follows/);
     assert.doesNotMatch(text, /untrained/i);
   });
 });
