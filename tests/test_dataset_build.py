@@ -233,15 +233,19 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     assert card["training_repositories"][0]["file_sha256"]
     names_out = tmp_path / "names"
     proc = run_cli("train", "--dataset", str(ds), "--out", str(names_out), "--generator",
-                   "code2lora-names", "--names-rank", "16", "--names-max", "5", "--json",
-                   *common)  # fmt: skip
+                   "code2lora-names", "--names-rank", "16", "--names-max", "5", "--name-weight",
+                   "2", "--json", *common)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     names_card = json.loads((names_out / "hypernet.json").read_text())
     assert names_card["generator"] == "code2lora-names"
     assert (names_card["config"]["names_rank"], names_card["config"]["names_max"]) == (16, 5)
+    assert names_card["training"]["config"]["name_weight"] == 2.0
     proc = run_cli("train", "--dataset", str(ds), "--out", str(tmp_path / "no"), "--generator",
                    "code2lora-names", "--names-rank", "1", *common)  # fmt: skip
     assert proc.returncode == 1 and "--names-rank must be at least 2" in proc.stderr
+    proc = run_cli("train", "--dataset", str(ds), "--out", str(tmp_path / "no"), "--generator",
+                   "code2lora-names", "--name-weight", "0", *common)  # fmt: skip
+    assert proc.returncode == 1 and "--name-weight must be above 0" in proc.stderr
     assert not (tmp_path / "no").exists()
     for extra in (["--generator", "shine"], ["--repos", str(repo.root)]):
         proc = run_cli("train", "--dataset", str(ds), "--out", str(out), *common, *extra)

@@ -129,3 +129,37 @@ def test_prior_selection_holds_exceptions_first_then_the_most_mentioned() -> Non
     )
     net = build_hypernet(HypernetConfig.from_json(cfg.to_json()), info)  # as a card reloads it
     assert isinstance(net, NamesHypernet) and net.names.select_by == "prior"
+
+
+def test_name_tokens_weigh_more_in_the_loss_and_only_they() -> None:
+    """`--name-weight`: the target tokens that spell a defined name (the closing token not)
+    get the weight, and the weighted summed NLL is the plain one plus (weight - 1) times the
+    NLL of exactly those tokens."""
+    from repo2lora.training.shared import name_token_weights, tokenize_batch
+
+    loaded = load_base_model(describe_base_model("tiny-random"))
+    tok = loaded.tokenizer
+    examples = [
+        TaskExample("r", "with pytest.raises(", "ContractError"),
+        TaskExample("r", "x = ", "build(ContractError, 3)"),
+        TaskExample("r", "y = ", "other_call(2)"),
+    ]
+    cfg = TrainConfig(generator="code2lora-names", name_weight=3.0)
+    batch = tokenize_batch(tok, examples, cfg)
+    labels = batch["labels"]
+    defined = [{"ContractError"}, {"ContractError"}, {"ContractError"}]
+    w = name_token_weights(tok, examples, defined, labels, cfg)
+    assert torch.equal(w[labels == -100], torch.ones(int((labels == -100).sum())))
+    for i in range(len(examples)):
+        pos = (labels[i] != -100).nonzero().flatten().tolist()
+        heavy = "".join(tok.decode([int(labels[i, p])]) for p in pos if w[i, p] == 3.0)
+        assert heavy.strip() == ("" if i == 2 else "ContractError")
+    plain_cfg = TrainConfig(generator="code2lora-names")
+    assert torch.equal(name_token_weights(tok, examples, defined, labels, plain_cfg), w * 0 + 1)
+    args = (loaded.model, batch["input_ids"], batch["attention_mask"], labels)
+    with torch.no_grad():
+        plain = target_nll(*args) * batch["n_target"]
+        weighted = target_nll(*args, w) * batch["n_target"]
+        only = target_nll(*args, (w - 1) / 2) * batch["n_target"]  # the name tokens' NLL, summed
+    torch.testing.assert_close(weighted, plain + 2 * only)
+    assert float(only[2]) == 0.0 and float(only[0]) > 0

@@ -39,6 +39,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         if value is not None and value < least:
             raise UserError(f"{flag} must be at least {least} (got {value})")
+    if not args.name_weight > 0:
+        raise UserError(f"--name-weight must be above 0 (got {args.name_weight})")
     if args.threads:
         torch.set_num_threads(args.threads)
     paths = training_repositories(
@@ -60,6 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         target_end={"auto": None, "on": True, "off": False}[args.target_end],
         names_select=args.names_select,
         **{k: v for k, v in (("names_rank", args.names_rank), ("names_max", args.names_max)) if v},
+        name_weight=args.name_weight,
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),
         target_modules=args.target_modules or TrainConfig.target_modules,
@@ -191,6 +194,14 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="N",
         help="code2lora-names: the most names its memory holds (default 48)",
+    )
+    t.add_argument(
+        "--name-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="code2lora-names: target tokens that spell a name the repository defines count W "
+        "times in the loss (default 1: every token once)",
     )
     t.add_argument(
         "--init-from",

@@ -144,12 +144,17 @@ def target_positions(labels: torch.Tensor) -> torch.Tensor:
 
 
 def target_nll(
-    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean per-token NLL of each example's target [b], as `per_example_nll` of the full
     logits, but with the LM head run only at the positions that predict a target token
     (`logits_to_keep`): over a long prompt and a large vocabulary the full logits would be most
-    of a training step's memory."""
+    of a training step's memory. `weights` [b, t] (aligned with `labels`): each token's NLL
+    counts that many times in the sum (the mean still divides by the token count)."""
     keep = target_positions(labels).to(input_ids.device)
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
@@ -160,5 +165,7 @@ def target_nll(
     nll = torch.nn.functional.cross_entropy(
         logits.float().transpose(1, 2), wanted, ignore_index=-100, reduction="none"
     )  # [b, k]
+    if weights is not None:
+        nll = nll * weights.to(logits.device)[:, keep + 1]
     n = (wanted != -100).sum(1).clamp(min=1)
     return nll.sum(1) / n

@@ -29,6 +29,7 @@ from repo2lora.training.placement import checkpoints_layers, make_accelerator
 from repo2lora.training.shared import (
     TrainConfig,
     lm_loss_sum,
+    name_token_weights,
     sample_in_order,
     shard_batch,
     static_schedule,
@@ -54,7 +55,8 @@ class HypernetLoss(nn.Module):
         """Summed target-token NLL of each example under the LoRA generated from its state
         (and, for a generator that reads them, its repository's names: `batch["names"]`)."""
         batched, targets = self.net.batched_lora(states, batch.get("names"))
-        tok = {k: batch[k] for k in ("input_ids", "attention_mask", "labels", "n_target")}
+        keys = ("input_ids", "attention_mask", "labels", "n_target", "weights")
+        tok = {k: batch[k] for k in keys if batch.get(k) is not None}
         scaling = self.net.cfg.alpha / self.net.cfg.rank
         return lm_loss_sum(self._base, targets, scaling, batched, tok, self.checkpoint_layers)
 
@@ -167,6 +169,16 @@ class NameInputs:
                 self._lists[key] = steps[min(key[1], len(steps) - 1)].names() if steps else []
             out.append(NameInput(self._lists[key], self.probe))
         return out
+
+    def weights(
+        self, tokenizer: Any, examples: list[TaskExample], labels: torch.Tensor, cfg: TrainConfig
+    ) -> torch.Tensor | None:
+        """`name_token_weights` of a tokenised batch (None: every token counts once)."""
+        listed = self(examples)
+        if listed is None or cfg.name_weight == 1.0:
+            return None
+        defined = [{n.name for n in x.names} if x is not None else set() for x in listed]
+        return name_token_weights(tokenizer, examples, defined, labels, cfg)
 
 
 def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
@@ -291,6 +303,7 @@ def train_hypernet(
             if exs:
                 batch.update(tokenize_batch(base.tokenizer, exs, cfg))
                 batch["names"] = names_of(exs)
+                batch["weights"] = names_of.weights(base.tokenizer, exs, batch["labels"], cfg)
                 n_tok += float(batch["n_target"].sum())
             loss_sum = loss_sum + model("evo", **batch)
         # the global batch's tokens, approximately: other processes' windows differ in size
@@ -299,7 +312,10 @@ def train_hypernet(
     def static_step(step: int) -> StepOutcome:
         mine, tok, global_tokens = shard_batch(base.tokenizer, examples, step, cfg, rank, world)
         vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
-        loss_sum = model("static", vectors=vecs, mask=mask, names=names_of(mine), **tok)
+        weights = names_of.weights(base.tokenizer, mine, tok["labels"], cfg)
+        loss_sum = model(
+            "static", vectors=vecs, mask=mask, names=names_of(mine), weights=weights, **tok
+        )
         n_tok = float(tok["n_target"].sum())
         return StepOutcome.per_token(loss_sum, n_tok, global_tokens, world)
 

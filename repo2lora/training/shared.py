@@ -6,6 +6,7 @@ adapters against the base model."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,9 @@ class TrainConfig:
     names_max: int = HypernetConfig.names_max
     names_select: str = HypernetConfig.names_select
     names_lr_scale: float = 3.0  # the names memory learns at `lr` times this
+    # the loss weight of target tokens that spell a name the repository defines
+    # (`name_token_weights`; code2lora-names)
+    name_weight: float = 1.0
     # evo and names only: start the snapshot encoder and LoRA head (and, from an evolving
     # checkpoint, the GRU step) from this trained hypernetwork (a checkpoint directory), so that
     # h_0 is its state and training starts from its adapter; what was copied then learns at
@@ -134,8 +138,46 @@ def lm_loss_sum(
     batch = {k: v.to(device) for k, v in batch.items()}
     batched = {mt: (a.to(device), b.to(device)) for mt, (a, b) in batched.items()}
     with functional_lora(base_model, targets, batched, scaling, checkpoint_layers):
-        nll = target_nll(base_model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        nll = target_nll(
+            base_model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["labels"],
+            batch.get("weights"),
+        )
     return (nll * batch["n_target"]).sum()
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def name_token_weights(
+    tokenizer: Any,
+    examples: list[TaskExample],
+    names: list[set[str]],
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """Per-token loss weights [b, t] aligned with `labels` (`tokenize_batch` of `examples`):
+    `cfg.name_weight` on the target tokens that spell an identifier each example's repository
+    defines (`names[i]`: a name held or not), 1 elsewhere. A code2lora-names memory learns its
+    names from these tokens only; the weight makes them count for more than their share."""
+    out = torch.ones(labels.shape, dtype=torch.float32)
+    if cfg.name_weight == 1.0:
+        return out
+    if learns_target_end(cfg):
+        examples = with_target_end(examples)
+    for i, (ex, defined) in enumerate(zip(examples, names, strict=True)):
+        spans = [m.span() for m in _IDENTIFIER.finditer(ex.target) if m.group() in defined]
+        if not spans:
+            continue
+        enc = tokenizer(ex.target, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"][: cfg.max_target_tokens]
+        where = (labels[i] != -100).nonzero().flatten().tolist()
+        for pos, (start, end) in zip(where, offsets, strict=False):
+            if any(start < b and a < end for a, b in spans):
+                out[i, pos] = cfg.name_weight
+    return out
 
 
 @torch.no_grad()
