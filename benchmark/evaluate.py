@@ -54,7 +54,7 @@ def track_methods(cfg: BenchConfig, trained: Trained, track: str) -> list[str]:
     if m.STATIC in wants and trained.static_net is not None:
         out += [m.STATIC, m.STATIC_AT_COMMIT]
     if m.EVO in wants and trained.evo_net is not None:
-        out += [m.EVO_AT_START, m.EVO]
+        out += [m.EVO_AT_START, m.EVO_AT_COMMIT, m.EVO]
         if cfg.with_tests:
             out.append(m.EVO_WITH_TESTS)
     return out

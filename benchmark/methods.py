@@ -54,9 +54,11 @@ ALL_METHODS: tuple[str, ...] = (
 
 # Rows the evolution track adds for the per-commit-distance comparison: the static hypernetwork
 # at every commit (a fresh snapshot's state, computed at the cost of each commit's diff:
-# `walk.StaticWalk`), and the evolving hypernetwork's state at the walk start.
+# `walk.StaticWalk`), the evolving hypernetwork's state at the walk start, and its snapshot
+# state h_0 at every commit (its own encoder, moved the same way: no GRU step).
 STATIC_AT_COMMIT = "code2lora-static@commit"
 EVO_AT_START = "code2lora-evo@start"
+EVO_AT_COMMIT = "code2lora-evo@commit"
 
 
 @dataclass(frozen=True)

@@ -348,9 +348,14 @@ class EvoRepoRun:
             evaluated = [et.task for et in tasks]
             self.history = WithTestsHistory(r.source.path, enc.commits, evaluated, store, ev.base)
         evo_net = ev.trained.evo_net
+        self.evo_static_walk: StaticWalk | None = None
         if evo_net is not None:
             # the evolving state: h_0 once, then advanced one commit diff at a time
             self.walks[m.EVO] = StateWalk(evo_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1])
+            # its snapshot state at every commit, moved exactly by each diff
+            self.evo_static_walk = StaticWalk(
+                evo_net, lambda: enc.vectors, lambda t: enc.diffs[t - 1], self.commit_vectors
+            )
             if self.history is not None and m.EVO_WITH_TESTS in names:
                 self.walks[m.EVO_WITH_TESTS] = self.history.walk(evo_net)
         static_net = ev.trained.static_net
@@ -426,6 +431,16 @@ def _evo_static_every_commit(run: EvoRepoRun, at: EvoStep, name: str) -> Results
     return run.scored(at, model)
 
 
+def _evo_at_commit(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
+    """The evolving network's snapshot state (its h_0) of this commit, moved from the last
+    commit's at the cost of the diff: what `update --static-every-commit --hypernet EVO`
+    follows."""
+    net, walk = run.ev.trained.evo_net, run.evo_static_walk
+    assert net is not None and walk is not None
+    model = run.adapted(name, net, functools.partial(walk.state, at.step))
+    return run.scored(at, model)
+
+
 def _evo_at_start(run: EvoRepoRun, at: EvoStep, name: str) -> Results:
     """The evolving network's state h_0 at the walk's start."""
     model = run.adapted(name, run.ev.trained.evo_net, run.walks[m.EVO].start)
@@ -448,6 +463,7 @@ EVO_RUNNERS: dict[str, Callable[[EvoRepoRun, EvoStep, str], Results]] = {
     m.STATIC: _evo_stale_snapshot,
     m.STATIC_AT_COMMIT: _evo_static_every_commit,
     m.EVO_AT_START: _evo_at_start,
+    m.EVO_AT_COMMIT: _evo_at_commit,
     m.EVO: _evo_evolved,
     m.EVO_WITH_TESTS: _evo_evolved,
 }

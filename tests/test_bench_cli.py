@@ -72,7 +72,8 @@ def test_ci_bench_writes_json_markdown_and_plots(
         # per-repository LoRA (one training run per commit is what it is measured against);
         # SHINE and DnD make snapshot adapters only, so they are static-track rows
         "evo": methods - {"per-repo-lora", "shine", "dnd", "code2lora-names"}
-        | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo+tests", "rag+tests"},
+        | {"code2lora-static@commit", "code2lora-evo@start", "code2lora-evo@commit"}
+        | {"code2lora-evo+tests", "rag+tests"},
     }
     for track in ("static", "evo"):
         seen = {r["method"] for r in report["summary"] if r["track"] == track}

@@ -106,6 +106,8 @@ def test_the_default_follows_history_with_the_network_its_card_names(
     assert main(["models", "--json"]) == 0  # the card's record is listed
     listed = json.loads(capsys.readouterr().out)["default"]
     assert listed[embedded.UPDATE_FOLLOWS]["generator"] == "code2lora-static"
+    assert main(["models"]) == 0
+    assert "follows history with code2lora-static" in capsys.readouterr().out
 
 
 def test_models_lists_the_default_and_exits_1_when_it_is_damaged(

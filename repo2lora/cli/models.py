@@ -42,6 +42,16 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{h.get('train_examples', '?')} tasks of {h.get('repositories', '?')} "
                 "repositories"
             )
+        follows = default.get("update_follows") or {}
+        if follows:
+            ev = follows.get("evidence") or {}
+            why = (
+                f" (after renames, strict EM: evolving {ev['evo_strict_em']:.3f}, static at every"
+                f" commit {ev['static_at_commit_strict_em']:.3f}, n={ev['n']})"
+                if ev
+                else ""
+            )
+            print(f"  update    follows history with {follows.get('generator')}{why}")
         manifests = "pretrain-manifest.json, hypernet-manifest.json"
         print(f"  data      {default['path']}/data/ ({manifests})")
     for p in presets:
