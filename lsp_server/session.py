@@ -29,7 +29,7 @@ from lsp_server.watcher import ChangeKind, RepositoryWatcher
 from repo2lora.adapters.peft_dir import adapter_fingerprint, load_peft_adapter
 from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import Cancelled, CompletionTimings, PromptCache, generate_completion
-from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet, load_hypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, load_history_hypernet
 from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.models.loading import (
     BaseModelInfo,
@@ -59,7 +59,7 @@ def resolve_models(
     model: str | None, hypernet: str | None, target_modules: tuple[str, ...] | None = None
 ) -> ServingModels:
     info = describe_base_model(model)
-    hyper = load_hypernet(history_hypernet(hypernet, info), info, target_modules)
+    hyper = load_history_hypernet(hypernet, info, target_modules)
     return ServingModels(info, hyper)
 
 

@@ -12,7 +12,7 @@ from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.decoding import prepare_for_decoding
 from repo2lora.generation import GenerationConfig, generate_completion
-from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet, load_hypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, load_history_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import SnapshotConfig
@@ -82,7 +82,7 @@ def complete_at(
     prefix = prefix_at(text.replace("\r\n", "\n"), line, col)
     base = describe_base_model(model)
     loaded = load_base_model(base)
-    hyper = load_hypernet(history_hypernet(hypernet, base), base)
+    hyper = load_history_hypernet(hypernet, base)
     commit, adapter_path, weights = current_adapter(root, loaded, hyper, config, progress)
     prepare_for_decoding(loaded.model)  # after encoding: chunk vectors as `snapshot` makes them
     peft_model = attach_lora(loaded.model, weights, base.spec)

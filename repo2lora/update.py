@@ -19,7 +19,7 @@ from evo_state.diff import ChunkDiff, commit_chunk_diff, worktree_chunk_diff
 from evo_state.history import ancestors
 from evo_state.store import StateRecord, Store, open_store
 from repo2lora.adapters.weights import LoraWeights
-from repo2lora.hypernet.checkpoint import LoadedHypernet, history_hypernet
+from repo2lora.hypernet.checkpoint import LoadedHypernet, load_history_hypernet
 from repo2lora.hypernet.name_memory import NameProbe
 from repo2lora.hypernet.pool_sums import PoolSums, apply_diff, state_of, sums_of
 from repo2lora.hypernet.static import StaticHypernet
@@ -100,8 +100,11 @@ def _evo_net(ctx: RepoContext) -> StaticHypernet:
 
 
 def follows_static(hyper: LoadedHypernet) -> bool:
-    """Whether `update` follows history with `hyper` by its static state at every commit (a
-    network with no GRU step), rather than by its evolving state."""
+    """Whether `update` follows history with `hyper` by its static state at every commit
+    rather than by its evolving state: as it was loaded to be followed
+    (`load_history_hypernet`), else when it has no GRU step."""
+    if hyper.follows_static is not None:
+        return hyper.follows_static
     return not hyper.net.stateful
 
 
@@ -237,9 +240,9 @@ def update_repository(
 
     Which state: with `static_every_commit` true, the static state of every commit, each at the
     cost of its diff (`_update_static`); false, the evolving state (a GRU step per commit);
-    None, the one the hypernetwork keeps (`follows_static`). With neither `hypernet` nor
-    `loaded_hypernet`, the network is `history_hypernet`'s choice: for the embedded default, the
-    one its card says follows history best.
+    None, the one the hypernetwork is followed by (`follows_static`). With neither `hypernet`
+    nor `loaded_hypernet`, the network and its state are `load_history_hypernet`'s choice: for
+    the embedded default, what its card says follows history best.
 
     Each commit is one stored step (one transaction), so a run killed at any point resumes
     from the last completed commit. With `start`, the walk begins at that commit (snapshotted
@@ -249,9 +252,10 @@ def update_repository(
     moved by each commit's chunk diff."""
     cfg = config or UpdateConfig()
     t0 = time.perf_counter()
-    if hypernet is None and loaded_hypernet is None and static_every_commit is None:
+    chooses = static_every_commit is None and generator is None
+    if chooses and hypernet is None and loaded_hypernet is None:
         base = loaded_model.info if loaded_model is not None else describe_base_model(model)
-        hypernet = history_hypernet(None, base)
+        loaded_hypernet = load_history_hypernet(None, base, target_modules)
     ctx = open_context(
         path,
         model=model,

@@ -79,35 +79,43 @@ def test_without_model_every_command_gets_the_default_and_its_hypernetwork(shipp
 def test_the_default_follows_history_with_the_network_its_card_names(
     shipped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A card whose benchmark found the evolving network below the static state at every
-    commit: `update`, `complete` and the server follow history with the shipped
-    code2lora-static network, exactly at every commit; `--evo` still gets the evolving one."""
+    """The card records which shipped network follows history, by which state: `update`,
+    `complete` and the server follow with it (the evolving network's snapshot state at every
+    commit, or the static network's), and `--evo` still gets the evolving state."""
     from lsp_server.session import resolve_models
-    from repo2lora.hypernet.checkpoint import history_hypernet
-    from repo2lora.update import update_repository
+    from repo2lora.hypernet.checkpoint import load_history_hypernet
+    from repo2lora.update import follows_static, update_repository
 
     info = describe_base_model(None)
-    assert history_hypernet(None, info) is None  # no record: the evolving network
-    card = json.loads((shipped / "card.json").read_text())
-    card[embedded.UPDATE_FOLLOWS] = {"generator": "code2lora-static", "evidence": None}
-    (shipped / "card.json").write_text(json.dumps(card))
+    evo_key = load_hypernet(None, info).key
+    unrecorded = load_history_hypernet(None, info)  # no record: the evolving state
+    assert unrecorded.key == evo_key and not follows_static(unrecorded)
     static_dir = str(shipped / embedded.HYPERNETS["code2lora-static"])
-    assert history_hypernet(None, info) == static_dir
-    assert history_hypernet("elsewhere", info) == "elsewhere"
-    assert history_hypernet(None, describe_base_model("tiny-random")) is None
-    assert resolve_models(None, None).hyper.net.generator_name == "code2lora-static"
+    static_key = load_hypernet(static_dir, info).key
     repo = GitRepo(shipped.parent / "repo")
     repo.commit(SAMPLE_V1, "v1")
-    res = update_repository(repo.root)
-    assert res.followed == "static" and Path(res.adapter_path).name.startswith("static-")
-    assert res.hypernet_key == load_hypernet(static_dir, info).key
+    card = json.loads((shipped / "card.json").read_text())
+    for record, key in (
+        ({"generator": "code2lora-static", "evidence": None}, static_key),
+        ({"generator": "code2lora-evo", "state": "static", "evidence": None}, evo_key),
+    ):
+        card[embedded.UPDATE_FOLLOWS] = record
+        (shipped / "card.json").write_text(json.dumps(card))
+        chosen = load_history_hypernet(None, info)
+        assert chosen.key == key and follows_static(chosen)
+        assert resolve_models(None, None).hyper.key == key
+        res = update_repository(repo.root)
+        assert res.followed == "static" and res.hypernet_key == key
+        assert Path(res.adapter_path).name.startswith("static-")
+    assert load_history_hypernet(static_dir, info).follows_static is None  # as its kind says
+    assert load_history_hypernet(None, describe_base_model("tiny-random")).untrained
     evo = update_repository(repo.root, static_every_commit=False)
-    assert evo.followed == "evo" and evo.hypernet_key == load_hypernet(None, info).key
+    assert evo.followed == "evo" and evo.hypernet_key == evo_key
     assert main(["models", "--json"]) == 0  # the card's record is listed
     listed = json.loads(capsys.readouterr().out)["default"]
-    assert listed[embedded.UPDATE_FOLLOWS]["generator"] == "code2lora-static"
+    assert listed[embedded.UPDATE_FOLLOWS]["state"] == "static"
     assert main(["models"]) == 0
-    assert "follows history with code2lora-static" in capsys.readouterr().out
+    assert "follows history with code2lora-evo's static state" in capsys.readouterr().out
 
 
 def test_models_lists_the_default_and_exits_1_when_it_is_damaged(

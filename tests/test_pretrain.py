@@ -256,7 +256,8 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
     assert [r["name"] for r in manifest["benchmark_held_out"]] == ["held/out", "held/two"]
     assert len(card["benchmark"]["more_runs"]) == 1
     follows = card["update_follows"]
-    assert follows["generator"] == "code2lora-static" and follows["evidence"]["n"] == 3
+    assert (follows["generator"], follows["state"]) == ("code2lora-static", "static")
+    assert follows["evidence"]["n"] == 3
     assert any(m.hashes == frozenset({"ab" * 32}) for m in base_model_manifests(dest))
     shipped = describe_base_model(str(dest))
     for generator, rel in embedded.HYPERNETS.items():
@@ -266,9 +267,11 @@ def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path:
 
 
 def test_the_evolving_network_follows_history_only_where_it_scored_at_least_static() -> None:
+    """The GRU where it scored at least every static-at-every-commit row after renames; else
+    the best of those (EM, then NLL); unmeasured, the GRU."""
     from repo2lora.pretrain.ship import history_choice
 
-    def report(evo: float, static: float) -> dict[str, object]:
+    def report(**em: float) -> dict[str, object]:
         rows = [
             {
                 "track": "evo",
@@ -276,13 +279,27 @@ def test_the_evolving_network_follows_history_only_where_it_scored_at_least_stat
                 "subset": "after-rename",
                 "method": m,
                 "n": 9,
-                "strict_em": em,
-                "nll": 2.0,
+                "strict_em": e,
+                "nll": 2.0 + e,
             }
-            for m, em in (("code2lora-evo", evo), ("code2lora-static@commit", static))
+            for m, e in {
+                "code2lora-evo": em["evo"],
+                "code2lora-evo@commit": em["evo_at"],
+                "code2lora-static@commit": em["static_at"],
+            }.items()
         ]
         return {"summary": rows}
 
-    assert history_choice([report(0.3, 0.3)])["generator"] == "code2lora-evo"
-    assert history_choice([report(0.2, 0.3)])["generator"] == "code2lora-static"
-    assert history_choice([{"summary": []}]) == {"generator": "code2lora-evo", "evidence": None}
+    def choice(**em: float) -> tuple[str, str]:
+        found = history_choice([report(**em)])
+        return found["generator"], found["state"]
+
+    assert choice(evo=0.3, evo_at=0.3, static_at=0.2) == ("code2lora-evo", "evo")
+    assert choice(evo=0.2, evo_at=0.3, static_at=0.25) == ("code2lora-evo", "static")
+    assert choice(evo=0.2, evo_at=0.25, static_at=0.3) == ("code2lora-static", "static")
+    unmeasured = history_choice([{"summary": []}])
+    assert (unmeasured["generator"], unmeasured["state"], unmeasured["evidence"]) == (
+        "code2lora-evo",
+        "evo",
+        None,
+    )

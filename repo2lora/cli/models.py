@@ -44,14 +44,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             )
         follows = default.get("update_follows") or {}
         if follows:
+            how = "static state at every commit" if follows.get("state") == "static" else "GRU"
             ev = follows.get("evidence") or {}
-            why = (
-                f" (after renames, strict EM: evolving {ev['evo_strict_em']:.3f}, static at every"
-                f" commit {ev['static_at_commit_strict_em']:.3f}, n={ev['n']})"
-                if ev
-                else ""
+            scored = ", ".join(
+                f"{m} {r['strict_em']:.3f}" for m, r in (ev.get("rows") or {}).items()
             )
-            print(f"  update    follows history with {follows.get('generator')}{why}")
+            why = f" (strict EM after renames, n={ev.get('n')}: {scored})" if scored else ""
+            print(f"  update    follows history with {follows.get('generator')}'s {how}{why}")
         manifests = "pretrain-manifest.json, hypernet-manifest.json"
         print(f"  data      {default['path']}/data/ ({manifests})")
     for p in presets:

@@ -64,6 +64,9 @@ class LoadedGenerator(Generic[G]):
     key: str  # identifies these exact weights: the state and adapter cache key
     description: str
     untrained: bool
+    # how `update` follows history with it: by its static state at every commit (True), by its
+    # evolving state (False), or as its kind says (None: the evolving state when it has a GRU)
+    follows_static: bool | None = None
 
 
 # the vector-state kind that snapshot, update and serve drive (`load_hypernet`)
@@ -212,17 +215,30 @@ def shipped_hypernet_dir(base: BaseModelInfo, generator: str) -> Path | None:
     return d if d is not None and (d / CARD).is_file() else None
 
 
-def history_hypernet(spec: str | None, base: BaseModelInfo) -> str | None:
-    """The checkpoint that follows a repository's history (`update`, the server, `complete`)
-    when `--hypernet` is `spec`: `spec` itself; else, for the embedded default base model, the
-    shipped network its card's `update_follows` names (code2lora-static, followed exactly at
-    every commit, where the shipped evolving network did not beat that in the benchmark); else
-    None (the default `load_hypernet` picks: the code2lora-evo one)."""
+def load_history_hypernet(
+    spec: str | None, base: BaseModelInfo, target_modules: Sequence[str] | None = None
+) -> LoadedHypernet:
+    """The hypernetwork that follows a repository's history (`update`, the server, `complete`)
+    when `--hypernet` is `spec`: that checkpoint (followed as its kind says); else, for the
+    embedded default base model, the shipped network its card's `update_follows` names, with
+    the state it is followed by (the one that scored best after renames: today the evolving
+    network's snapshot state at every commit, moved exactly by each diff); else the default
+    `load_hypernet` picks."""
     if spec is not None or shipped_hypernet_dir(base, "code2lora-evo") is None:
-        return spec
-    chosen = embedded.update_follows()
-    shipped = shipped_hypernet_dir(base, chosen) if chosen != "code2lora-evo" else None
-    return str(shipped) if shipped is not None else None
+        return load_hypernet(spec, base, target_modules)
+    generator, state = embedded.update_follows()
+    shipped = shipped_hypernet_dir(base, generator)
+    if shipped is None:
+        return load_hypernet(None, base, target_modules)
+    loaded = load_hypernet(str(shipped), base, target_modules)
+    how = "its static state at every commit" if state == "static" else "its evolving state"
+    return LoadedHypernet(
+        loaded.net,
+        loaded.key,
+        f"embedded default {generator} hypernetwork, following history by {how}",
+        False,
+        state == "static",
+    )
 
 
 def check_generator_kind(spec: str, wanted: str) -> None:

@@ -106,10 +106,17 @@ def describe_installed(root: Path | None = None) -> dict[str, Any]:
     return out
 
 
-def update_follows(root: Path | None = None) -> str:
-    """The shipped generator that follows a repository's history (`update`, the server):
-    code2lora-evo, or code2lora-static (followed exactly at every commit) where the card
-    records that the evolving network did not beat that in the benchmark."""
+def update_follows(root: Path | None = None) -> tuple[str, str]:
+    """(shipped generator, state) that follows a repository's history (`update`, the server):
+    ("code2lora-evo", "evo") the evolving state; ("code2lora-evo", "static") the evolving
+    network's snapshot state at every commit; ("code2lora-static", "static") the static
+    network's. The card records the choice (`update_follows`, made by the benchmark when the
+    default is shipped); without one, the evolving state."""
     found = verify(root).get(UPDATE_FOLLOWS) or {}
     generator = found.get("generator", "code2lora-evo")
-    return generator if generator in HYPERNETS else "code2lora-evo"
+    if generator not in HYPERNETS:
+        return "code2lora-evo", "evo"
+    if generator != "code2lora-evo":  # no GRU step: only its static state can follow
+        return generator, "static"
+    state = found.get("state", "evo")
+    return generator, state if state in ("evo", "static") else "evo"
