@@ -436,6 +436,9 @@ class Session:
                 "pending": self.follower.pending > 0,  # an update is waiting to run
                 "pending_changes": self.follower.pending,  # change notices it will cover
                 "runs": self.follower.runs,
+                # the state that follows history: "evo" (a GRU step per commit) or "static"
+                # (the snapshot state at every commit)
+                "follows": followed_kind(hyper),
                 "last": last.__dict__ if last else None,
                 "last_error": self.last_error,
             },

@@ -402,6 +402,7 @@ def test_a_workspace_without_history_is_served_by_the_base_model(tmp_path: Path)
         session.regenerate().result(timeout=60)
         st = session.status()
         assert st["adapter"]["commit"] == head and st["update"]["last_error"] is None
+        assert st["update"]["follows"] == "evo"  # tiny-random's default: the GRU
     finally:
         session.close()
 
