@@ -1,8 +1,9 @@
-"""Code2LoRA-Evo end to end: move a repository's stored state along its history one commit at
-a time (h_t = GRU(h_{t-1}, diff_t)), resuming from the nearest ancestor that has a state, and
-write the adapter of the target commit (or of the uncommitted work tree, transiently). A
-snapshot the same evolving network made (`repo2lora snapshot`) is its h_0, so a walk resumes
-from it too."""
+"""Following a repository's history: move its stored state along the commits one at a time,
+resuming from the nearest ancestor that has one, and write the adapter of the target commit
+(or of the uncommitted work tree, transiently). The state is either the evolving one
+(h_t = GRU(h_{t-1}, diff_t); a snapshot the same network made is its h_0, so a walk resumes
+from it too) or the static state of every commit, its pooling sums moved exactly by each diff;
+which one follows is the hypernetwork's (or the embedded default's card's) choice."""
 
 from __future__ import annotations
 
