@@ -79,6 +79,7 @@ class UpdateResult:
     base_model_untrained: bool
     hypernet_untrained: bool
     hypernet_key: str
+    hypernet: str  # what the hypernetwork is (its description)
     followed: str  # the state that followed history: "evo" (evolving) or "static" (every commit)
     # the adapter at adapter_path, when this run wrote it (None: an unchanged one was reused)
     weights: LoraWeights | None = field(default=None, repr=False)
@@ -376,6 +377,7 @@ def _result(
         base_model_untrained=ctx.base.untrained,
         hypernet_untrained=ctx.hyper.untrained,
         hypernet_key=ctx.hyper.key,
+        hypernet=ctx.hyper.description,
         followed=followed,
         weights=weights,
     )

@@ -106,6 +106,7 @@ def test_the_default_follows_history_with_the_network_its_card_names(
         assert resolve_models(None, None).hyper.key == key
         res = update_repository(repo.root)
         assert res.followed == "static" and res.hypernet_key == key
+        assert res.hypernet.startswith("embedded default")
         assert Path(res.adapter_path).name.startswith("static-")
     assert load_history_hypernet(static_dir, info).follows_static is None  # as its kind says
     assert load_history_hypernet(None, describe_base_model("tiny-random")).untrained

@@ -125,7 +125,7 @@ def cmd_update(args: argparse.Namespace) -> int:
     if res.hypernet_untrained:
         note("the hypernetwork is UNTRAINED (pass --hypernet with a trained checkpoint)")
     how = "static state at every commit" if res.followed == "static" else "evolving state"
-    print(f"following history by the {how} ({res.hypernet_key})")
+    print(f"following history by the {how} of the {res.hypernet} ({res.hypernet_key})")
     if res.resumed_from and not res.steps:
         print(f"up to date at {res.target[:12]}")
     elif res.resumed_from:

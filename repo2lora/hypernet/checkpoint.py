@@ -231,11 +231,10 @@ def load_history_hypernet(
     if shipped is None:
         return load_hypernet(None, base, target_modules)
     loaded = load_hypernet(str(shipped), base, target_modules)
-    how = "its static state at every commit" if state == "static" else "its evolving state"
     return LoadedHypernet(
         loaded.net,
         loaded.key,
-        f"embedded default {generator} hypernetwork, following history by {how}",
+        f"embedded default {generator} hypernetwork",
         False,
         state == "static",
     )
