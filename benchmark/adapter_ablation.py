@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from benchmark.methods import AdapterSlot, EvalConfig, MethodResult, run_model
-from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
+from benchmark.speed.scaffold import SpeedRun, checkpoint_on_dataset_options, run_speed_benchmark
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.hypernet.checkpoint import load_generator
 from repo2lora.hypernet.protocol import SnapshotInput
@@ -118,13 +118,7 @@ def ablation(
 
 def main(argv: list[str] | None = None) -> int:
     def add_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--generator-dir", required=True, type=Path, help="a trained static/evo dir"
-        )
-        parser.add_argument(
-            "--dataset", required=True, type=Path, help="a built dataset (held out)"
-        )
-        parser.add_argument("--model", help="base model (default: the embedded default)")
+        checkpoint_on_dataset_options(parser, "a trained static/evo dir")
         parser.add_argument(
             "--tasks", type=int, default=16, help="static tasks per repository, at most"
         )
@@ -132,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure(run: SpeedRun) -> dict[str, Any]:
         args = run.args
-        try:
-            return ablation(args.generator_dir, args.dataset, args.model, args.tasks, args.seed)
-        except UserError as exc:
-            run.error(str(exc))
+        return ablation(args.generator_dir, args.dataset, args.model, args.tasks, args.seed)
 
     return run_speed_benchmark(
         "adapter_ablation",

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from benchmark.runners import target_names
-from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
+from benchmark.speed.scaffold import SpeedRun, checkpoint_on_dataset_options, run_speed_benchmark
 from repo2lora.hypernet.checkpoint import load_generator
 from repo2lora.hypernet.names import NamesHypernet
 from repo2lora.models.loading import describe_base_model, load_base_model
@@ -123,13 +123,7 @@ def selection_report(
 
 def main(argv: list[str] | None = None) -> int:
     def add_options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument(
-            "--generator-dir", required=True, type=Path, help="a code2lora-names dir"
-        )
-        parser.add_argument(
-            "--dataset", required=True, type=Path, help="a built dataset (held out)"
-        )
-        parser.add_argument("--model", help="base model (default: the embedded default)")
+        checkpoint_on_dataset_options(parser, "a code2lora-names dir")
         parser.add_argument(
             "--select",
             choices=("score", "prior"),
@@ -138,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def measure(run: SpeedRun) -> dict[str, Any]:
         args = run.args
-        try:
-            return selection_report(args.generator_dir, args.dataset, args.model, args.select)
-        except UserError as exc:
-            run.error(str(exc))
+        return selection_report(args.generator_dir, args.dataset, args.model, args.select)
 
     return run_speed_benchmark(
         "names_selection",

@@ -476,8 +476,6 @@ def _update_static(
                 brought_in, taken_out, _ = ctx.encode_diff(store, diff)
                 members = functools.partial(_worktree_vectors, ctx, store, target, diff)
                 sums = apply_diff(encoder, sums, brought_in, taken_out, members)
-            if net.reads_names and names is None:
-                names = stored_names(ctx, store, target.hexsha)
             h_wt = state_of(encoder, sums)
             wt_report, out, weights = _write_worktree(
                 ctx, store, target.hexsha, diff, h_wt, names, t

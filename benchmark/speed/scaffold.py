@@ -21,6 +21,7 @@ import transformers
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo_encoder.embed import embed_texts
+from repo_encoder.errors import UserError
 
 
 @dataclass
@@ -69,6 +70,14 @@ class SpeedRun:
         self.parser.error(message)
 
 
+def checkpoint_on_dataset_options(parser: argparse.ArgumentParser, generator: str) -> None:
+    """The options of a benchmark that reads one trained checkpoint (`generator` says which
+    kind) on a built dataset: --generator-dir, --dataset, --model."""
+    parser.add_argument("--generator-dir", required=True, type=Path, help=generator)
+    parser.add_argument("--dataset", required=True, type=Path, help="a built dataset (held out)")
+    parser.add_argument("--model", help="base model (default: the embedded default)")
+
+
 def run_speed_benchmark(
     name: str,
     doc: str | None,
@@ -98,7 +107,10 @@ def run_speed_benchmark(
     load_before = round(os.getloadavg()[0], 2)  # other work skews timings
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    numbers = measure(SpeedRun(name, args, parser))
+    try:
+        numbers = measure(SpeedRun(name, args, parser))
+    except UserError as exc:  # bad input: one line and exit 2, as argparse's own errors
+        parser.error(str(exc))
     report = {"benchmark": name, "machine": machine_info(load_before), **numbers}
     text = json.dumps(report, indent=2)
     print(text)

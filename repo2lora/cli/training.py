@@ -61,7 +61,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         standardize=args.standardize,
         target_end={"auto": None, "on": True, "off": False}[args.target_end],
         names_select=args.names_select,
-        **{k: v for k, v in (("names_rank", args.names_rank), ("names_max", args.names_max)) if v},
+        **{
+            k: v
+            for k, v in (("names_rank", args.names_rank), ("names_max", args.names_max))
+            if v is not None
+        },
         name_weight=args.name_weight,
         init_from=args.init_from,
         **({} if args.init_lr_scale is None else {"init_lr_scale": args.init_lr_scale}),

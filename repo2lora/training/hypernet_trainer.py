@@ -170,15 +170,20 @@ class NameInputs:
             out.append(NameInput(self._lists[key], self.probe))
         return out
 
-    def weights(
-        self, tokenizer: Any, examples: list[TaskExample], labels: torch.Tensor, cfg: TrainConfig
-    ) -> torch.Tensor | None:
-        """`name_token_weights` of a tokenised batch (None: every token counts once)."""
-        listed = self(examples)
-        if listed is None or cfg.name_weight == 1.0:
-            return None
-        defined = [{n.name for n in x.names} if x is not None else set() for x in listed]
-        return name_token_weights(tokenizer, examples, defined, labels, cfg)
+
+def name_weights(
+    tokenizer: Any,
+    examples: list[TaskExample],
+    listed: list[NameInput | None] | None,
+    labels: torch.Tensor,
+    cfg: TrainConfig,
+) -> torch.Tensor | None:
+    """`name_token_weights` of a tokenised batch from its examples' `NameInputs` (None: every
+    token counts once)."""
+    if listed is None or cfg.name_weight == 1.0:
+        return None
+    defined = [{n.name for n in x.names} if x is not None else set() for x in listed]
+    return name_token_weights(tokenizer, examples, defined, labels, cfg)
 
 
 def evo_windows(encodings: dict[str, RepoEncoding], window: int) -> list[tuple[str, int, int]]:
@@ -303,7 +308,9 @@ def train_hypernet(
             if exs:
                 batch.update(tokenize_batch(base.tokenizer, exs, cfg))
                 batch["names"] = names_of(exs)
-                batch["weights"] = names_of.weights(base.tokenizer, exs, batch["labels"], cfg)
+                batch["weights"] = name_weights(
+                    base.tokenizer, exs, batch["names"], batch["labels"], cfg
+                )
                 n_tok += float(batch["n_target"].sum())
             loss_sum = loss_sum + model("evo", **batch)
         # the global batch's tokens, approximately: other processes' windows differ in size
@@ -312,10 +319,9 @@ def train_hypernet(
     def static_step(step: int) -> StepOutcome:
         mine, tok, global_tokens = shard_batch(base.tokenizer, examples, step, cfg, rank, world)
         vecs, mask = pad_vector_sets([encodings[e.repo].vectors for e in mine])
-        weights = names_of.weights(base.tokenizer, mine, tok["labels"], cfg)
-        loss_sum = model(
-            "static", vectors=vecs, mask=mask, names=names_of(mine), weights=weights, **tok
-        )
+        names = names_of(mine)
+        weights = name_weights(base.tokenizer, mine, names, tok["labels"], cfg)
+        loss_sum = model("static", vectors=vecs, mask=mask, names=names, weights=weights, **tok)
         n_tok = float(tok["n_target"].sum())
         return StepOutcome.per_token(loss_sum, n_tok, global_tokens, world)
 
