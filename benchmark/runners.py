@@ -135,13 +135,15 @@ class Evaluator:
         model = self.slot.load(weights)
         return model, time.perf_counter() - t
 
-    def name_input(self, net: Generator, names: NameIndex) -> NameInput:
-        """What the names memory reads of `names`, through one probe of the base model kept
-        for the whole track (names and states read once)."""
+    def name_input(self, net: Generator, names: NameIndex, chunks: list[Chunk]) -> NameInput:
+        """What the names memory reads of `names` (and, for one that reads how the code uses
+        them, of the `chunks`' texts), through one probe of the base model kept for the whole
+        track (names and states read once)."""
         if self._probe is None:
             self._probe = net.name_probe(self.base.model, self.base.tokenizer)
         assert self._probe is not None  # only a generator that reads names is asked
-        return NameInput(names.names(), self._probe)
+        texts = [c.text for c in chunks] if getattr(net, "reads_uses", False) else []
+        return NameInput(names.names(), self._probe, texts)
 
     def per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:
         assert r.static is not None
@@ -273,7 +275,7 @@ def _static_names(run: StaticRepoRun, name: str) -> Results:
     t = time.perf_counter()
     with torch.no_grad():
         state = net.encode_snapshot(SnapshotInput(vectors=snap.vectors))
-        weights = net.generate(state, run.ev.name_input(net, snap.names))
+        weights = net.generate(state, run.ev.name_input(net, snap.names, snap.chunks))
     model = run.ev.names_slot.load(weights.detached())
     run.adapters[name] = {"adapter_seconds": time.perf_counter() - t}
     return run.scored(model)

@@ -82,11 +82,14 @@ def adapter_spread(
     if names_net is not None:  # the state's LoRA plus the memory's pair on the LM head
         probe = names_net.name_probe(base.model, base.tokenizer)
         assert probe is not None
-        held = [(v.vectors, v.names) for v in snaps if v.names is not None]
-        states = [names_net.encode_snapshot(SnapshotInput(vectors=x)) for x, _ in held]
+        uses = getattr(names_net, "reads_uses", False)
+        held = [(v.vectors, v.names, v.chunks) for v in snaps if v.names is not None]
+        states = [names_net.encode_snapshot(SnapshotInput(vectors=x)) for x, _, _ in held]
         made = [
-            names_net.generate(h, NameInput(index.names(), probe)).detached()
-            for h, (_, index) in zip(states, held, strict=True)
+            names_net.generate(
+                h, NameInput(index.names(), probe, [c.text for c in chunks] if uses else [])
+            ).detached()
+            for h, (_, index, chunks) in zip(states, held, strict=True)
         ]
         result[m.NAMES] = spread(states, made)
     for name, gen in trained.snapshot_nets.items():

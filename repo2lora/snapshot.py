@@ -3,8 +3,9 @@ hypernetwork state -> LoRA adapter (a PEFT directory) -> one stored state step."
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from repo2lora.models.loading import (
 )
 from repo2lora.progress import ProgressFn, no_progress
 from repo_encoder.chunk import Chunk
-from repo_encoder.chunker import ChunkerConfig, chunk_files
+from repo_encoder.chunker import ChunkerConfig, chunk_files, chunk_source
 from repo_encoder.embed import EmbedConfig, embed_texts
 from repo_encoder.exclusion import ExclusionConfig
 from repo_encoder.names import NameIndex
@@ -142,6 +143,9 @@ class RepoContext:
     progress: ProgressFn
     loaded: LoadedModel | None = None
     probe: NameProbe | None = None
+    # chunk texts by (path, file content): a commit's texts are read afresh, each file chunked
+    # once for as long as this context lives (a server's next commit chunks what it changed)
+    _texts: dict[tuple[str, int, bytes], list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def hyper(self) -> LoadedHypernet:
@@ -169,8 +173,14 @@ class RepoContext:
     def encode(self, store: Store, chunks: list[Chunk]) -> EncodedChunks:
         return encode_chunks(chunks, store, self.base, self.model, self.config.embed, self.progress)
 
-    def name_input(self, names: NameIndex | None) -> NameInput | None:
-        """What a names generator reads of `names` (None when the generator reads none)."""
+    def name_input(
+        self,
+        names: NameIndex | None,
+        commit: str | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> NameInput | None:
+        """What a names generator reads of `names` (None when the generator reads none), and,
+        for one that reads how the code uses them, the chunk texts: `texts`, else `commit`'s."""
         net = self.hyper.net
         if names is None or not net.reads_names:
             return None
@@ -178,7 +188,24 @@ class RepoContext:
             loaded = self.model()
             self.probe = net.name_probe(loaded.model, loaded.tokenizer)
         assert self.probe is not None  # a generator that reads names has a probe
-        return NameInput(names.names(), self.probe)
+        if not getattr(net, "reads_uses", False):
+            texts = ()
+        elif texts is None:
+            texts = self.texts_at(self.repo.commit(commit)) if commit else ()
+        return NameInput(names.names(), self.probe, texts)
+
+    def texts_at(self, commit: git.Commit) -> list[str]:
+        """The chunk texts `commit`'s encoder-visible files hold, read afresh (no encoding);
+        a file whose content was chunked before in this context is not chunked again."""
+        cfg = self.config
+        snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
+        out: list[str] = []
+        for path, data in snap.files:
+            key = (path, len(data), hashlib.blake2b(data, digest_size=16).digest())
+            if key not in self._texts:
+                self._texts[key] = [c.text for c in chunk_source(path, data, cfg.chunker).chunks]
+            out += self._texts[key]
+        return out
 
     def names_at(self, commit: git.Commit) -> NameIndex:
         """The names `commit` defines, read and chunked afresh (no encoding)."""
@@ -275,11 +302,13 @@ def write_adapter(
     kind: str,
     out: Path | None = None,
     names: NameIndex | None = None,
+    texts: Sequence[str] | None = None,
 ) -> tuple[Path, LoraWeights]:
     """Generate the adapter for `state` (and the repository's `names`, for a generator that
-    reads them) and write it as a PEFT directory (atomically)."""
+    reads them, with the chunk `texts` where they are used: `commit`'s when not given) and
+    write it as a PEFT directory (atomically)."""
     with torch.no_grad():
-        weights = ctx.hyper.net.generate(state, ctx.name_input(names)).detached()
+        weights = ctx.hyper.net.generate(state, ctx.name_input(names, commit, texts)).detached()
     out = out or adapter_dir(ctx.root, commit, ctx.hyper.key, kind)
     with state_writes(store.where):
         save_adapter(
@@ -378,7 +407,10 @@ def snapshot_repository(
         seconds.update(snap.seconds)
         t = time.perf_counter()
         names = NameIndex.of(snap.chunks) if ctx.hyper.net.reads_names else None
-        out, weights = write_adapter(ctx, store, commit.hexsha, state, STATIC_KIND, names=names)
+        texts = [c.text for c in snap.chunks]
+        out, weights = write_adapter(
+            ctx, store, commit.hexsha, state, STATIC_KIND, names=names, texts=texts
+        )
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
         stats: dict[str, object] = {"files": snap.files, "chunks": len(snap.chunks), **snap.skipped}

@@ -195,9 +195,18 @@ def _write_worktree(
     work tree's chunk `diff` (started at `t`), and so are its names (for a generator that reads
     them). Nothing is stored but the adapter, in the work tree's own directory."""
     wt_names = None
+    wt_texts: list[str] | None = None
     if ctx.hyper.net.reads_names:
         wt_names = (names or stored_names(ctx, store, target)).copy()
         wt_names.apply(diff.brought_in, diff.taken_out)
+    if getattr(ctx.hyper.net, "reads_uses", False):  # the target's texts moved by the diff
+        gone = collections.Counter(c.text for c in diff.taken_out)
+        wt_texts = [*(c.text for c in diff.brought_in)]
+        for text in ctx.texts_at(ctx.repo.commit(target)):
+            if gone[text] > 0:
+                gone[text] -= 1
+            else:
+                wt_texts.append(text)
     out, weights = write_adapter(
         ctx,
         store,
@@ -206,6 +215,7 @@ def _write_worktree(
         WORKTREE_KIND,
         out=Path(ctx.root) / ".repo2lora" / "adapters" / f"worktree-{ctx.hyper.key}",
         names=wt_names,
+        texts=wt_texts,
     )
     s = diff.summary()
     report = StepReport(

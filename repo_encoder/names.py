@@ -11,6 +11,7 @@ letters, digits and "_"), once per chunk however often it appears there."""
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import re
 import zlib
@@ -191,3 +192,47 @@ def renamed_definitions(before: NameIndex, after: NameIndex) -> set[str]:
     new_names = {n for n, _, _ in new}
     gone = {(k, p) for n, k, p in old if n not in new_names}
     return {n for n, k, p in new if n not in old_names and (k, p) in gone}
+
+
+_DEFINING = re.compile(r"(?:def|class)\s+$")
+_USES_KEPT = 8  # offsets kept per identifier and text (more than any reader asks for)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # a chunk's text is scanned once while it lives
+def _uses_in(text: str) -> dict[str, tuple[int, ...]]:
+    """Where each identifier of `text` is used (not defined with `def`/`class`, not at its very
+    start): the offsets of its first uses."""
+    out: dict[str, list[int]] = {}
+    start = len(text) - len(text.lstrip())  # a word here has nothing before it
+    for m in _WORD.finditer(text):
+        got = out.setdefault(m.group(), [])
+        if len(got) >= _USES_KEPT or m.start() <= start:
+            continue
+        if _DEFINING.search(text[max(0, m.start() - 16) : m.start()]):
+            continue
+        got.append(m.start())
+    return {w: tuple(v) for w, v in out.items() if v}
+
+
+def mention_contexts(
+    texts: Iterable[str], names: Iterable[str], per_name: int, chars: int = 400
+) -> dict[str, list[str]]:
+    """Where the code uses each of `names`: the text before each of its first `per_name`
+    mentions in `texts` (in order), at most `chars` characters, without the spaces that end
+    it (the state there is the one that writes ` Name`). A definition (`def Name`, `class
+    Name`) is not a use; a mention at the very start of a text has no context and is skipped.
+    Names with no use are left out. Each text is scanned once (cached), so a commit's call
+    costs its new chunks plus a set lookup per chunk."""
+    wanted = set(names)
+    out: dict[str, list[str]] = {}
+    for text in texts:
+        if not wanted:
+            break
+        uses = _uses_in(text)
+        for word in wanted.intersection(uses):
+            got = out.setdefault(word, [])
+            for at in uses[word][: per_name - len(got)]:
+                got.append(text[max(0, at - chars - 16) : at].rstrip(" \t")[-chars:])
+            if len(got) >= per_name:
+                wanted.discard(word)
+    return out

@@ -218,6 +218,11 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     assert {"area_of_circle", "UNIT", "scaled_area"} <= defined("sample")
     assert "scaled_area" not in defined("sample-pkg/use.py")
     assert "area_of_circle" in defined("sample-pkg/use.py")
+    # the chunk texts a names memory reads uses in: the snapshot's, a line task's without its file
+    texts = named.encodings["sample"].texts
+    assert any("def scaled_area" in t for t in texts)
+    assert not any("def scaled_area" in t for t in named.encodings["sample-pkg/use.py"].texts)
+    assert len(named.encodings["sample-pkg/use.py"].texts) < len(texts)
     evo = training_data_from_dataset(ds, INFO.model_key, evolving=True)
     assert sorted(e.step for e in evo.train + evo.test) == [2, 2]
     assert len(evo.encodings["sample"].diffs) == 2
@@ -234,11 +239,12 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     names_out = tmp_path / "names"
     proc = run_cli("train", "--dataset", str(ds), "--out", str(names_out), "--generator",
                    "code2lora-names", "--names-rank", "16", "--names-max", "5", "--name-weight",
-                   "2", "--json", *common)  # fmt: skip
+                   "2", "--names-contexts", "3", "--json", *common)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     names_card = json.loads((names_out / "hypernet.json").read_text())
     assert names_card["generator"] == "code2lora-names"
-    assert (names_card["config"]["names_rank"], names_card["config"]["names_max"]) == (16, 5)
+    config = names_card["config"]
+    assert (config["names_rank"], config["names_max"], config["names_contexts"]) == (16, 5, 3)
     assert names_card["training"]["config"]["name_weight"] == 2.0
     proc = run_cli("train", "--dataset", str(ds), "--out", str(tmp_path / "no"), "--generator",
                    "code2lora-names", "--names-rank", "1", *common)  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sqlite3
 import textwrap
 from collections.abc import Iterator
@@ -113,6 +114,25 @@ def test_chunks_list_the_public_names_they_define() -> None:
     assert flat == [(f"NAME_{i}", "constant") for i in range(400)]
     # a file that does not parse is cut into windows, which define nothing
     assert _definitions(b"def broken(:\n    pass\nclass Y:\n") == {}
+
+
+def test_mention_contexts_are_the_code_before_uses_not_definitions() -> None:
+    from repo_encoder.names import mention_contexts
+
+    texts = [
+        "class Fault(Exception):\n    pass\n",
+        "def check(x):\n    if x:\n        raise Fault('no')\n    return Fault\n",
+        "Fault\nhandlers = [Fault, Other]\n",
+    ]
+    got = mention_contexts(texts, ["Fault", "Missing"], per_name=3)
+    assert got == {
+        "Fault": [
+            "def check(x):\n    if x:\n        raise",  # the space before it is the name's
+            "def check(x):\n    if x:\n        raise Fault('no')\n    return",
+            "Fault\nhandlers = [",  # a text's first word has no context: skipped
+        ]
+    }
+    assert mention_contexts(texts, ["Fault"], per_name=1, chars=6) == {"Fault": [" raise"]}
 
 
 def test_module_names_come_from_paths() -> None:
@@ -222,14 +242,20 @@ def _names(repo_root: Path) -> NameIndex:
     return NameIndex.of(chunk_files(files).chunks)
 
 
+@pytest.mark.parametrize("contexts", [0, 4])
 def test_names_adapter_is_a_standard_peft_lora_with_matching_logits(
-    base: LoadedModel, tmp_path: Path
+    base: LoadedModel, tmp_path: Path, contexts: int
 ) -> None:
-    cfg = dataclasses.replace(default_hypernet_config(INFO), generator="code2lora-names")
+    cfg = dataclasses.replace(
+        default_hypernet_config(INFO), generator="code2lora-names", names_contexts=contexts
+    )
     net = build_hypernet(cfg, INFO)
-    assert isinstance(net, NamesHypernet)
+    assert isinstance(net, NamesHypernet) and net.reads_uses == (contexts > 0)
     probe = NameProbe(base.model, base.tokenizer, cfg.names_tokens)
-    names = NameInput(_names(Path(__file__).parent.parent / "repo_encoder").names(), probe)
+    root = Path(__file__).parent.parent / "repo_encoder"
+    files = [(str(p.relative_to(root)), p.read_bytes()) for p in sorted(root.rglob("*.py"))]
+    chunks = chunk_files(files).chunks
+    names = NameInput(NameIndex.of(chunks).names(), probe, [c.text for c in chunks])
     state = torch.randn(cfg.state_dim, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         neutral = net.generate(state, names).detached()
@@ -237,6 +263,10 @@ def test_names_adapter_is_a_standard_peft_lora_with_matching_logits(
     _trained_like(net)
     with torch.no_grad():
         weights = net.generate(state, names).detached()
+        blind = net.generate(state, dataclasses.replace(names, texts=())).detached()
+    # the uses of its names move the first tokens' keys (and only with contexts)
+    moved = (weights.tensors["lm_head"][0] - blind.tensors["lm_head"][0]).abs().max()
+    assert (moved > 1e-4) == (contexts > 0)
     a, b = weights.tensors["lm_head"]
     assert a.shape == (cfg.names_rank, 64) and b.shape == (INFO.config.vocab_size, cfg.names_rank)
     assert weights.rank_pattern == {"lm_head": cfg.names_rank}
@@ -267,6 +297,41 @@ def test_names_adapter_is_a_standard_peft_lora_with_matching_logits(
     # the LM head is tied to the embeddings: nothing above wrote them
     assert torch.equal(base.model.get_input_embeddings().weight, embeddings)
     torch.testing.assert_close(base.model(ids).logits, plain, rtol=0, atol=0)
+
+
+def test_update_reads_the_chunk_texts_the_snapshot_chunked(
+    sample_repo: GitRepo, tmp_path: Path
+) -> None:
+    """A memory that reads how the code uses its names gets the same texts from `update` (read
+    afresh, each file chunked once per content) as from `snapshot` (its chunks), so both make
+    the same adapter at one commit; the work tree's edits reach it."""
+    from repo2lora.hypernet.checkpoint import save_hypernet
+    from repo2lora.snapshot import open_context
+
+    cfg = dataclasses.replace(
+        default_hypernet_config(INFO), generator="code2lora-names", names_contexts=4
+    )
+    net = build_hypernet(cfg, INFO)
+    assert isinstance(net, NamesHypernet)
+    _trained_like(net)
+    ckpt = save_hypernet(net, INFO, tmp_path / "ckpt")
+    root = sample_repo.root
+    snap = snapshot_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
+    ctx = open_context(root, model="tiny-random", hypernet=str(ckpt))
+    commit = resolve_commit(ctx.repo, "HEAD")
+    files = read_snapshot(ctx.repo, commit, ExclusionConfig()).files
+    assert ctx.texts_at(commit) == [c.text for c in chunk_files(files).chunks]
+    assert ctx.texts_at(commit) == ctx.texts_at(commit)  # the second read chunks nothing
+    shutil.rmtree(snap.adapter_path)  # its adapter gone: update writes it again from texts_at
+    res = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
+    assert snap.weights is not None
+    torch.testing.assert_close(
+        load_peft_adapter(res.adapter_path).tensors["lm_head"][0],
+        snap.weights.tensors["lm_head"][0],
+    )
+    sample_repo.write({"pkg/extra.py": "def use():\n    raise Gadget('x')\n"})
+    wt = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt), worktree=True)
+    assert wt.worktree is not None and wt.worktree.added == 1
 
 
 def test_snapshot_and_update_carry_names_in_o_diff(sample_repo: GitRepo, tmp_path: Path) -> None:

@@ -163,3 +163,54 @@ def test_name_tokens_weigh_more_in_the_loss_and_only_they() -> None:
         only = target_nll(*args, (w - 1) / 2) * batch["n_target"]  # the name tokens' NLL, summed
     torch.testing.assert_close(weighted, plain + 2 * only)
     assert float(only[2]) == 0.0 and float(only[0]) > 0
+
+
+def test_where_the_code_uses_a_name_keys_its_first_token() -> None:
+    """`--names-contexts`: the base model's state before a name's uses in the code is a key of
+    its first token, so of two names the one the code raises gains more after `raise` and the
+    one it instantiates more after `t =` (keys only: a hand-set gain, no training)."""
+    import dataclasses
+
+    from repo2lora.hypernet.checkpoint import build_hypernet, default_hypernet_config
+    from repo2lora.hypernet.names import NamesHypernet
+    from repo_encoder.names import RepoName
+
+    base = load_base_model(describe_base_model(None))
+    cfg = dataclasses.replace(
+        default_hypernet_config(base.info),
+        generator="code2lora-names",
+        names_select="prior",
+        names_contexts=4,
+    )
+    net = build_hypernet(cfg, base.info)
+    assert isinstance(net, NamesHypernet)
+    with torch.no_grad():
+        net.names.gain.fill_(0.1)
+    names = [
+        RepoName("QuuxFault", "exception", 1, 1, 3, 0, False),
+        RepoName("ZorbTable", "class", 1, 1, 3, 0, False),
+    ]
+    texts = [
+        "def load(path):\n    if not path:\n        raise QuuxFault('empty')\n",
+        "def check(rows):\n    for row in rows:\n        if row is None:\n"
+        "            raise QuuxFault(row)\n",
+        "def build(path):\n    table = ZorbTable(path)\n    return table\n",
+        "def rows(path):\n    t = ZorbTable.open(path)\n    return list(t)\n",
+    ]
+    tok = base.tokenizer
+    probe = NameProbe(base.model, tok, cfg.names_tokens)
+    first = {n.name: probe.spellings(n.name)[-1][0] for n in names}  # ` Name`'s first token
+
+    def gains(prompt: str, texts: list[str]) -> float:
+        """What the pair adds to QuuxFault's first token minus ZorbTable's after `prompt`."""
+        with torch.no_grad():
+            a, b = net.names_pair(NameInput(names, probe, texts))
+            ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
+            h = base.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1]
+            delta = net.scaling * (b @ (a @ h))
+        return float(delta[first["QuuxFault"]] - delta[first["ZorbTable"]])
+
+    raise_at = "def save(item):\n    if item is None:\n        raise"
+    build_at = "def make(path):\n    t ="
+    assert gains(raise_at, []) == gains(build_at, []) == 0  # no uses read: no first-token key
+    assert gains(raise_at, texts) > 0 > gains(build_at, texts)

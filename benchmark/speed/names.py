@@ -81,14 +81,16 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
 
     diff_ms, _ = _ms(one_commit, repeats)
     state = torch.zeros(net.cfg.state_dim)
+    # a memory that reads how the code uses its names reads the snapshot's chunk texts
+    texts = [c.text for c in chunks] if getattr(net, "reads_uses", False) else []
 
     def names_pair(probe: NameProbe) -> Any:
         with torch.no_grad():
-            return net.names_pair(NameInput(names, probe))
+            return net.names_pair(NameInput(names, probe, texts))
 
     def whole(probe: NameProbe) -> Any:
         with torch.no_grad():
-            return net.generate(state, NameInput(names, probe)).detached()
+            return net.generate(state, NameInput(names, probe, texts)).detached()
 
     def fresh() -> NameProbe:
         return NameProbe(base.model, base.tokenizer, net.cfg.names_tokens)

@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag, value, least in (
         ("--names-rank", args.names_rank, 2),
         ("--names-max", args.names_max, 1),
+        ("--names-contexts", args.names_contexts, 0),
     ):
         if value is not None and value < least:
             raise UserError(f"{flag} must be at least {least} (got {value})")
@@ -63,7 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         names_select=args.names_select,
         **{
             k: v
-            for k, v in (("names_rank", args.names_rank), ("names_max", args.names_max))
+            for k, v in (
+                ("names_rank", args.names_rank),
+                ("names_max", args.names_max),
+                ("names_contexts", args.names_contexts),
+            )
             if v is not None
         },
         name_weight=args.name_weight,
@@ -198,6 +203,13 @@ def add_train(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         metavar="N",
         help="code2lora-names: the most names its memory holds (default 48)",
+    )
+    t.add_argument(
+        "--names-contexts",
+        type=int,
+        metavar="K",
+        help="code2lora-names: read up to K uses of each name held in the snapshot's code; the "
+        "base model's state before them keys the name's first token (default 0: none)",
     )
     t.add_argument(
         "--name-weight",

@@ -9,7 +9,12 @@ LoRA, dW = B A with B [vocab, R] and A [R, hidden]:
 * keys, in the space of the last hidden state h that the LM head reads:
     entry 0: g_kind + W_0(e(t_0)): a learned "a name of this kind fits here" direction (one per
              kind: an exception after `raises(`, a function after `module.`), plus a learned
-             map of the base model's own (normalised) LM-head row of t_0;
+             map of the base model's own (normalised) LM-head row of t_0; with `contexts` K,
+             plus W_u(u_n): u_n is the mean of the base model's own last hidden states where
+             the snapshot's code then writes the name (before its first K uses,
+             `repo_encoder.names.mention_contexts`), centred on the names held, so the name
+             rises where the code has used it (`raise` -> its exception, `t =` -> its class):
+             a kNN-LM entry of the repository written into the head;
     entry j: W_1(h(t_0 .. t_{j-1})) + W_2(e(t_{j-1})) + W_3(e(t_{j-2})) + c + g'_kind: a map
              of the base model's own (normalised) last hidden state after reading
              "\\n" t_0 .. t_{j-1} (the state it is in while writing the name; centred on the
@@ -52,7 +57,7 @@ from torch import nn
 
 from repo2lora.adapters.targets import LoraTarget
 from repo_encoder.chunk import DefinitionKind
-from repo_encoder.names import RepoName
+from repo_encoder.names import RepoName, mention_contexts
 
 KINDS: tuple[DefinitionKind, ...] = (
     "module",
@@ -65,6 +70,10 @@ KINDS: tuple[DefinitionKind, ...] = (
 N_FEATURES = len(KINDS) + 10
 _SCALE_SNIPPET = "def total(values):\n    result = 0\n    for v in values:\n        result += v\n"
 _SCAN = 4  # names looked at per name held, at most (tokenizing is the cost)
+CONTEXT_TOKENS = 48  # of code read before a mention
+# the context key's starting weight: the centred state is short (|x| ~ 0.3-0.6), and a weight
+# of 3 gave the untrained keys their best name tasks in a hand sweep (diagnostic, not shipped)
+_WHERE_A = 3.0
 
 # (the tokens written before it, the token it raises); () before the first token
 Entry = tuple[tuple[int, ...], int]
@@ -111,6 +120,7 @@ class NameProbe:
         self._scale: float | None = None
         self._entries: dict[str, tuple[tuple[tuple[int, ...], ...], list[Entry]]] = {}
         self._states: dict[tuple[int, ...], torch.Tensor] = {}
+        self._contexts: dict[str, torch.Tensor] = {}
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -196,6 +206,38 @@ class NameProbe:
             self._read(todo)
         return torch.stack([self._states[p] for p in prefixes]) if prefixes else torch.zeros(0)
 
+    @torch.no_grad()
+    def context_states(self, contexts: Sequence[str], tokens: int) -> torch.Tensor:
+        """Normalised last hidden states [n, hidden] (float32, CPU) after reading each context's
+        last `tokens` tokens: the state the base model is in where the code then writes a name.
+        Cached by context (an unchanged chunk's contexts are read once)."""
+        todo = list(dict.fromkeys(c for c in contexts if c not in self._contexts))
+        if todo:
+            if len(self._contexts) + len(todo) > self.cache_size:
+                self._contexts.clear()
+            model = self.model
+            device = model.get_input_embeddings().weight.device
+            backbone = model.get_decoder() if hasattr(model, "get_decoder") else model
+            ids = [x[-tokens:] for x in self.tokenizer(todo, add_special_tokens=False)["input_ids"]]
+            for s in range(0, len(ids), 64):
+                rows = ids[s : s + 64]
+                width = max(len(r) for r in rows)
+                x = torch.zeros((len(rows), width), dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for i, r in enumerate(rows):  # left-padded: every context ends at the last column
+                    x[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+                    mask[i, width - len(r) :] = 1
+                position = (mask.cumsum(-1) - 1).clamp(min=0)
+                out = backbone(
+                    input_ids=x.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=position.to(device),
+                )
+                last = nn.functional.normalize(out.last_hidden_state[:, -1].float(), dim=-1).cpu()
+                for i, c in enumerate(todo[s : s + 64]):
+                    self._contexts[c] = last[i]
+        return torch.stack([self._contexts[c] for c in contexts]) if contexts else torch.zeros(0)
+
     def _read(self, spellings: list[tuple[int, ...]]) -> None:
         """One forward pass of the base model over "\\n" + each spelling (right-padded)."""
         if not spellings:
@@ -221,10 +263,13 @@ class NameProbe:
 
 @dataclass(frozen=True)
 class NameInput:
-    """What a names memory reads for one repository: its names and the base model's probe."""
+    """What a names memory reads for one repository: its names, the base model's probe and
+    the snapshot's chunk texts (where a memory with `contexts` reads how the code uses its
+    names; empty: it reads none)."""
 
     names: list[RepoName]
     probe: NameProbe
+    texts: Sequence[str] = ()
 
 
 @dataclass
@@ -285,10 +330,12 @@ class NameMemory(nn.Module):
         key_rank: int,
         max_boost: float,
         select_by: str = "score",
+        contexts: int = 0,
     ) -> None:
         super().__init__()
         self.head = head
         self.select_by = select_by
+        self.contexts = contexts
         self.rank = rank
         self.max_names = max_names
         self.max_boost = max_boost
@@ -305,6 +352,10 @@ class NameMemory(nn.Module):
         self.last = _KeyMap(d, key_rank, bias=False)
         self.prev = _KeyMap(d, key_rank, bias=False)
         self.stop = nn.Parameter(torch.full((), 1 / _SCALAR_RATE))
+        if contexts > 0:
+            # where the code uses a name: the base model's own state before its mentions,
+            # centred, is a key of its first token (a kNN-LM entry written into the head)
+            self.where = _KeyMap(d, key_rank, bias=False, a=_WHERE_A)
         # the whole pair's gain starts at zero: an untrained memory leaves the model as it is
         self.gain = nn.Parameter(torch.zeros(()))
 
@@ -340,9 +391,37 @@ class NameMemory(nn.Module):
                 break
         return sel
 
-    def pair(self, sel: NameSelection, probe: NameProbe) -> tuple[torch.Tensor, torch.Tensor]:
+    def used_where(
+        self, sel: NameSelection, probe: NameProbe, texts: Sequence[str]
+    ) -> torch.Tensor:
+        """Per name held [c, hidden]: the mean of the base model's states before its first
+        `contexts` mentions in `texts`, centred on the mean over the names that have any (a
+        name without a mention: zero)."""
+        d = self.head.in_features
+        out = torch.zeros(len(sel.names), d)
+        if self.contexts <= 0 or not texts or not sel.names:
+            return out.to(self.gate.device)
+        used = mention_contexts(texts, [n.name for n in sel.names], self.contexts)
+        flat = [c for n in sel.names for c in used.get(n.name, [])]
+        states = probe.context_states(flat, CONTEXT_TOKENS)
+        has = torch.zeros(len(sel.names), dtype=torch.bool)
+        at = 0
+        for i, n in enumerate(sel.names):
+            k = len(used.get(n.name, []))
+            if k:
+                out[i] = states[at : at + k].mean(0)
+                has[i] = True
+            at += k
+        if has.any():
+            out[has] -= out[has].mean(0)
+        return out.to(self.gate.device)
+
+    def pair(
+        self, sel: NameSelection, probe: NameProbe, texts: Sequence[str] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The LoRA pair of a selection: A [R, hidden] (differentiable in the memory's
-        parameters) and B [vocab, R] (one-hot columns)."""
+        parameters) and B [vocab, R] (one-hot columns); `texts`, the snapshot's chunk texts,
+        are read for where the names are used (with `contexts`)."""
         device = self.gate.device
         d, vocab, r = self.head.in_features, self.head.out_features, self.rank
         a = torch.zeros(r, d, device=device)
@@ -368,8 +447,13 @@ class NameMemory(nn.Module):
         if first:
             rows = probe.head_rows([t for _, _, t in first]).to(device)  # [e0, d]
             kinds = torch.tensor([KINDS.index(sel.names[n].kind) for n, _, _ in first])
-            keys = self.gate[kinds.to(device)] + self.first(rows)
-            a = _write(a, first, s, _bounded(keys))
+            keys = _bounded(self.gate[kinds.to(device)] + self.first(rows))
+            if self.contexts > 0:
+                where = self.used_where(sel, probe, texts)  # [c, d]
+                own = torch.tensor([n for n, _, _ in first], device=device)
+                present = where[own].abs().sum(-1, keepdim=True) > 0
+                keys = keys + present * _bounded(self.where(where[own]))
+            a = _write(a, first, s, keys)
         words = [sel.names[n].name for n, _, _ in then]
         states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
         # centred on this memory's mean state: what every state shares matches any context

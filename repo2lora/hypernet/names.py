@@ -37,7 +37,13 @@ class NamesHypernet(EvoHypernet):
                 cfg.names_key_rank,
                 cfg.names_max_boost,
                 cfg.names_select,
+                cfg.names_contexts,
             )
+
+    @property
+    def reads_uses(self) -> bool:
+        """Whether its memory reads how the snapshot's code uses its names (chunk texts)."""
+        return self.cfg.names_contexts > 0
 
     @property
     def scaling(self) -> float:
@@ -57,7 +63,7 @@ class NamesHypernet(EvoHypernet):
                 torch.zeros(r, head.in_features, device=device),
                 torch.zeros(head.out_features, r, device=device),
             )
-        a, b = self.names.pair(sel, names.probe)
+        a, b = self.names.pair(sel, names.probe, names.texts)
         return a / self.scaling, b
 
     def batched_lora(

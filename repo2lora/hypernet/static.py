@@ -64,6 +64,9 @@ class HypernetConfig(JsonConfig):
     # exceptions first, then every name by how many chunks mention it (the learned score then
     # only weighs them: `name_memory.NameMemory.select`)
     names_select: Literal["score", "prior"] = "score"
+    # how many of a name's uses in the code the memory reads (the base model's state before
+    # each becomes part of its first token's key); 0: none (the memory of older checkpoints)
+    names_contexts: int = 0
     seed: int = 0
 
 

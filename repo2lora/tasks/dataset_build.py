@@ -56,6 +56,7 @@ from repo2lora.tasks.provenance import (
 )
 from repo2lora.training.data import RepoEncoding
 from repo_encoder.chunk import Chunk
+from repo_encoder.chunker import chunk_source
 from repo_encoder.errors import UserError
 from repo_encoder.names import NameIndex
 from repo_encoder.snapshot import read_snapshot
@@ -460,7 +461,9 @@ class BuiltRepo:
     walk: RepoEncoding | None
     chunk_paths: list[str]
     file_names: dict[str, NameIndex] | None = None  # `names.json`, when read
+    directory: Path = Path()  # where it was read from (`repos/<owner+name>`)
     _all_names: NameIndex | None = field(default=None, repr=False)
+    _texts: list[tuple[str, str]] | None = field(default=None, repr=False)
 
     def names(self, without: str | None = None) -> NameIndex:
         """The snapshot's names (`without` one file's); a UserError for a dataset built
@@ -479,6 +482,31 @@ class BuiltRepo:
             out.subtract(self.file_names[without])
         return out
 
+    def texts(self, without: str | None = None) -> list[str]:
+        """The snapshot's chunk texts (`without` one file's), chunked afresh from the source
+        repository at the built commit (the dataset keeps vectors, not code); a UserError
+        when that repository is gone."""
+        if self._texts is None:
+            clone = self.directory.parent.parent / "worktrees" / self.directory.name
+            where = str(clone) if (clone / ".git").is_dir() else self.summary["path"]
+            sha = self.summary["commit"]
+            try:
+                tree = git.Repo(where).commit(sha).tree
+            except (git.GitError, ValueError, OSError) as e:
+                raise UserError(
+                    f"{self.summary['name']}: its source repository {where} at {sha[:12]} "
+                    f"cannot be read ({type(e).__name__}); fetch it again to train a names "
+                    "memory that reads how the code uses its names"
+                ) from None
+            self._texts = []
+            for path in dict.fromkeys(self.chunk_paths):
+                try:
+                    data = tree[path].data_stream.read()
+                except KeyError:
+                    continue
+                self._texts += [(path, c.text) for c in chunk_source(path, data).chunks]
+        return [t for p, t in self._texts if p != without]
+
     def without(self, path: str, names: bool = False) -> RepoEncoding:
         """The snapshot encoding with `path`'s chunks left out (a line task's encoder input),
         with the names of the rest when `names`."""
@@ -489,6 +517,7 @@ class BuiltRepo:
             vectors,
             commits=self.snapshot.commits,
             names=[self.names(without=path)] if names else [],
+            texts=self.texts(without=path) if names else [],
         )
 
 
@@ -534,4 +563,4 @@ def load_built_repo(directory: str | Path) -> BuiltRepo:
         if len(file_names) != len(read):  # another format: build again
             file_names = None
     paths = json.loads((d / "chunks.json").read_text())
-    return BuiltRepo(summary, tasks, snapshot, walk, paths, file_names)
+    return BuiltRepo(summary, tasks, snapshot, walk, paths, file_names, d)

@@ -67,7 +67,10 @@ def encode_repo(
     with open_store(ctx.root) as store:
         snap = encode_snapshot(ctx, store, start)
         names = NameIndex.of(snap.chunks)
-        enc = RepoEncoding(label, snap.encoded.vectors, commits=[start.hexsha], names=[names])
+        texts = [c.text for c in snap.chunks]
+        enc = RepoEncoding(
+            label, snap.encoded.vectors, commits=[start.hexsha], names=[names], texts=texts
+        )
         data = RepoData(label, enc)
         if not evolving_from:  # an evolving read's tasks are the walk's
             data.static_tasks = mine(repo, target, mcfg, repo_name=label).tasks

@@ -126,7 +126,9 @@ def training_data_from_dataset(
             elif not evolving and kind == "static":
                 if name not in encodings:
                     snap = repo.snapshot
-                    encodings[name] = replace(snap, names=[repo.names()]) if names else snap
+                    encodings[name] = (
+                        replace(snap, names=[repo.names()], texts=repo.texts()) if names else snap
+                    )
                 ex = TaskExample(name, t["prefix"], t["target"], -1, t["task_id"])
                 examples.append((f"{name}:{t['path']}:{t['test_qualname']}", ex))
             elif not evolving and kind == "line":

@@ -41,6 +41,9 @@ class RepoEncoding:
     # the names each step's commit defines (names[0]: the snapshot's), for generators that read
     # them (code2lora-names); empty when they were not read
     names: list[NameIndex] = field(default_factory=list)
+    # the snapshot's chunk texts, where a names memory reads how the code uses its names (the
+    # same for every step); empty when they were not read
+    texts: list[str] = field(default_factory=list)
 
 
 @dataclass

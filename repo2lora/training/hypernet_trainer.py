@@ -167,7 +167,7 @@ class NameInputs:
             if key not in self._lists:
                 steps = self.encodings[ex.repo].names
                 self._lists[key] = steps[min(key[1], len(steps) - 1)].names() if steps else []
-            out.append(NameInput(self._lists[key], self.probe))
+            out.append(NameInput(self._lists[key], self.probe, self.encodings[ex.repo].texts))
         return out
 
 
@@ -261,6 +261,7 @@ def train_hypernet(
         names_rank=cfg.names_rank,
         names_max=cfg.names_max,
         names_select=cfg.names_select,  # type: ignore[arg-type]
+        names_contexts=cfg.names_contexts,
         seed=cfg.seed,
     )
     net = build_hypernet(hcfg, base.info)

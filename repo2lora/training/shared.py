@@ -54,6 +54,7 @@ class TrainConfig:
     names_rank: int = HypernetConfig.names_rank
     names_max: int = HypernetConfig.names_max
     names_select: str = HypernetConfig.names_select
+    names_contexts: int = HypernetConfig.names_contexts
     names_lr_scale: float = 3.0  # the names memory learns at `lr` times this
     # the loss weight of target tokens that spell a name the repository defines
     # (`name_token_weights`; code2lora-names)
