@@ -3,6 +3,7 @@ hypernetwork state -> LoRA adapter (a PEFT directory) -> one stored state step."
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -146,6 +147,7 @@ class RepoContext:
     # chunk texts by (path, file content): a commit's texts are read afresh, each file chunked
     # once for as long as this context lives (a server's next commit chunks what it changed)
     _texts: dict[tuple[str, int, bytes], list[str]] = field(default_factory=dict, repr=False)
+    _commit_texts: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def hyper(self) -> LoadedHypernet:
@@ -194,9 +196,37 @@ class RepoContext:
             texts = self.texts_at(self.repo.commit(commit)) if commit else ()
         return NameInput(names.names(), self.probe, texts)
 
+    def keep_texts(
+        self,
+        sha: str,
+        chunks: list[Chunk] | None,
+        diff: ChunkDiff | None = None,
+        prev: str | None = None,
+    ) -> None:
+        """Remember `sha`'s chunk texts for `texts_at`: a snapshot's `chunks`, or `prev`'s
+        texts moved by the chunk `diff` (when `prev`'s are remembered; O(diff)). Only for a
+        generator that reads them; the last two commits are kept."""
+        if not getattr(self.hyper.net, "reads_uses", False):
+            return
+        if chunks is not None:
+            texts = [c.text for c in chunks]
+        elif diff is not None and prev in self._commit_texts:
+            texts = moved_texts(self._commit_texts[prev], diff)
+        else:
+            return
+        self._remember(sha, texts)
+
+    def _remember(self, sha: str, texts: list[str]) -> None:
+        self._commit_texts[sha] = texts
+        while len(self._commit_texts) > 2:
+            del self._commit_texts[next(iter(self._commit_texts))]
+
     def texts_at(self, commit: git.Commit) -> list[str]:
-        """The chunk texts `commit`'s encoder-visible files hold, read afresh (no encoding);
-        a file whose content was chunked before in this context is not chunked again."""
+        """The chunk texts `commit`'s encoder-visible files hold: remembered (`keep_texts`),
+        else read afresh (no encoding), a file whose content was chunked before in this
+        context not chunked again."""
+        if commit.hexsha in self._commit_texts:
+            return self._commit_texts[commit.hexsha]
         cfg = self.config
         snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
         out: list[str] = []
@@ -205,6 +235,7 @@ class RepoContext:
             if key not in self._texts:
                 self._texts[key] = [c.text for c in chunk_source(path, data, cfg.chunker).chunks]
             out += self._texts[key]
+        self._remember(commit.hexsha, out)
         return out
 
     def names_at(self, commit: git.Commit) -> NameIndex:
@@ -212,6 +243,18 @@ class RepoContext:
         cfg = self.config
         snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
         return NameIndex.of(chunk_files(snap.files, cfg.chunker).chunks)
+
+
+def moved_texts(texts: list[str], diff: ChunkDiff) -> list[str]:
+    """`texts` without the diff's old chunks' texts (once each) and with its new ones'."""
+    gone = collections.Counter(c.text for c in diff.taken_out)
+    out = [c.text for c in diff.brought_in]
+    for text in texts:
+        if gone[text] > 0:
+            gone[text] -= 1
+        else:
+            out.append(text)
+    return out
 
 
 def open_context(
@@ -407,6 +450,7 @@ def snapshot_repository(
         seconds.update(snap.seconds)
         t = time.perf_counter()
         names = NameIndex.of(snap.chunks) if ctx.hyper.net.reads_names else None
+        ctx.keep_texts(commit.hexsha, snap.chunks)
         texts = [c.text for c in snap.chunks]
         out, weights = write_adapter(
             ctx, store, commit.hexsha, state, STATIC_KIND, names=names, texts=texts

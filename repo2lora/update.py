@@ -32,6 +32,7 @@ from repo2lora.snapshot import (
     SnapshotConfig,
     adapter_dir,
     encode_snapshot,
+    moved_texts,
     open_context,
     record_step,
     snapshot_state,
@@ -200,13 +201,7 @@ def _write_worktree(
         wt_names = (names or stored_names(ctx, store, target)).copy()
         wt_names.apply(diff.brought_in, diff.taken_out)
     if getattr(ctx.hyper.net, "reads_uses", False):  # the target's texts moved by the diff
-        gone = collections.Counter(c.text for c in diff.taken_out)
-        wt_texts = [*(c.text for c in diff.brought_in)]
-        for text in ctx.texts_at(ctx.repo.commit(target)):
-            if gone[text] > 0:
-                gone[text] -= 1
-            else:
-                wt_texts.append(text)
+        wt_texts = moved_texts(ctx.texts_at(ctx.repo.commit(target)), diff)
     out, weights = write_adapter(
         ctx,
         store,
@@ -322,6 +317,7 @@ def update_repository(
                 snap = encode_snapshot(ctx, store, commit)
                 h = snapshot_state(ctx, snap)
                 names = NameIndex.of(snap.chunks) if reads_names else None
+                ctx.keep_texts(sha, snap.chunks)
                 rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
             else:
                 diff = commit_chunk_diff(
@@ -330,6 +326,7 @@ def update_repository(
                 h = _step(ctx, store, h, diff)
                 if names is not None:
                     names.apply(diff.brought_in, diff.taken_out)
+                ctx.keep_texts(sha, None, diff, prev)
                 s = diff.summary()
                 rep = StepReport(
                     sha, "diff", prev, s["added"], s["removed"], s["modified"], s["files"], 0.0
@@ -434,11 +431,13 @@ def _update_static(
                 snap = encode_snapshot(ctx, store, commit)
                 sums = sums_of(encoder, snap.encoded.vectors)
                 names = NameIndex.of(snap.chunks) if net.reads_names else None
+                ctx.keep_texts(sha, snap.chunks)
                 rep = StepReport(sha, "snapshot", None, len(snap.chunks), 0, 0, snap.files, 0.0)
             else:
                 diff = commit_chunk_diff(
                     repo, prev, sha, cfg.snapshot.exclusion, cfg.snapshot.chunker
                 )
+                ctx.keep_texts(sha, None, diff, prev)
                 brought_in, taken_out, _ = ctx.encode_diff(store, diff)
                 members = functools.partial(_snapshot_vectors, ctx, store, commit)
                 sums = apply_diff(encoder, sums, brought_in, taken_out, members)

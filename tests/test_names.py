@@ -306,7 +306,7 @@ def test_update_reads_the_chunk_texts_the_snapshot_chunked(
     afresh, each file chunked once per content) as from `snapshot` (its chunks), so both make
     the same adapter at one commit; the work tree's edits reach it."""
     from repo2lora.hypernet.checkpoint import save_hypernet
-    from repo2lora.snapshot import open_context
+    from repo2lora.snapshot import moved_texts, open_context
 
     cfg = dataclasses.replace(
         default_hypernet_config(INFO), generator="code2lora-names", names_contexts=4
@@ -322,6 +322,14 @@ def test_update_reads_the_chunk_texts_the_snapshot_chunked(
     files = read_snapshot(ctx.repo, commit, ExclusionConfig()).files
     assert ctx.texts_at(commit) == [c.text for c in chunk_files(files).chunks]
     assert ctx.texts_at(commit) == ctx.texts_at(commit)  # the second read chunks nothing
+    # a commit's texts moved by its chunk diff are a fresh read's (O(diff) on a walk)
+    parent = resolve_commit(ctx.repo, "HEAD~1")
+    diff = commit_chunk_diff(
+        ctx.repo, parent.hexsha, commit.hexsha, ExclusionConfig(), ChunkerConfig()
+    )
+    assert diff.brought_in or diff.taken_out
+    moved = moved_texts(ctx.texts_at(parent), diff)
+    assert sorted(moved) == sorted(ctx.texts_at(commit)) and moved != ctx.texts_at(parent)
     shutil.rmtree(snap.adapter_path)  # its adapter gone: update writes it again from texts_at
     res = update_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
     assert snap.weights is not None

@@ -401,7 +401,8 @@ class NameMemory(nn.Module):
         out = torch.zeros(len(sel.names), d)
         if self.contexts <= 0 or not texts or not sel.names:
             return out.to(self.gate.device)
-        used = mention_contexts(texts, [n.name for n in sel.names], self.contexts)
+        # in a canonical order: a commit's texts read afresh or moved by diffs pick the same uses
+        used = mention_contexts(sorted(texts), [n.name for n in sel.names], self.contexts)
         flat = [c for n in sel.names for c in used.get(n.name, [])]
         states = probe.context_states(flat, CONTEXT_TOKENS)
         has = torch.zeros(len(sel.names), dtype=torch.bool)
