@@ -38,7 +38,7 @@ from repo2lora.models.loading import (
     load_base_model,
 )
 from repo2lora.progress import ProgressFn
-from repo2lora.snapshot import SnapshotConfig
+from repo2lora.snapshot import CodeTexts, SnapshotConfig
 from repo2lora.update import UpdateConfig, UpdateResult, followed_kind, update_repository
 from repo_encoder.errors import UserError
 
@@ -139,6 +139,7 @@ class Session:
         self.ready: Future[None] = Future()
         self.encoder: LoadedModel | None = None
         self.name_probe: NameProbe | None = None
+        self.code_texts = CodeTexts()  # what a names memory reads uses in, kept across updates
         self.generation: GenerationModel | None = None
         self.repo_root: Path | None = None
         self._git_dirs: list[Path] = []
@@ -297,6 +298,7 @@ class Session:
             loaded_model=self.encoder,  # the plain base model: encoding never sees an adapter
             loaded_hypernet=self.models.hyper,
             name_probe=self.name_probe,
+            code_texts=self.code_texts,
         )
 
     def _run_update(self, force: bool) -> None:

@@ -144,10 +144,8 @@ class RepoContext:
     progress: ProgressFn
     loaded: LoadedModel | None = None
     probe: NameProbe | None = None
-    # chunk texts by (path, file content): a commit's texts are read afresh, each file chunked
-    # once for as long as this context lives (a server's next commit chunks what it changed)
-    _texts: dict[tuple[str, int, bytes], list[str]] = field(default_factory=dict, repr=False)
-    _commit_texts: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    # the chunk texts a names memory reads uses in (kept by the server across updates)
+    code: CodeTexts = field(default_factory=lambda: CodeTexts())
 
     @property
     def hyper(self) -> LoadedHypernet:
@@ -205,37 +203,25 @@ class RepoContext:
     ) -> None:
         """Remember `sha`'s chunk texts for `texts_at`: a snapshot's `chunks`, or `prev`'s
         texts moved by the chunk `diff` (when `prev`'s are remembered; O(diff)). Only for a
-        generator that reads them; the last two commits are kept."""
+        generator that reads them."""
         if not getattr(self.hyper.net, "reads_uses", False):
             return
         if chunks is not None:
-            texts = [c.text for c in chunks]
-        elif diff is not None and prev in self._commit_texts:
-            texts = moved_texts(self._commit_texts[prev], diff)
-        else:
-            return
-        self._remember(sha, texts)
-
-    def _remember(self, sha: str, texts: list[str]) -> None:
-        self._commit_texts[sha] = texts
-        while len(self._commit_texts) > 2:
-            del self._commit_texts[next(iter(self._commit_texts))]
+            self.code.remember(sha, [c.text for c in chunks])
+        elif diff is not None and prev is not None and self.code.of(prev) is not None:
+            self.code.remember(sha, moved_texts(self.code.of(prev) or [], diff))
 
     def texts_at(self, commit: git.Commit) -> list[str]:
         """The chunk texts `commit`'s encoder-visible files hold: remembered (`keep_texts`),
-        else read afresh (no encoding), a file whose content was chunked before in this
-        context not chunked again."""
-        if commit.hexsha in self._commit_texts:
-            return self._commit_texts[commit.hexsha]
+        else read afresh (no encoding), a file whose content was chunked before not chunked
+        again."""
+        known = self.code.of(commit.hexsha)
+        if known is not None:
+            return known
         cfg = self.config
         snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
-        out: list[str] = []
-        for path, data in snap.files:
-            key = (path, len(data), hashlib.blake2b(data, digest_size=16).digest())
-            if key not in self._texts:
-                self._texts[key] = [c.text for c in chunk_source(path, data, cfg.chunker).chunks]
-            out += self._texts[key]
-        self._remember(commit.hexsha, out)
+        out = [t for path, data in snap.files for t in self.code.file(path, data, cfg.chunker)]
+        self.code.remember(commit.hexsha, out)
         return out
 
     def names_at(self, commit: git.Commit) -> NameIndex:
@@ -243,6 +229,39 @@ class RepoContext:
         cfg = self.config
         snap = read_snapshot(self.repo, commit, cfg.exclusion, cfg.chunker.max_file_bytes)
         return NameIndex.of(chunk_files(snap.files, cfg.chunker).chunks)
+
+
+class CodeTexts:
+    """A repository's chunk texts as a names memory reads its names' uses in: each file content
+    chunked once, and the texts of the last two commits (a commit's are its parent's moved by
+    the chunk diff, `moved_texts`). The server keeps one across updates, so a commit costs its
+    diff."""
+
+    def __init__(self) -> None:
+        self._files: dict[tuple[str, int, bytes], list[str]] = {}
+        self._commits: dict[str, list[str]] = {}
+
+    def of(self, sha: str) -> list[str] | None:
+        return self._commits.get(sha)
+
+    @property
+    def files_chunked(self) -> int:
+        return len(self._files)
+
+    def remember(self, sha: str, texts: list[str]) -> None:
+        self._commits[sha] = texts
+        while len(self._commits) > 2:
+            del self._commits[next(iter(self._commits))]
+
+    def file(self, path: str, data: bytes, config: ChunkerConfig) -> list[str]:
+        """The chunk texts of one file (chunked once per content, while it is in a commit
+        remembered or read since)."""
+        key = (path, len(data), hashlib.blake2b(data, digest_size=16).digest())
+        if key not in self._files:
+            if len(self._files) > 200_000:
+                self._files.clear()
+            self._files[key] = [c.text for c in chunk_source(path, data, config).chunks]
+        return self._files[key]
 
 
 def moved_texts(texts: list[str], diff: ChunkDiff) -> list[str]:
@@ -270,6 +289,7 @@ def open_context(
     target_modules: tuple[str, ...] | None = None,
     generator: str | None = None,
     name_probe: NameProbe | None = None,
+    code_texts: CodeTexts | None = None,
 ) -> RepoContext:
     """Resolve the repository, base model and hypernetwork (raising UserError for bad input)
     before anything is written. A loaded model/hypernetwork may be passed in (the server keeps
@@ -278,7 +298,8 @@ def open_context(
     `target_modules` (`--target-modules`): the untrained default adapts those, and a
     checkpoint must have been trained for them. `generator`: which default stands in for a
     missing `hypernet` (`load_hypernet`). `name_probe`: a names generator's probe of the loaded
-    model kept from earlier steps (the server's), so names read before are not read again."""
+    model kept from earlier steps (the server's), so names read before are not read again;
+    `code_texts` likewise, the chunk texts a names memory reads uses in."""
     repo = open_repository(path)
     base = loaded_model.info if loaded_model is not None else describe_base_model(model)
     hyper = loaded_hypernet
@@ -293,6 +314,7 @@ def open_context(
         progress=progress,
         loaded=loaded_model,
         probe=name_probe,
+        code=code_texts if code_texts is not None else CodeTexts(),
     )
 
 

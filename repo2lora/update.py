@@ -28,6 +28,7 @@ from repo2lora.models.loading import LoadedModel, describe_base_model
 from repo2lora.progress import ProgressFn, no_progress
 from repo2lora.snapshot import (
     STATIC_KIND,
+    CodeTexts,
     RepoContext,
     SnapshotConfig,
     adapter_dir,
@@ -242,6 +243,7 @@ def update_repository(
     generator: str | None = None,
     name_probe: NameProbe | None = None,
     static_every_commit: bool | None = None,
+    code_texts: CodeTexts | None = None,
 ) -> UpdateResult:
     """Bring the repository's stored state up to `rev` and write its adapter.
 
@@ -274,6 +276,7 @@ def update_repository(
         target_modules=target_modules,
         generator=generator,
         name_probe=name_probe,
+        code_texts=code_texts,
     )
     if static_every_commit is None:
         static_every_commit = follows_static(ctx.hyper)

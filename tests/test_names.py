@@ -306,7 +306,7 @@ def test_update_reads_the_chunk_texts_the_snapshot_chunked(
     afresh, each file chunked once per content) as from `snapshot` (its chunks), so both make
     the same adapter at one commit; the work tree's edits reach it."""
     from repo2lora.hypernet.checkpoint import save_hypernet
-    from repo2lora.snapshot import moved_texts, open_context
+    from repo2lora.snapshot import CodeTexts, moved_texts, open_context
 
     cfg = dataclasses.replace(
         default_hypernet_config(INFO), generator="code2lora-names", names_contexts=4
@@ -316,12 +316,21 @@ def test_update_reads_the_chunk_texts_the_snapshot_chunked(
     _trained_like(net)
     ckpt = save_hypernet(net, INFO, tmp_path / "ckpt")
     root = sample_repo.root
+    # a walk remembers its texts: the snapshot's chunks, then each commit's moved by its diff,
+    # so following a commit chunks no file afresh (what the server keeps across updates)
+    code = CodeTexts()
+    for rev in ("HEAD~1", "HEAD"):
+        head = update_repository(
+            root, rev, model="tiny-random", hypernet=str(ckpt), code_texts=code
+        )
+    assert [s.source for s in head.steps] == ["diff"] and code.files_chunked == 0
     snap = snapshot_repository(root, "HEAD", model="tiny-random", hypernet=str(ckpt))
     ctx = open_context(root, model="tiny-random", hypernet=str(ckpt))
     commit = resolve_commit(ctx.repo, "HEAD")
     files = read_snapshot(ctx.repo, commit, ExclusionConfig()).files
     assert ctx.texts_at(commit) == [c.text for c in chunk_files(files).chunks]
     assert ctx.texts_at(commit) == ctx.texts_at(commit)  # the second read chunks nothing
+    assert sorted(code.of(commit.hexsha) or []) == sorted(ctx.texts_at(commit))
     # a commit's texts moved by its chunk diff are a fresh read's (O(diff) on a walk)
     parent = resolve_commit(ctx.repo, "HEAD~1")
     diff = commit_chunk_diff(
