@@ -142,7 +142,7 @@ class Evaluator:
         if self._probe is None:
             self._probe = net.name_probe(self.base.model, self.base.tokenizer)
         assert self._probe is not None  # only a generator that reads names is asked
-        texts = [c.text for c in chunks] if getattr(net, "reads_uses", False) else []
+        texts = [c.text for c in chunks] if net.reads_uses else []
         return NameInput(names.names(), self._probe, texts)
 
     def per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:

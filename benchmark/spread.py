@@ -82,7 +82,7 @@ def adapter_spread(
     if names_net is not None:  # the state's LoRA plus the memory's pair on the LM head
         probe = names_net.name_probe(base.model, base.tokenizer)
         assert probe is not None
-        uses = getattr(names_net, "reads_uses", False)
+        uses = names_net.reads_uses
         held = [(v.vectors, v.names, v.chunks) for v in snaps if v.names is not None]
         states = [names_net.encode_snapshot(SnapshotInput(vectors=x)) for x, _, _ in held]
         made = [

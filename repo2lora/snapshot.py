@@ -188,7 +188,7 @@ class RepoContext:
             loaded = self.model()
             self.probe = net.name_probe(loaded.model, loaded.tokenizer)
         assert self.probe is not None  # a generator that reads names has a probe
-        if not getattr(net, "reads_uses", False):
+        if not net.reads_uses:
             texts = ()
         elif texts is None:
             texts = self.texts_at(self.repo.commit(commit)) if commit else ()
@@ -204,12 +204,13 @@ class RepoContext:
         """Remember `sha`'s chunk texts for `texts_at`: a snapshot's `chunks`, or `prev`'s
         texts moved by the chunk `diff` (when `prev`'s are remembered; O(diff)). Only for a
         generator that reads them."""
-        if not getattr(self.hyper.net, "reads_uses", False):
+        if not self.hyper.net.reads_uses:
             return
+        before = self.code.of(prev) if prev is not None else None
         if chunks is not None:
             self.code.remember(sha, [c.text for c in chunks])
-        elif diff is not None and prev is not None and self.code.of(prev) is not None:
-            self.code.remember(sha, moved_texts(self.code.of(prev) or [], diff))
+        elif diff is not None and before is not None:
+            self.code.remember(sha, moved_texts(before, diff))
 
     def texts_at(self, commit: git.Commit) -> list[str]:
         """The chunk texts `commit`'s encoder-visible files hold: remembered (`keep_texts`),
@@ -472,11 +473,8 @@ def snapshot_repository(
         seconds.update(snap.seconds)
         t = time.perf_counter()
         names = NameIndex.of(snap.chunks) if ctx.hyper.net.reads_names else None
-        ctx.keep_texts(commit.hexsha, snap.chunks)
-        texts = [c.text for c in snap.chunks]
-        out, weights = write_adapter(
-            ctx, store, commit.hexsha, state, STATIC_KIND, names=names, texts=texts
-        )
+        ctx.keep_texts(commit.hexsha, snap.chunks)  # what its names' uses are read in
+        out, weights = write_adapter(ctx, store, commit.hexsha, state, STATIC_KIND, names=names)
         seconds["generate"] = time.perf_counter() - t
         t = time.perf_counter()
         stats: dict[str, object] = {"files": snap.files, "chunks": len(snap.chunks), **snap.skipped}

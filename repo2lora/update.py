@@ -201,7 +201,7 @@ def _write_worktree(
     if ctx.hyper.net.reads_names:
         wt_names = (names or stored_names(ctx, store, target)).copy()
         wt_names.apply(diff.brought_in, diff.taken_out)
-    if getattr(ctx.hyper.net, "reads_uses", False):  # the target's texts moved by the diff
+    if ctx.hyper.net.reads_uses:  # the target's texts moved by the diff
         wt_texts = moved_texts(ctx.texts_at(ctx.repo.commit(target)), diff)
     out, weights = write_adapter(
         ctx,

@@ -138,6 +138,7 @@ class DndGenerator(nn.Module):
     stateful = False
     stores_state = False
     reads_names = False
+    reads_uses = False
     reads_texts = False
     trainer = "dnd"
     token_mean: torch.Tensor  # buffers: [T, D], [T, 1], [T, D] bool

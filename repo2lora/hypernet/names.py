@@ -28,6 +28,7 @@ class NamesHypernet(EvoHypernet):
     def __init__(self, cfg: HypernetConfig, targets: list[LoraTarget], head: LoraTarget) -> None:
         super().__init__(cfg, targets)
         self.head_target = head
+        self.reads_uses = cfg.names_contexts > 0  # its memory reads where the names are used
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed + 2)
             self.names = NameMemory(
@@ -39,11 +40,6 @@ class NamesHypernet(EvoHypernet):
                 cfg.names_select,
                 cfg.names_contexts,
             )
-
-    @property
-    def reads_uses(self) -> bool:
-        """Whether its memory reads how the snapshot's code uses its names (chunk texts)."""
-        return self.cfg.names_contexts > 0
 
     @property
     def scaling(self) -> float:

@@ -59,6 +59,8 @@ class Generator(Protocol):
     - `stores_state`: its snapshot state is a vector that the state store keeps, so snapshot,
       update and the server drive it (SHINE and DnD make one adapter per snapshot instead);
     - `reads_names`: `generate` reads the repository's names (`name_probe` makes the probe);
+    - `reads_uses`: its names input also carries the snapshot's chunk texts, where the names
+      are used (code2lora-names with `names_contexts`);
     - `reads_texts`: `encode_snapshot` reads the chunks' text with the base model, not vectors;
     - `trainer`: which training entry trains it (`repo2lora.train`).
     Saving and loading (`hypernet.checkpoint`) go through `cfg.to_json()` and the module's
@@ -68,6 +70,7 @@ class Generator(Protocol):
     stateful: bool
     stores_state: bool
     reads_names: bool
+    reads_uses: bool
     reads_texts: bool
     trainer: str
 
@@ -115,6 +118,7 @@ def describe_generator(net: Generator) -> dict[str, object]:
         "stateful": net.stateful,
         "stores_state": net.stores_state,
         "reads_names": net.reads_names,
+        "reads_uses": net.reads_uses,
         "reads_texts": net.reads_texts,
         "trainer": net.trainer,
         "params": sum(p.numel() for p in net.parameters()),

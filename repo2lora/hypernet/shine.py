@@ -199,6 +199,7 @@ class ShineGenerator(nn.Module):
     stateful = False
     stores_state = False
     reads_names = False
+    reads_uses = False
     reads_texts = True
     trainer = "shine"
 

@@ -199,6 +199,7 @@ class StaticHypernet(nn.Module):
     stateful = False  # no diff step: code2lora-evo adds it
     stores_state = True
     reads_names = False  # whether `generate` uses the repository's names (code2lora-names)
+    reads_uses = False  # and the chunk texts where they are used (with names_contexts)
     reads_texts = False
     trainer = "code2lora"
 
