@@ -136,14 +136,13 @@ class Evaluator:
         return model, time.perf_counter() - t
 
     def name_input(self, net: Generator, names: NameIndex, chunks: list[Chunk]) -> NameInput:
-        """What the names memory reads of `names` (and, for one that reads how the code uses
-        them, of the `chunks`' texts), through one probe of the base model kept for the whole
-        track (names and states read once)."""
+        """What the names memory reads of `names` and of the `chunks`' texts (where the code
+        uses them; a memory without `names_contexts` ignores them), through one probe of the
+        base model kept for the whole track (names and states read once)."""
         if self._probe is None:
             self._probe = net.name_probe(self.base.model, self.base.tokenizer)
         assert self._probe is not None  # only a generator that reads names is asked
-        texts = [c.text for c in chunks] if net.reads_uses else []
-        return NameInput(names.names(), self._probe, texts)
+        return NameInput(names.names(), self._probe, [c.text for c in chunks])
 
     def per_repo_lora(self, r: PreparedRepo, split: str) -> tuple[Any, dict[str, Any]]:
         assert r.static is not None

@@ -82,12 +82,11 @@ def adapter_spread(
     if names_net is not None:  # the state's LoRA plus the memory's pair on the LM head
         probe = names_net.name_probe(base.model, base.tokenizer)
         assert probe is not None
-        uses = names_net.reads_uses
         held = [(v.vectors, v.names, v.chunks) for v in snaps if v.names is not None]
         states = [names_net.encode_snapshot(SnapshotInput(vectors=x)) for x, _, _ in held]
         made = [
             names_net.generate(
-                h, NameInput(index.names(), probe, [c.text for c in chunks] if uses else [])
+                h, NameInput(index.names(), probe, [c.text for c in chunks])
             ).detached()
             for h, (_, index, chunks) in zip(states, held, strict=True)
         ]

@@ -81,8 +81,7 @@ def measure(lines: int, model: str | None, hypernet: str | None, repeats: int) -
 
     diff_ms, _ = _ms(one_commit, repeats)
     state = torch.zeros(net.cfg.state_dim)
-    # a memory that reads how the code uses its names reads the snapshot's chunk texts
-    texts = [c.text for c in chunks] if net.reads_uses else []
+    texts = [c.text for c in chunks]  # where the names are used (read with names_contexts)
 
     def names_pair(probe: NameProbe) -> Any:
         with torch.no_grad():

@@ -266,7 +266,7 @@ class NameProbe:
 class NameInput:
     """What a names memory reads for one repository: its names, the base model's probe and
     the snapshot's chunk texts (where a memory with `contexts` reads how the code uses its
-    names; empty: it reads none)."""
+    names; a memory without ignores them, so callers that have them at hand pass them)."""
 
     names: list[RepoName]
     probe: NameProbe
@@ -456,11 +456,11 @@ class NameMemory(nn.Module):
             kinds = torch.tensor([KINDS.index(sel.names[n].kind) for n, _, _ in first])
             keys = _bounded(self.gate[kinds.to(device)] + self.first(rows))
             if self.contexts > 0:
+                # a name without uses has a zero row, which the map (no bias) keeps at zero
                 where = self.used_where(sel, probe, texts)  # [c, d]
                 own = torch.tensor([n for n, _, _ in first], device=device)
-                present = where[own].abs().sum(-1, keepdim=True) > 0
                 trust = _SCALAR_RATE * self.where_kind[kinds.to(device)][:, None]
-                keys = keys + present * trust * _bounded(self.where(where[own]))
+                keys = keys + trust * _bounded(self.where(where[own]))
             a = _write(a, first, s, keys)
         words = [sel.names[n].name for n, _, _ in then]
         states = probe.states([p for _, _, p in then], words).to(device)  # [e1, d]
