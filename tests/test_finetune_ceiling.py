@@ -1,0 +1,50 @@
+"""`benchmark.finetune_ceiling` end to end on tiny datasets: a shared LoRA trained on one
+built dataset, fine-tuned on each held-out repository's own source and on another's, every
+variant scored on the same tasks; a held-out dataset the LoRA trained on is refused in one
+line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark.finetune_ceiling import main
+from tests.cli import run_cli
+from tests.test_dataset_build import _build, _repo, reserved  # noqa: F401 (a fixture)
+
+
+def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
+    tmp_path: Path,
+    reserved: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train_ds, held_ds = tmp_path / "train-ds", tmp_path / "held-ds"
+    _build([_repo(tmp_path / "sample").root], train_ds, reserved)
+    _build([_repo(tmp_path / n).root for n in ("alpha", "beta")], held_ds, reserved)
+    lora = tmp_path / "lora"
+    proc = run_cli("train", "--generator", "shared-lora", "--dataset", str(train_ds),
+                   "--out", str(lora), "--model", "tiny-random", "--steps", "2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    args = ["--lora", str(lora), "--model", "tiny-random", "--replay", str(train_ds),
+            "--steps", "1,2", "--tasks", "2"]  # fmt: skip
+    out = tmp_path / "ceiling.json"
+    assert main([*args, "--dataset", str(held_ds), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == report
+    assert report["repositories"] == 2 and report["fine_tune"]["steps"] == [1, 2]
+    variants = report["variants"]
+    assert set(variants) == {"shared", "own@1", "other@1", "own@2", "other@2"}
+    n = variants["shared"]["all"]["tasks"]
+    assert n >= 2 and all(v["all"]["tasks"] == n for v in variants.values())
+    assert all(v["names"]["tasks"] == report["name_tasks"] for v in variants.values())
+    # the LoRA's own training data as the held-out set: refused, nothing trained
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--dataset", str(train_ds)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "the LoRA trained on: ['sample']" in err, err
+    assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:
+        main([*args[:-4], "--steps", "0,x", "--dataset", str(held_ds)])
+    assert exit_.value.code == 2 and "give positive step counts" in capsys.readouterr().err
