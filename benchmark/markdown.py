@@ -91,6 +91,14 @@ def _contamination_lines(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _edits(src: dict[str, Any]) -> str:
+    """ " (with local edits: a.py, b.py)" for a dirty source revision, "" for a clean one."""
+    if not src.get("dirty"):
+        return ""
+    edited = src.get("edited")
+    return f" (with local edits: {', '.join(edited)})" if edited else " (with local edits)"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     src = report["source"]
@@ -99,7 +107,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- suite: `{' '.join(cfg['suite'])}`; base model: {report['base_model']['description']}",
         f"- seed {cfg['seed']}; source {str(src.get('sha'))[:12]}"
-        + (" (with local edits)" if src.get("dirty") else "")
+        + _edits(src)
         + f"; wall time {report['wall_seconds']:.0f} s",
         f"- repositories: {len(report['repos'])} used "
         f"({sum(1 for r in report['repos'] if r['split'] == 'test')} held out for cross-repo), "

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import git
 import torch
 
 from benchmark import checkpoints as ck
@@ -47,6 +46,7 @@ from benchmark.markdown import render_markdown
 from benchmark.plots import write_plots
 from benchmark.prepare import PreparedRepo, Skip, assign_splits, prepare_repo, resolve_sources
 from benchmark.report import build_report
+from benchmark.source import source_revision
 from benchmark.spread import adapter_spread
 from benchmark.train import train_models
 from repo2lora.atomic import write_text_atomic
@@ -66,15 +66,6 @@ def _versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def _source_revision() -> dict[str, Any]:
-    """The git commit of the repo2lora source that ran (and whether it had local edits)."""
-    try:
-        repo = git.Repo(Path(__file__).resolve().parent.parent, search_parent_directories=False)
-        return {"sha": repo.head.commit.hexsha, "dirty": repo.is_dirty(untracked_files=False)}
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError):
-        return {"sha": None, "dirty": None}
 
 
 def run_bench(
@@ -179,7 +170,7 @@ def run_bench(
         notes=notes,
         results=results,
         versions=_versions(),
-        source=_source_revision(),
+        source=source_revision(),
         wall_seconds=time.perf_counter() - t_start,
         timings=timings,
         spread=adapter_spread(trained, prepared, base),

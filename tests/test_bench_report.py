@@ -12,6 +12,8 @@ import pytest
 from benchmark.markdown import compact_table, render_markdown
 from benchmark.report import aggregate, decay, find_row, overlap
 from benchmark.run import write_report
+from benchmark.source import source_revision
+from tests.gitrepo import GitRepo
 
 
 def _result(em: bool, nll: float | None, tokens: int = 10) -> dict[str, Any]:
@@ -130,6 +132,21 @@ def test_markdown_has_the_tables_labels_overlap_and_skips() -> None:
     assert "history of 99 commits" in md
     assert "cosine similarity 0.8000" in md and "(scaling * B A) 0.7000" in md
     assert "Per-commit-distance decay" in md and "| +1 | +2 | +3 |" in md
+    assert "source 0123456789ab (with local edits)" in md  # a report without the paths
+    report = {**_report(), "source": {"sha": "0123456789abcdef", "dirty": True,
+                                      "edited": ["README.md"]}}  # fmt: skip
+    assert "(with local edits: README.md)" in render_markdown(report)
+
+
+def test_the_source_revision_names_the_commit_and_the_edited_files(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    repo.commit({"a.py": "x = 1\n", "README.md": "hi\n"}, "one")
+    sha = repo.git("rev-parse", "HEAD").strip()
+    assert source_revision(repo.root) == {"sha": sha, "dirty": False, "edited": []}
+    (repo.root / "README.md").write_text("hello\n")
+    (repo.root / "new.py").write_text("untracked\n")  # not a local edit of the source
+    assert source_revision(repo.root) == {"sha": sha, "dirty": True, "edited": ["README.md"]}
+    assert source_revision(tmp_path)["sha"] is None  # not a checkout
 
 
 def test_write_report_writes_json_markdown_and_png(tmp_path: Path) -> None:

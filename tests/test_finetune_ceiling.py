@@ -33,6 +33,7 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     assert main([*args, "--dataset", str(held_ds), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == report
+    assert len(report["machine"]["source"]["sha"]) == 40  # the commit the numbers came from
     assert report["repositories"] == 2 and report["fine_tune"]["steps"] == [1, 2]
     variants = report["variants"]
     assert set(variants) == {"shared", "own@1", "other@1", "own@2", "other@2"}

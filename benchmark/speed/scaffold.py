@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import torch
 import transformers
 
+from benchmark.source import source_revision
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo_encoder.embed import embed_texts
@@ -51,6 +52,7 @@ def machine_info(load_before: float) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
+        "source": source_revision(),  # the commit the numbers were measured on
     }
 
 
