@@ -44,12 +44,19 @@ from repo_encoder.errors import UserError
 PIECE_TOKENS = 128  # source is cut into pieces of this many tokens, as the baselines cut it
 
 
-def replay_examples(dataset: Path, n: int, seed: int) -> list[TaskExample]:
+def replay_examples(
+    dataset: Path, n: int, seed: int, held_out: frozenset[str] | set[str] = frozenset()
+) -> list[TaskExample]:
     """`n` static tasks of a training dataset (a seeded sample), with their closing tokens,
-    as the shared LoRA was trained."""
+    as the shared LoRA was trained; a UserError when it holds a `held_out` repository
+    (replaying its tasks would train on the targets scored)."""
+    repos = [load_built_repo(d) for d in built_repo_dirs(dataset)]
+    both = sorted(held_out & {r.summary["name"] for r in repos})
+    if both:
+        raise UserError(f"{dataset} holds held-out repositories: {both}; replay another dataset")
     pool = [
         TaskExample(r.summary["name"], t["prefix"], t["target"])
-        for r in map(load_built_repo, built_repo_dirs(dataset))
+        for r in repos
         for t in r.tasks
         if t.get("kind") == "static"
     ]
@@ -88,7 +95,8 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             f"{args.dataset}: fewer than two repositories with static tasks (the control "
             "fine-tunes on another one's source)"
         )
-    replay = replay_examples(args.replay, args.replay_tasks, args.seed)
+    held_names = {r.summary["name"] for r in held.values()}
+    replay = replay_examples(args.replay, args.replay_tasks, args.seed, held_names)
     steps = step_counts(args.steps)
     variants = ["shared"] + [f"{who}@{s}" for s in steps for who in ("own", "other")]
     results: dict[str, list[MethodResult]] = {v: [] for v in variants}
@@ -174,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         parser.add_argument("--model", help="base model (default: the embedded default)")
         parser.add_argument("--tasks", type=int, default=16, help="static tasks per repository")
-        parser.add_argument("--steps", default="30,100", help="fine-tune steps, comma-separated")
-        parser.add_argument("--lr", type=float, default=3e-4)
+        parser.add_argument(
+            "--steps", default="15,45", help="fine-tune steps scored, comma-separated"
+        )
+        parser.add_argument("--lr", type=float, default=1e-3)
         parser.add_argument("--batch-size", type=int, default=8)
         parser.add_argument("--replay-tasks", type=int, default=4000)
         parser.add_argument(

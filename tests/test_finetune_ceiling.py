@@ -46,6 +46,11 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "the LoRA trained on: ['sample']" in err, err
     assert "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_:  # the held-out set replayed: its targets trained on
+        main(["--lora", str(lora), "--model", "tiny-random", "--replay", str(held_ds),
+              "--dataset", str(held_ds)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "holds held-out repositories: ['alpha', 'beta']" in err, err
     with pytest.raises(SystemExit) as exit_:
         main([*args[:-4], "--steps", "0,x", "--dataset", str(held_ds)])
     assert exit_.value.code == 2 and "give positive step counts" in capsys.readouterr().err
