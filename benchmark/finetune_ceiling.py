@@ -10,7 +10,9 @@ model or another adapter shape, not a better generator. Both fine-tunes see sour
 (the dataset's chunks: the encoder's source-only exclusion, so no test holds a target) and, so
 that they keep where completions stop, as many tasks of a training dataset (`--replay`, never
 the held-out one) replayed beside them. Prints one JSON object: strict EM, NLL, overall and on
-the tasks whose target holds a name the repository defines.
+the tasks whose target holds a name the repository defines, and how alike the repositories' own
+fine-tunes are (the adapter spread #15 asks of a generator). Prompts are cut to 256 tokens, as
+the shared LoRA was trained.
 
     python -m benchmark.finetune_ceiling --lora DIR --dataset HELD_OUT --replay TRAIN_DATASET
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,9 @@ from benchmark.adapter_ablation import repo_tasks, summarise
 from benchmark.methods import EvalConfig, MethodResult, run_model
 from benchmark.runners import names_target
 from benchmark.speed.scaffold import SpeedRun, run_speed_benchmark
+from benchmark.spread import delta_cosine
+from repo2lora.adapters.peft_dir import load_peft_adapter
+from repo2lora.adapters.weights import LoraWeights
 from repo2lora.models.loading import describe_base_model, load_base_model
 from repo2lora.tasks.dataset_build import built_repo_dirs, check_encoded_by, load_built_repo
 from repo2lora.training.baselines import (
@@ -104,6 +110,7 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     cfg = EvalConfig()
     shared = load_lora_baseline(base, args.lora)
     rng = random.Random(args.seed)
+    own_adapters: list[LoraWeights] = []
     for i, r in enumerate(repos):
         tasks = repo_tasks(r, args.tasks, args.seed)
         prompts = [t["prefix"] for t in tasks]
@@ -144,7 +151,11 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                         )
                     model.train()
 
-            train_lora(base, mixed, lcfg, source_texts=texts, on_step=score)
+            model, _, _ = train_lora(base, mixed, lcfg, source_texts=texts, on_step=score)
+            if who == "own":  # the adapter at the last step, for the spread
+                with tempfile.TemporaryDirectory() as tmp:
+                    model.save_pretrained(tmp)
+                    own_adapters.append(load_peft_adapter(tmp))
         log(f"{i + 1}/{len(repos)} {r.summary['name']}")
     names_at = [i for i, x in enumerate(is_name) if x]
     return {
@@ -161,6 +172,9 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             "replay_tasks": len(replay),
         },
         "name_tasks": len(names_at),
+        # mean pairwise cosine of the own fine-tunes' weight updates (scaling * B A), as
+        # `bench` measures a generator's adapters against #15's 0.8
+        f"own@{steps[-1]}_adapter_spread": round(delta_cosine(own_adapters), 4),
         "variants": {
             v: {
                 "all": summarise(rs),

@@ -40,6 +40,7 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     n = variants["shared"]["all"]["tasks"]
     assert n >= 2 and all(v["all"]["tasks"] == n for v in variants.values())
     assert all(v["names"]["tasks"] == report["name_tasks"] for v in variants.values())
+    assert -1.0 <= report["own@2_adapter_spread"] <= 1.0
     # the LoRA's own training data as the held-out set: refused, nothing trained
     with pytest.raises(SystemExit) as exit_:
         main([*args, "--dataset", str(train_ds)])
