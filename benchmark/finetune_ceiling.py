@@ -47,8 +47,6 @@ from repo2lora.training.baselines import (
 from repo2lora.training.data import TaskExample, with_target_end
 from repo_encoder.errors import UserError
 
-PIECE_TOKENS = 128  # source is cut into pieces of this many tokens, as the baselines cut it
-
 
 def replay_examples(
     dataset: Path, n: int, seed: int, held_out: frozenset[str] | set[str] = frozenset()
@@ -84,26 +82,26 @@ def step_counts(text: str) -> list[int]:
 
 
 def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    steps = step_counts(args.steps)  # the options first: a bad one costs no loading
     info = describe_base_model(args.model)
     base = load_base_model(info)
     card = check_baseline_model(args.lora, info.model_key)
-    held = {d.name: load_built_repo(d) for d in built_repo_dirs(args.dataset)}
-    for r in held.values():
+    held = [load_built_repo(d) for d in built_repo_dirs(args.dataset)]
+    for r in held:
         check_encoded_by(r, args.dataset, info.model_key)
     trained_on = {str(e.get("name")) for e in card.get("data_manifest", [])}
-    overlap = sorted(r.summary["name"] for r in held.values() if r.summary["name"] in trained_on)
+    overlap = sorted(r.summary["name"] for r in held if r.summary["name"] in trained_on)
     if overlap:
         raise UserError(f"{args.dataset} holds repositories the LoRA trained on: {overlap}")
-    repos = [r for r in held.values() if repo_tasks(r, args.tasks, args.seed)]
+    repos = [r for r in held if repo_tasks(r, args.tasks, args.seed)]
     repos = repos[: args.max_repos or None]  # the first in name order (longer fine-tunes)
     if len(repos) < 2:
         raise UserError(
             f"{args.dataset}: fewer than two repositories with static tasks (the control "
             "fine-tunes on another one's source)"
         )
-    held_names = {r.summary["name"] for r in held.values()}
+    held_names = {r.summary["name"] for r in held}
     replay = replay_examples(args.replay, args.replay_tasks, args.seed, held_names)
-    steps = step_counts(args.steps)
     variants = ["shared"] + [f"{who}@{s}" for s in steps for who in ("own", "other")]
     results: dict[str, list[MethodResult]] = {v: [] for v in variants}
     is_name: list[bool] = []
@@ -111,6 +109,8 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     shared = load_lora_baseline(base, args.lora)
     rng = random.Random(args.seed)
     own_adapters: list[LoraWeights] = []
+    piece_tokens = LoraTrainConfig().source_chunk_tokens  # source cut as the baselines cut it
+    pieces: dict[str, int] = {}  # per repository: it is the own source once, the other once
     for i, r in enumerate(repos):
         tasks = repo_tasks(r, args.tasks, args.seed)
         prompts = [t["prefix"] for t in tasks]
@@ -122,8 +122,9 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         other = repos[(i + 1) % len(repos)]
         for who, source in (("own", r), ("other", other)):
             texts = source.texts()
-            # half source, half replayed tasks: the source's pieces are not diluted
-            pieces = len(source_examples("", texts, base.tokenizer, PIECE_TOKENS))
+            name = source.summary["name"]
+            if name not in pieces:
+                pieces[name] = len(source_examples("", texts, base.tokenizer, piece_tokens))
             lcfg = LoraTrainConfig(
                 steps=steps[-1],
                 batch_size=args.batch_size,
@@ -131,9 +132,9 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 seed=args.seed,
                 init_from=str(args.lora),
                 target_modules=tuple(card["config"]["target_modules"]),
-                source_chunk_tokens=PIECE_TOKENS,
             )
-            mixed = rng.sample(replay, min(len(replay), max(pieces, args.batch_size)))
+            # half source, half replayed tasks: the source's pieces are not diluted
+            mixed = rng.sample(replay, min(len(replay), max(pieces[name], args.batch_size)))
 
             def score(
                 step: int,
