@@ -158,3 +158,34 @@ def test_hypernet_help_names_the_shipped_default() -> None:
             text
         ), command
         assert "untrained" not in text.lower(), command
+
+
+def test_json_into_a_reader_that_leaves_ends_quietly(sample_repo: GitRepo) -> None:
+    """`repo2lora snapshot . --json | head -c 10`: the snapshot is stored, and the closed pipe
+    ends the command with 141 (as a shell tool) and no traceback."""
+    import subprocess
+    import sys
+
+    from tests.cli import ENV
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "repo2lora",
+            "snapshot",
+            str(sample_repo.root),
+            "--json",
+            "--model",
+            "tiny-random",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader leaves before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=240) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    assert (sample_repo.root / ".repo2lora").is_dir()  # the snapshot itself was stored

@@ -7,6 +7,7 @@ errors. A new command: a module here with `add_<name>(sub)` and its `cmd_<name>`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -16,6 +17,7 @@ from repo_encoder.errors import UserError
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool whose reader left
 
 # in the order `repo2lora --help` lists them
 COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
@@ -60,3 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "repo2lora: interrupted; the stored state is the last completed step", file=sys.stderr
         )
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`repo2lora snapshot . --json | head`): the work is done and
+        # stored; stop writing quietly, as a shell tool does, instead of a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
