@@ -12,7 +12,8 @@ that they keep where completions stop, as many tasks of a training dataset (`--r
 the held-out one) replayed beside them. Prints one JSON object: strict EM, NLL, overall and on
 the tasks whose target holds a name the repository defines, and how alike the repositories' own
 fine-tunes are (the adapter spread #15 asks of a generator). Prompts are cut to 256 tokens, as
-the shared LoRA was trained.
+the shared LoRA was trained. It reads no chunk vectors, so the datasets may have been built
+with another base model than `--model` (a base-model ablation needs no rebuild).
 
     python -m benchmark.finetune_ceiling --lora DIR --dataset HELD_OUT --replay TRAIN_DATASET
 """
@@ -36,7 +37,7 @@ from benchmark.spread import delta_cosine
 from repo2lora.adapters.peft_dir import load_peft_adapter
 from repo2lora.adapters.weights import LoraWeights
 from repo2lora.models.loading import describe_base_model, load_base_model
-from repo2lora.tasks.dataset_build import built_repo_dirs, check_encoded_by, load_built_repo
+from repo2lora.tasks.dataset_build import built_repo_dirs, load_built_repo
 from repo2lora.training.baselines import (
     LoraTrainConfig,
     check_baseline_model,
@@ -86,9 +87,8 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     info = describe_base_model(args.model)
     base = load_base_model(info)
     card = check_baseline_model(args.lora, info.model_key)
+    # tasks and source texts only (no chunk vectors): any base model, any built dataset
     held = [load_built_repo(d) for d in built_repo_dirs(args.dataset)]
-    for r in held:
-        check_encoded_by(r, args.dataset, info.model_key)
     trained_on = {str(e.get("name")) for e in card.get("data_manifest", [])}
     overlap = sorted(r.summary["name"] for r in held if r.summary["name"] in trained_on)
     if overlap:

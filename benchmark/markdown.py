@@ -64,12 +64,13 @@ def _overlap_line(report: dict[str, Any], track: str) -> str:
     return "Overlap — " + "; ".join(parts) + "." if parts else ""
 
 
-def _share(report: dict[str, Any], track: str) -> str:
-    """The share of a track's targets that hold a name the repository defines, by split."""
+def _share(report: dict[str, Any], track: str, key: str = "names_target") -> str:
+    """The share of a track's targets that hold a name the repository defines (`key`
+    "names_unseen": one the prompt does not show), by split."""
     parts = [
-        f"{o['split']} {_pct(o['names_target'])}%"
+        f"{o['split']} {_pct(o[key])}%"
         for o in report["overlap"]
-        if o["track"] == track and o["split"] != "all" and o.get("names_target") is not None
+        if o["track"] == track and o["split"] != "all" and o.get(key) is not None
     ]
     return ", ".join(parts) + " of the tasks" if parts else "share unknown"
 
@@ -135,6 +136,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         if named:
             title = "Tasks whose target holds a name the repository defines"
             lines += [f"### {title} ({_share(report, track)})", "", *named, ""]
+        unseen = _track_table(report, track, "repo-name-unseen")
+        if unseen:
+            title = "Of those, tasks where that name is not in the prompt the model sees"
+            lines += [f"### {title} ({_share(report, track, 'names_unseen')})", "", *unseen, ""]
         if track == "evo":
             for subset, title in (
                 ("after-rename", "Tasks added at or after the walk's first rename"),

@@ -19,9 +19,10 @@ Record = dict[str, Any]
 SPLITS = ("in-repo", "cross-repo")
 # Evolution-track subsets (synthetic suites know their renames from the manifest): tasks
 # added at or after the walk's first rename, and tasks whose target is a renamed-to name; on
-# both tracks, tasks whose target holds a name the repository defines (`repo-name`).
-SUBSETS = ("all", "after-rename", "renamed-target", "repo-name")
-STATIC_SUBSETS = ("all", "repo-name")
+# both tracks, tasks whose target holds a name the repository defines (`repo-name`), and those
+# of them where that name is not in the prompt the model sees (`repo-name-unseen`).
+SUBSETS = ("all", "after-rename", "renamed-target", "repo-name", "repo-name-unseen")
+STATIC_SUBSETS = ("all", "repo-name", "repo-name-unseen")
 METRICS = (
     "strict_em",
     "reference_cut_em",
@@ -45,6 +46,8 @@ def in_subset(rec: Record, subset: str) -> bool:
         return bool(rec.get("after_rename"))
     if subset == "repo-name":
         return bool(rec.get("names_target"))
+    if subset == "repo-name-unseen":
+        return bool(rec.get("names_unseen"))
     return bool(rec.get("renamed_target"))
 
 
@@ -128,6 +131,10 @@ def overlap(records: Sequence[Record]) -> list[dict[str, Any]]:
                     # the share of targets that hold a name the repository defines
                     "names_target": _mean(
                         float(r["names_target"]) for r in group if r.get("names_target") is not None
+                    ),
+                    # the share whose target holds a defined name the prompt does not show
+                    "names_unseen": _mean(
+                        float(r["names_unseen"]) for r in group if r.get("names_unseen") is not None
                     ),
                 }
             )

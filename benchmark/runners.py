@@ -159,6 +159,8 @@ class Evaluator:
 
     def record(self, r: PreparedRepo, track: str, et: EvalTask) -> dict[str, Any]:
         t = et.task
+        seen = self.seen_prompt(t.prefix)
+        names = self.names_at(r, track, et.step)
         rec: dict[str, Any] = {
             "task_id": t.task_id,
             "repo": r.label,
@@ -172,11 +174,12 @@ class Evaluator:
             "target": t.target,
             "target_kind": t.target_kind,
             "form": t.form,
-            "target_in_prompt": t.target in self.seen_prompt(t.prefix),
+            "target_in_prompt": t.target in seen,
             "target_in_training": t.target in self.trained.train_targets.get(track, set()),
             "after_rename": None,
             "renamed_target": None,
-            "names_target": names_target(t.target, self.names_at(r, track, et.step)),
+            "names_target": names_target(t.target, names),
+            "names_unseen": names_unseen(t.target, names, seen),
             "methods": {},
         }
         if track == "evo" and r.evo is not None and r.evo.renames is not None:
@@ -204,6 +207,16 @@ def names_target(target: str, names: NameIndex | None) -> bool | None:
     if names is None:
         return None
     return bool(target_names(target, {n.name for n in names.names()}))
+
+
+def names_unseen(target: str, names: NameIndex | None, prompt: str) -> bool | None:
+    """Whether a target holds a name the repository defines that the prompt the model sees
+    does not show (no identifier of the prompt is that name): what only an adapter that knows
+    the repository's names can supply (None: names not read)."""
+    if names is None:
+        return None
+    held = target_names(target, {n.name for n in names.names()})
+    return bool(held - set(_WORD.findall(prompt)))
 
 
 def fill(records: list[dict[str, Any]], name: str, results: Results) -> None:

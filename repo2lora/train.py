@@ -96,10 +96,12 @@ def training_inputs(
     generator: str,
     seed: int,
     dataset: str | Path | None = None,
+    vectors: bool = True,
 ) -> tuple[LoadedModel, TrainingData]:
     """The base model and the training data (their walks too, for a generator that follows
     history): the repositories', or a built dataset's (`dataset`, encoded by the same base
-    model); a UserError when they hold no tasks."""
+    model, unless `vectors` is False: the shared LoRA reads no chunk vectors); a UserError when
+    they hold no tasks."""
     kind = KINDS[generator]
     if dataset is not None and kind.reads_texts:
         raise UserError(
@@ -112,7 +114,7 @@ def training_inputs(
         # as the benchmark trains it
         evolving = kind.stateful and not kind.reads_names
         data = training_data_from_dataset(
-            dataset, info.model_key, evolving, seed=seed, names=kind.reads_names
+            dataset, info.model_key, evolving, seed=seed, names=kind.reads_names, vectors=vectors
         )
         base = load_base_model(info)
     else:

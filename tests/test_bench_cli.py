@@ -90,6 +90,9 @@ def test_ci_bench_writes_json_markdown_and_plots(
     assert all(0 < s < 1 for s in shares)
     assert _row(report, "static", "cross-repo", "code2lora-names", "repo-name")["n"] > 0
     assert _row(report, "evo", "cross-repo", "code2lora-evo", "repo-name")["n"] > 0
+    # and of them, those whose defined name the prompt does not show (what only the names
+    # memory can supply): every record says which
+    assert all(isinstance(r["names_unseen"], bool) for r in report["records"])
     assert report["decay"]["code2lora-evo"]
     md = (out / "bench.md").read_text()
     assert "## Static track" in md and "## Evolution track" in md and "Overlap" in md

@@ -12,7 +12,10 @@ import pytest
 from benchmark.markdown import compact_table, render_markdown
 from benchmark.report import aggregate, decay, find_row, overlap
 from benchmark.run import write_report
+from benchmark.runners import names_unseen
 from benchmark.source import source_revision
+from repo_encoder.chunker import chunk_source
+from repo_encoder.names import NameIndex
 from tests.gitrepo import GitRepo
 
 
@@ -172,3 +175,31 @@ def test_compact_table_has_a_row_per_method_and_a_cell_per_track_and_split() -> 
         table[-1]
         == "Tasks: static in-repo 2, static cross-repo 2, evo in-repo 1, evo cross-repo 2."
     )
+
+
+def test_names_the_prompt_does_not_show_are_their_own_subset() -> None:
+    """A target's defined name counts as unseen only when no identifier of the prompt is it
+    (a longer identifier that contains it does not show it)."""
+    code = b"class ParseError(Exception):\n    pass\n\n\ndef parse(text):\n    return text\n"
+    names = NameIndex.of(chunk_source("pkg/core.py", code).chunks)
+    assert names_unseen("ParseError", names, "with raises(") is True
+    assert names_unseen("ParseError", names, "from pkg.core import ParseError\n") is False
+    assert names_unseen("ParseError", names, "ParseErrorBase = 1\n") is True
+    assert names_unseen("parse(x) + ParseError", names, "parse(1)\n") is True
+    assert names_unseen("42", names, "") is False  # no defined name: not unseen
+    assert names_unseen("ParseError", None, "") is None  # names not read
+    records = [
+        {**_record("static", "cross-repo", -1, False, False, base=(True, 1.0)),
+         "names_target": True, "names_unseen": unseen}
+        for unseen in (True, False)
+    ]  # fmt: skip
+    records[1]["task_id"] += "-seen"
+    rows = aggregate(records)
+    assert find_row(rows, "static", "cross-repo", "base", "repo-name")["n"] == 2  # type: ignore[index]
+    assert find_row(rows, "static", "cross-repo", "base", "repo-name-unseen")["n"] == 1  # type: ignore[index]
+    shares = {o["split"]: o["names_unseen"] for o in overlap(records)}
+    assert shares["cross-repo"] == 0.5
+    report = {**_report(), "summary": rows, "overlap": overlap(records), "records": records}
+    md = render_markdown(report)
+    assert "### Of those, tasks where that name is not in the prompt the model sees" in md
+    assert "(cross-repo 50.0% of the tasks)" in md

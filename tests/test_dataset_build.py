@@ -228,6 +228,9 @@ def test_train_reads_a_built_dataset(tmp_path: Path, reserved: Path):
     assert len(evo.encodings["sample"].diffs) == 2
     with pytest.raises(UserError, match="was encoded by base model"):
         training_data_from_dataset(ds, "another-model", evolving=False)
+    # a reader of tasks only (the shared LoRA) takes any base model's dataset
+    tasks_only = training_data_from_dataset(ds, "another-model", evolving=False, vectors=False)
+    assert sorted(e.task_id for e in tasks_only.train) == sorted(e.task_id for e in static.train)
 
     out = tmp_path / "net"
     common = ["--model", "tiny-random", "--steps", "2", "--eval-every", "0"]

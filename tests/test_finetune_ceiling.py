@@ -1,7 +1,8 @@
 """`benchmark.finetune_ceiling` end to end on tiny datasets: a shared LoRA trained on one
 built dataset, fine-tuned on each held-out repository's own source and on another's, every
 variant scored on the same tasks; a held-out dataset the LoRA trained on is refused in one
-line."""
+line. The LoRA and the ceiling run on another base model than the datasets were built with:
+neither reads chunk vectors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.finetune_ceiling import main
+from repo2lora.models.presets import PRESETS, build_preset
 from tests.cli import run_cli
 from tests.test_dataset_build import _build, _repo, reserved  # noqa: F401 (a fixture)
 
@@ -23,11 +25,16 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     train_ds, held_ds = tmp_path / "train-ds", tmp_path / "held-ds"
     _build([_repo(tmp_path / "sample").root], train_ds, reserved)
     _build([_repo(tmp_path / n).root for n in ("alpha", "beta")], held_ds, reserved)
+    # another base model than the datasets' (built with tiny-random): a directory of its own
+    other = tmp_path / "other-model"
+    model, tokenizer = build_preset(PRESETS["tiny-random"])
+    model.save_pretrained(other)
+    tokenizer.save_pretrained(other)
     lora = tmp_path / "lora"
     proc = run_cli("train", "--generator", "shared-lora", "--dataset", str(train_ds),
-                   "--out", str(lora), "--model", "tiny-random", "--steps", "2")  # fmt: skip
+                   "--out", str(lora), "--model", str(other), "--steps", "2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    args = ["--lora", str(lora), "--model", "tiny-random", "--replay", str(train_ds),
+    args = ["--lora", str(lora), "--model", str(other), "--replay", str(train_ds),
             "--steps", "1,2", "--tasks", "2"]  # fmt: skip
     out = tmp_path / "ceiling.json"
     assert main([*args, "--dataset", str(held_ds), "--out", str(out)]) == 0
@@ -48,7 +55,7 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     assert exit_.value.code == 2 and "the LoRA trained on: ['sample']" in err, err
     assert "Traceback" not in err
     with pytest.raises(SystemExit) as exit_:  # the held-out set replayed: its targets trained on
-        main(["--lora", str(lora), "--model", "tiny-random", "--replay", str(held_ds),
+        main(["--lora", str(lora), "--model", str(other), "--replay", str(held_ds),
               "--dataset", str(held_ds)])  # fmt: skip
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "holds held-out repositories: ['alpha', 'beta']" in err, err

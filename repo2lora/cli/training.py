@@ -48,7 +48,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.repos, args.out, args.synthetic, args.synthetic_commits, args.seed, args.dataset
     )
     kind = "code2lora-static" if baseline else args.generator  # the baseline's tasks: static
-    base, data = training_inputs(paths, args.model, kind, args.seed, args.dataset)
+    # the shared LoRA reads tasks only: any base model trains on any built dataset
+    base, data = training_inputs(
+        paths, args.model, kind, args.seed, args.dataset, vectors=not baseline
+    )
     cfg = TrainConfig(
         generator=args.generator,
         steps=args.steps,

@@ -96,9 +96,12 @@ def training_data_from_dataset(
     test_share: float = 0.3,
     seed: int = 0,
     names: bool = False,
+    vectors: bool = True,
 ) -> TrainingData:
     """A built dataset's training data, encoded by the base model `model_key` (its chunk
-    vectors are that model's; another's is a UserError). Static: the assertion tasks at each
+    vectors are that model's; another's is a UserError, unless `vectors` is False: a caller
+    that reads only the tasks and texts, as a shared LoRA does, can train any base model on
+    any built dataset). Static: the assertion tasks at each
     repository's commit and its cross-file line tasks (each line task's encoder input is the
     snapshot without its file); evolving: the walk's tasks, each at its commit. Split in-repo
     by test function (line tasks: by file), never splitting one. With `names` (static only),
@@ -114,7 +117,8 @@ def training_data_from_dataset(
     repositories: list[dict[str, Any]] = []
     for d in built:
         repo = load_built_repo(d)
-        check_encoded_by(repo, root, model_key)
+        if vectors:
+            check_encoded_by(repo, root, model_key)
         name = repo.summary["name"]
         examples: list[tuple[str, TaskExample]] = []
         for t in repo.tasks:
