@@ -159,6 +159,12 @@ def test_the_cli_prints_json_and_refuses_in_one_line(tmp_path: Path, reserved: P
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["counts"] == {"static": 3, "evo": 2, "line": 3} and doc["built"] == ["sample"]
+    # stderr is a pipe here, as a log is: progress comes as lines (with --json too, which keeps
+    # stdout to itself), one stage, the repositories, from its start to its end
+    assert proc.stderr.splitlines()[0] == "repositories: 0/1  elapsed 0:00:00"
+    assert proc.stderr.splitlines()[-1].startswith("repositories: 1/1  elapsed ")
+    assert proc.stderr.splitlines()[-1].endswith("done")
+    assert not [line for line in proc.stderr.splitlines() if not line.startswith("repositories:")]
     bad = _repo(tmp_path / "toolz")
     proc = run_cli("dataset", "build", "--repos", str(bad.root), "--out", str(out), *common)
     assert proc.returncode == 1

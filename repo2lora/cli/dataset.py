@@ -15,7 +15,8 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     from repo2lora.tasks.dataset_build import DatasetConfig, build_dataset
 
     info = describe_base_model(args.model)
-    with progress_bars(not args.json and sys.stderr.isatty()) as bar:
+    # in a log (a build of 100 repositories runs for many minutes): a line per tenth of them
+    with progress_bars(not args.json and sys.stderr.isatty(), log=("repositories",)) as bar:
         res = build_dataset(
             args.repos,
             args.out,

@@ -1,14 +1,16 @@
-"""What every command prints with: quiet libraries, rich progress bars on stderr, notes, and
-JSON for scripts."""
+"""What every command prints with: quiet libraries, rich progress bars on stderr (plain lines
+in a log for the long commands), notes, and JSON for scripts."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from repo2lora.progress import LineProgress
 
 
 def quiet_libraries() -> None:
@@ -28,8 +30,14 @@ def quiet_libraries() -> None:
 
 
 @contextmanager
-def progress_bars(enabled: bool) -> Iterator[Any]:
-    """A ProgressFn that draws one rich bar per stage on stderr (nothing when disabled)."""
+def progress_bars(enabled: bool, log: Collection[str] = ()) -> Iterator[Any]:
+    """A ProgressFn on stderr: one rich bar per stage on a terminal when `enabled`; where stderr
+    is not a terminal (a log, `nohup`), a plain line for each stage in `log` at its start, every
+    tenth and its end, with an ETA, whether `enabled` or not (a long command run in the
+    background shows where it is; stdout keeps its --json); nothing otherwise."""
+    if log and not sys.stderr.isatty():
+        yield LineProgress(sys.stderr, stages=log)
+        return
     if not enabled:
         yield lambda stage, done, total: None
         return
