@@ -19,6 +19,7 @@ import torch
 import transformers
 
 from benchmark.source import source_revision
+from repo2lora.cli.output import quiet_libraries
 from repo2lora.hypernet.checkpoint import LoadedHypernet, load_hypernet
 from repo2lora.models.loading import LoadedModel, describe_base_model, load_base_model
 from repo_encoder.embed import embed_texts
@@ -106,6 +107,7 @@ def run_speed_benchmark(
         f"default {default_threads})",
     )
     args = parser.parse_args(argv)
+    quiet_libraries()  # as the CLI: a library's deprecation notes are not the benchmark's output
     load_before = round(os.getloadavg()[0], 2)  # other work skews timings
     if args.threads > 0:
         torch.set_num_threads(args.threads)
