@@ -4,7 +4,6 @@ cross-file line tasks with their encodings, and a manifest) from local git repos
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from repo2lora.cli.output import print_json, progress_bars
@@ -16,7 +15,7 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
 
     info = describe_base_model(args.model)
     # in a log (a build of 100 repositories runs for many minutes): a line per tenth of them
-    with progress_bars(not args.json and sys.stderr.isatty(), log=("repositories",)) as bar:
+    with progress_bars(not args.json, log=("repositories",)) as bar:
         res = build_dataset(
             args.repos,
             args.out,

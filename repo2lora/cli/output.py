@@ -34,9 +34,13 @@ def progress_bars(enabled: bool, log: Collection[str] = ()) -> Iterator[Any]:
     """A ProgressFn on stderr: one rich bar per stage on a terminal when `enabled`; where stderr
     is not a terminal (a log, `nohup`), a plain line for each stage in `log` at its start, every
     tenth and its end, with an ETA, whether `enabled` or not (a long command run in the
-    background shows where it is; stdout keeps its --json); nothing otherwise."""
-    if log and not sys.stderr.isatty():
-        yield LineProgress(sys.stderr, stages=log)
+    background shows where it is; stdout keeps its --json), and never a bar; nothing
+    otherwise."""
+    if not sys.stderr.isatty():
+        if log:
+            yield LineProgress(sys.stderr, stages=log)
+        else:
+            yield lambda stage, done, total: None
         return
     if not enabled:
         yield lambda stage, done, total: None

@@ -22,9 +22,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache=args.cache,
     )
-    with progress_bars(
-        not args.json and sys.stderr.isatty(), log=("extract", "deduplicate")
-    ) as bar:
+    with progress_bars(not args.json, log=("extract", "deduplicate")) as bar:
         res = build_corpus(args.out, cfg, bar)
     if args.json:
         print_json(res.__dict__)

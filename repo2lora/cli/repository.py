@@ -5,7 +5,6 @@ Each parses, calls one library step, and prints."""
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from repo2lora.cli.arguments import GENERATORS, model_args, target_modules_arg
@@ -21,7 +20,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if not keeps_state(args.generator, args.hypernet):
         return _snapshot_stateless(args, cfg)
     hypernet = snapshot_hypernet(args.model, args.hypernet, args.generator)
-    with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
+    with progress_bars(not args.json and not args.quiet) as bar:
         res = snapshot_repository(
             args.path,
             args.rev,
@@ -104,7 +103,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         wanted = "code2lora-static" if follow else "code2lora-evo"
         shipped = shipped_hypernet_dir(describe_base_model(args.model), wanted)
         args.hypernet = str(shipped) if shipped is not None else None
-    with progress_bars(not args.json and not args.quiet and sys.stderr.isatty()) as bar:
+    with progress_bars(not args.json and not args.quiet) as bar:
         res = update_repository(
             args.path,
             args.rev,
@@ -193,7 +192,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from repo2lora.generation import GenerationConfig
 
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, single_line=not args.multiline)
-    with progress_bars(not args.json and sys.stderr.isatty()) as bar:
+    with progress_bars(not args.json) as bar:
         res = complete_at(
             args.location, model=args.model, hypernet=args.hypernet, generation=gen, progress=bar
         )
