@@ -4,6 +4,7 @@ finishes, and bad input is one clear error."""
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -189,3 +190,45 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
                    "--tokens", "1000")  # fmt: skip
     assert proc.returncode == 1 and "corpus build --out" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_build_does_not_depend_on_its_worker_count(tmp_path: Path) -> None:
+    """Installed distributions checked and signed in 1 or 2 processes give the same corpus,
+    shard by shard; an interrupted 2-process build finishes to it too. A name that is not
+    installed is a one-line error that leaves nothing behind."""
+    reserved = tmp_path / "reserved.tsv"
+    reserved.write_text(RESERVED_TSV)
+    cfg = CorpusConfig(
+        package_list=None,
+        reserved=str(reserved),
+        stdlib=False,
+        installed_only=("pathspec", "pluggy", "smmap", "gitdb"),
+        heldout_share=0.5,
+    )
+    one = build_corpus(tmp_path / "one", cfg, workers=1)
+    calls = 0
+
+    def die(stage: str, done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if stage == "extract" and done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_corpus(tmp_path / "two", cfg, die, workers=2)
+    two = build_corpus(tmp_path / "two", cfg, workers=2)
+    assert one.files == two.files and one.dropped == two.dropped and one.distributions == 4
+    shards = [
+        json.loads((tmp_path / d / "corpus.json").read_text())["shards"] for d in ("one", "two")
+    ]
+    assert shards[0] == shards[1]
+    assert (tmp_path / "one" / "file-sha256.tsv").read_bytes() == (
+        tmp_path / "two" / "file-sha256.tsv"
+    ).read_bytes()
+    args = ["--no-pypi", "--no-stdlib", "--reserved", str(reserved)]
+    proc = run_cli(
+        "corpus", "build", "--out", str(tmp_path / "c"), *args, "--installed-only", "pluggy,no-x"
+    )
+    assert proc.returncode == 1 and "not installed here: no-x" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("c*"))

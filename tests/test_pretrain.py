@@ -30,6 +30,14 @@ from tests.cli import ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# what the device machine lacks (KINDS.md's package list); datasketch travels as a wheel
+LACKING_ON_THE_DEVICE = frozenset(
+    {"tree_sitter", "tree_sitter_python", "git", "sqlite_utils", "pygls", "lsprotocol",
+     "watchdog", "rapidfuzz", "bm25s"}
+)  # fmt: skip
+TINY_PRETRAIN = ["--vocab", "400", "--context", "64", "--batch-size", "4", "--eval-every", "5",
+                 "--tokens", "6000", "--precision", "fp32"]  # fmt: skip
+
 CFG = PretrainConfig(
     vocab_size=400,
     hidden_size=32,
@@ -180,8 +188,7 @@ def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) ->
     env = {**ENV, "OUT": str(out), "PYTHON": sys.executable, "MAX_PARAMS": "60000"}
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), str(archive), "0.1",
-         "--vocab", "400", "--context", "64", "--batch-size", "4", "--eval-every", "5",
-         "--tokens", "6000", "--precision", "fp32"],
+         *TINY_PRETRAIN],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -196,6 +203,90 @@ def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) ->
     card = json.loads((out / "model_card.json").read_text())
     assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
     assert json.loads((out / "result.json").read_text())["tokens_seen"] == card["tokens_seen"]
+
+
+def _installed_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The device script's environment for `installed`: a reserved list naming tqdm, no wheels
+    to install, four small installed distributions (tqdm among them), and a sitecustomize
+    that logs every Python process's imported top-level modules."""
+    recorder = tmp_path / "recorder"
+    recorder.mkdir(exist_ok=True)
+    (recorder / "sitecustomize.py").write_text(
+        "import atexit, os, sys\n"
+        "def _dump():\n"
+        "    with open(os.environ['IMPORT_LOG'], 'a') as fh:\n"
+        "        fh.write(' '.join(sorted({m.split('.')[0] for m in sys.modules})) + '\\n')\n"
+        "atexit.register(_dump)\n"
+    )
+    reserved = tmp_path / "reserved.tsv"
+    reserved.write_text("distribution\timport_names\tgithub\ntqdm\ttqdm\ttqdm/tqdm\n")
+    (tmp_path / "no-wheels").mkdir(exist_ok=True)
+    return {
+        **ENV,
+        "PYTHON": sys.executable,
+        "MAX_PARAMS": "60000",
+        "RESERVED": str(reserved),
+        "WHEELS": str(tmp_path / "no-wheels"),
+        "CORPUS_OPTIONS": "--no-stdlib --installed-only pathspec,pluggy,smmap,tqdm "
+        "--heldout-share 0.5",
+        "PYTHONPATH": str(recorder),
+        "IMPORT_LOG": str(tmp_path / "imports.log"),
+        **extra,
+    }
+
+
+@pytest.mark.slow
+def test_the_device_script_builds_its_corpus_from_the_installed_packages(tmp_path: Path) -> None:
+    """`pretrain_on_device.sh installed`: no corpus travels; the device's own packages become
+    one (the reserved one refused), the model trains within the deadline, and the corpus's
+    manifest and file hashes come back with it. No process imports what the device lacks."""
+    out = tmp_path / "out"
+    out.mkdir()
+    env = _installed_env(tmp_path, OUT=str(out), DEADLINE_MINUTES="30")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), "installed", "0.1",
+         *TINY_PRETRAIN],
+        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused tqdm==" in proc.stdout and "training for 0.1 minutes" in proc.stdout
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and "model-files.tar" in files
+    from repo2lora.pretrain.export import unpack
+
+    model_dir = unpack(out, tmp_path / "model")
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    names = {d["name"].lower() for d in manifest["distributions"]}
+    assert names == {"pathspec", "pluggy", "smmap"}, names
+    assert [r.split("==")[0] for r in manifest["refused_reserved_distributions"]] == ["tqdm"]
+    assert manifest["reserved_list"] == env["RESERVED"]
+    hashes = (model_dir / "file-sha256.tsv").read_text().splitlines()
+    assert len(hashes) == sum(manifest["files"].values()) > 0
+    loaded = load_base_model(describe_base_model(str(model_dir)))
+    card = json.loads((out / "model_card.json").read_text())
+    assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
+    imported = set((tmp_path / "imports.log").read_text().split())
+    assert "datasketch" in imported and not imported & LACKING_ON_THE_DEVICE
+
+
+def test_the_device_script_refuses_without_a_reserved_list_or_time(tmp_path: Path) -> None:
+    """No reserved list: one line naming the fix, before anything is built. A deadline the
+    corpus build leaves no training time in: one line, exit 3, nothing in $OUT."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = str(ROOT / "scripts" / "pretrain_on_device.sh")
+    env = _installed_env(tmp_path, OUT=str(out), RESERVED=str(tmp_path / "missing.tsv"))
+    proc = subprocess.run(
+        ["bash", script, "installed", "1"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and "prepare_device_pretrain.sh" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    env = _installed_env(tmp_path, OUT=str(out), DEADLINE_MINUTES="0.5")
+    proc = subprocess.run(
+        ["bash", script, "installed", "1"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert proc.returncode == 3 and "no time left" in proc.stderr, proc.stderr[-2000:]
+    assert list(out.iterdir()) == []
 
 
 def test_ship_assembles_a_default_from_a_run_and_trained_hypernetworks(tmp_path: Path) -> None:

@@ -4,26 +4,31 @@ from its corpus to its weights."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
 from repo2lora.cli.output import print_json, progress_bars
+from repo_encoder.errors import UserError
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
     from repo2lora.pretrain.corpus import DEFAULT_PACKAGE_LIST, CorpusConfig, build_corpus
 
+    if args.workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {args.workers})")
     cfg = CorpusConfig(
         package_list=None if args.no_pypi else (args.packages or str(DEFAULT_PACKAGE_LIST)),
         reserved=args.reserved,
         stdlib=not args.no_stdlib,
         installed=not args.no_installed,
+        installed_only=tuple(args.installed_only.split(",")) if args.installed_only else None,
         heldout_share=args.heldout_share,
         seed=args.seed,
         cache=args.cache,
     )
     with progress_bars(not args.json, log=("extract", "deduplicate")) as bar:
-        res = build_corpus(args.out, cfg, bar)
+        res = build_corpus(args.out, cfg, bar, workers=args.workers)
     if args.json:
         print_json(res.__dict__)
         return 0
@@ -162,6 +167,18 @@ def add_corpus(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     cb.add_argument("--no-pypi", action="store_true", help="leave out the pinned PyPI list")
     cb.add_argument("--no-stdlib", action="store_true", help="leave out the standard library")
     cb.add_argument("--no-installed", action="store_true", help="leave out installed packages")
+    cb.add_argument(
+        "--installed-only",
+        metavar="NAME,...",
+        default=None,
+        help="of the installed packages, keep only these distributions",
+    )
+    cb.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes that check and sign local files (default: one per core)",
+    )
     cb.add_argument("--json", action="store_true", help="print one JSON summary for scripts")
     cb.set_defaults(func=cmd_corpus)
     cs = co_sub.add_parser(

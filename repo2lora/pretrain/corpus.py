@@ -58,6 +58,8 @@ class CorpusConfig:
     reserved: str | None = None  # the eval-reserved list (None: shared/eval-reserved.tsv)
     stdlib: bool = True
     installed: bool = True
+    # keep only these installed distributions (normalised names); None: all of them
+    installed_only: tuple[str, ...] | None = None
     heldout_share: float = 0.06
     seed: int = 0
     near_dup_threshold: float = 0.85
@@ -161,11 +163,22 @@ def _plan(
         dist, root = sources.stdlib_distribution()
         plan.append((dist, lambda root=root: sources.stdlib_files(root)))  # type: ignore[misc]
     if cfg.installed:
+        only = {normalize_distribution(n) for n in cfg.installed_only or ()}
         for dist, paths in sources.installed_distributions():
+            if only and normalize_distribution(dist.name) not in only:
+                continue
             if reserved.distribution_reserved(dist.name):
                 refused.append(f"{dist.name}=={dist.version}")
                 continue
             plan.append((dist, lambda paths=paths: sources.installed_files(paths)))  # type: ignore[misc]
+        found = {normalize_distribution(d.name) for d, _ in plan} | {
+            normalize_distribution(r.split("==")[0]) for r in refused
+        }
+        if only - found:
+            raise CorpusError(
+                f"not installed here: {', '.join(sorted(only - found))}; "
+                "check the names given to --installed-only (pip list shows them)"
+            )
     pypi: list[Requirement] = []
     if cfg.package_list:
         for req in sources.read_package_list(cfg.package_list):
@@ -180,9 +193,12 @@ def build_corpus(
     out: str | Path,
     cfg: CorpusConfig,
     on_progress: Callable[[str, int, int], None] | None = None,
+    workers: int = 1,
 ) -> BuildSummary:
     """Build (or finish an interrupted build of) the corpus at `out`. `on_progress(stage, done,
-    total)` is called as it goes. Raises CorpusError when `out` already holds something else."""
+    total)` is called as it goes. The local distributions (standard library, installed) are
+    checked and MinHash-signed in `workers` processes; the result does not depend on how many.
+    Raises CorpusError when `out` already holds something else."""
     import time
 
     t0 = time.perf_counter()
@@ -192,37 +208,18 @@ def build_corpus(
     if out.exists():
         raise CorpusError(f"{out} exists and is not a corpus; choose another --out")
     reserved = load_reserved(cfg.reserved)
+    plan, pypi, refused = _plan(cfg, reserved)
     work = out.with_name(out.name + ".partial")
     dists_dir = work / "dists"
     dists_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cfg.cache) if cfg.cache else work / "downloads"
-    plan, pypi, refused = _plan(cfg, reserved)
     failed: list[dict[str, str]] = []
     total = len(plan) + len(pypi)
     done = 0
 
-    def extract(
-        dist: Distribution, files: Callable[[], Iterable[tuple[str, bytes | None]]]
-    ) -> None:
-        key = _key(dist)
-        final = dists_dir / f"{key}.json"
-        if final.is_file():
-            return
-        stats = DistStats(dist.name, dist.version, dist.origin, dist.license, split_of(dist, cfg))
-        reserved_dropped: Counter[str] = Counter()
-        tmp = dists_dir / f"{key}.jsonl.tmp"
-        with tmp.open("w", encoding="utf-8") as fh:
-            for doc in filter_distribution(files(), reserved, cfg, stats, reserved_dropped):
-                fh.write(json.dumps(doc) + "\n")
-        os.replace(tmp, dists_dir / f"{key}.jsonl")
-        meta = {"stats": asdict(stats), "reserved_dropped": dict(reserved_dropped)}
-        (dists_dir / f"{key}.json.tmp").write_text(json.dumps(meta))
-        os.replace(dists_dir / f"{key}.json.tmp", final)
-
     order: list[str] = []
-    for dist, files in plan:
-        extract(dist, files)
-        order.append(_key(dist))
+    for key in _extract_all(plan, dists_dir, reserved, cfg, workers):
+        order.append(key)
         done += 1
         if on_progress:
             on_progress("extract", done, total)
@@ -232,7 +229,7 @@ def build_corpus(
             dist = Distribution(
                 req.name, req.version, "pypi", sources.archive_license(archive), archive.name
             )
-            extract(dist, lambda a=archive: sources.archive_files(a))  # type: ignore[misc]
+            _extract(dist, lambda a=archive: sources.archive_files(a), dists_dir, reserved, cfg)  # type: ignore[misc]
             order.append(_key(dist))
         except Exception as e:
             failed.append({"distribution": req.spec, "error": str(e)[:300]})
@@ -246,6 +243,80 @@ def build_corpus(
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
     shutil.rmtree(work, ignore_errors=True)
     return summary
+
+
+Plan = list[tuple[Distribution, Callable[[], Iterable[tuple[str, bytes | None]]]]]
+
+
+def _extract(
+    dist: Distribution,
+    files: Callable[[], Iterable[tuple[str, bytes | None]]],
+    dists_dir: Path,
+    reserved: ReservedList,
+    cfg: CorpusConfig,
+) -> str:
+    """Check one distribution's files and sign each kept one (MinHash), into
+    `dists_dir/KEY.jsonl`, `KEY.minhash.npy` and, last, `KEY.json` (which marks it done, so an
+    interrupted build resumes here). Returns its key."""
+    import numpy as np
+    from datasketch import MinHash
+
+    key = _key(dist)
+    final = dists_dir / f"{key}.json"
+    if final.is_file():
+        return key
+    stats = DistStats(dist.name, dist.version, dist.origin, dist.license, split_of(dist, cfg))
+    reserved_dropped: Counter[str] = Counter()
+    template = MinHash(num_perm=cfg.num_perm, seed=cfg.seed)
+    signatures: list[Any] = []
+    tmp = dists_dir / f"{key}.jsonl.tmp"
+    with tmp.open("w", encoding="utf-8") as fh:
+        for doc in filter_distribution(files(), reserved, cfg, stats, reserved_dropped):
+            fh.write(json.dumps(doc) + "\n")
+            mh = template.copy()
+            mh.update_batch(list(_shingles(doc["t"])))
+            signatures.append(mh.hashvalues)
+    dtype = template.hashvalues.dtype
+    sig = np.array(signatures, dtype=dtype).reshape(len(signatures), cfg.num_perm)
+    with (dists_dir / f"{key}.minhash.npy.tmp").open("wb") as sfh:
+        np.save(sfh, sig)
+    os.replace(dists_dir / f"{key}.minhash.npy.tmp", dists_dir / f"{key}.minhash.npy")
+    os.replace(tmp, dists_dir / f"{key}.jsonl")
+    meta = {"stats": asdict(stats), "reserved_dropped": dict(reserved_dropped)}
+    (dists_dir / f"{key}.json.tmp").write_text(json.dumps(meta))
+    os.replace(dists_dir / f"{key}.json.tmp", final)
+    return key
+
+
+_FORKED: tuple[Plan, Path, ReservedList, CorpusConfig] | None = None
+
+
+def _extract_forked(i: int) -> str:
+    assert _FORKED is not None
+    plan, dists_dir, reserved, cfg = _FORKED
+    return _extract(*plan[i], dists_dir, reserved, cfg)
+
+
+def _extract_all(
+    plan: Plan, dists_dir: Path, reserved: ReservedList, cfg: CorpusConfig, workers: int
+) -> Iterator[str]:
+    """`_extract` over the plan, in `workers` forked processes (each inherits the plan, whose
+    file lists are closures); yields the keys in plan order as they finish."""
+    global _FORKED
+    if workers <= 1 or len(plan) <= 1:
+        for dist, files in plan:
+            yield _extract(dist, files, dists_dir, reserved, cfg)
+        return
+    import multiprocessing
+
+    _FORKED = (plan, dists_dir, reserved, cfg)
+    try:
+        # largest first would balance better, but sizes are unknown before reading; small
+        # chunks keep the processes busy
+        with multiprocessing.get_context("fork").Pool(min(workers, len(plan))) as pool:
+            yield from pool.imap(_extract_forked, range(len(plan)), chunksize=1)
+    finally:
+        _FORKED = None
 
 
 def _shingles(text: str) -> set[bytes]:
@@ -264,6 +335,7 @@ def _assemble(
 ) -> BuildSummary:
     """Deduplicate across every distribution (first seen kept), split, shard, manifest,
     then rename the result into place."""
+    import numpy as np
     from datasketch import MinHash, MinHashLSH
 
     lsh = MinHashLSH(threshold=cfg.near_dup_threshold, num_perm=cfg.num_perm)
@@ -282,6 +354,7 @@ def _assemble(
         meta = json.loads((work / "dists" / f"{key}.json").read_text())
         stats = DistStats(**meta["stats"])
         reserved_files.update(meta["reserved_dropped"])
+        signatures = np.load(work / "dists" / f"{key}.minhash.npy")
         with (work / "dists" / f"{key}.jsonl").open(encoding="utf-8") as fh:
             for n, line in enumerate(fh):
                 doc = json.loads(line)
@@ -293,10 +366,10 @@ def _assemble(
                 mh = MinHash(
                     num_perm=cfg.num_perm,
                     seed=cfg.seed,
+                    hashvalues=signatures[n],
                     permutations=template.permutations,
                     scheme=template.scheme,
                 )
-                mh.update_batch(list(_shingles(doc["t"])))
                 if lsh.query(mh):
                     stats.dropped["near_duplicate"] = stats.dropped.get("near_duplicate", 0) + 1
                     continue
