@@ -45,7 +45,7 @@ if [ ! -f "$out/bench/bench.json" ]; then
         --out "$out/bench" > "$out/bench.log" 2>&1
 fi
 if [ ! -f "$out/ceiling.json" ]; then
-    echo "base_ablation: fine-tune ceiling (12 repositories, 15 and 45 steps)"
+    echo "base_ablation: fine-tune ceiling ($MAX_REPOS repositories, steps $CEILING_STEPS)"
     "$PY" -m benchmark.finetune_ceiling --lora "$out/shared-lora" --model "$model" \
         --dataset "$held" --replay "$train" --max-repos "$MAX_REPOS" --steps "$CEILING_STEPS" --threads 1 \
         --out "$out/ceiling.json.tmp" > /dev/null
