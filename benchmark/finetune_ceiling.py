@@ -46,6 +46,7 @@ from repo2lora.training.baselines import (
     train_lora,
 )
 from repo2lora.training.data import TaskExample, with_target_end
+from repo2lora.training.placement import single_device
 from repo_encoder.errors import UserError
 
 
@@ -86,6 +87,7 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
     steps = step_counts(args.steps)  # the options first: a bad one costs no loading
     info = describe_base_model(args.model)
     base = load_base_model(info)
+    single_device(base)  # the GPU when there is one
     card = check_baseline_model(args.lora, info.model_key)
     # tasks and source texts only (no chunk vectors): any base model, any built dataset
     held = [load_built_repo(d) for d in built_repo_dirs(args.dataset)]
@@ -102,7 +104,7 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         )
     held_names = {r.summary["name"] for r in held}
     replay = replay_examples(args.replay, args.replay_tasks, args.seed, held_names)
-    variants = ["shared"] + [f"{who}@{s}" for s in steps for who in ("own", "other")]
+    variants = ["base", "shared"] + [f"{who}@{s}" for s in steps for who in ("own", "other")]
     results: dict[str, list[MethodResult]] = {v: [] for v in variants}
     is_name: list[bool] = []
     cfg = EvalConfig()
@@ -118,6 +120,7 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         defined = r.names()
         is_name += [bool(names_target(t, defined)) for t in targets]
         with torch.no_grad():
+            results["base"] += run_model(base.model, base.tokenizer, prompts, targets, cfg)
             results["shared"] += run_model(shared, base.tokenizer, prompts, targets, cfg)
         other = repos[(i + 1) % len(repos)]
         for who, source in (("own", r), ("other", other)):

@@ -198,8 +198,10 @@ def train_shared_lora(
         train_lora_baseline,
     )
     from repo2lora.training.data import with_target_end
+    from repo2lora.training.placement import single_device
 
     train = with_target_end(data.train) if cfg.target_end else data.train
+    single_device(base)  # the GPU when there is one
     lcfg = LoraTrainConfig(
         steps=cfg.steps,
         batch_size=cfg.batch_size,

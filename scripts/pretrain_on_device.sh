@@ -23,6 +23,12 @@
 # training gets at most what is left of that many minutes from the script's start (less one
 # for the final evaluation and export), so a slow corpus build cannot push the call past its
 # limit. The corpus's manifest and file hashes travel back inside model-files.tar.
+#
+# With .device-data/datasets.tar.xz (prepare_device_pretrain.sh --datasets TRAIN HELD_OUT packs
+# it; DATASETS names another), the base-model ablation runs on the new model right after, on
+# the GPU: a shared LoRA on the training pool, then benchmark.finetune_ceiling on the held-out
+# repositories, into $OUT/ablation.json. DEADLINE_MINUTES then keeps ABLATION_MINUTES (2.5)
+# for it; LORA_STEPS, CEILING_REPOS and CEILING_STEPS size it (400, 12, 15,45).
 # A CPU test runs this script, both ways, with a tiny config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,10 +68,14 @@ else
     mkdir -p "$work/corpus"
     tar -xJf "$source_arg" -C "$work/corpus" --strip-components=1
 fi
+datasets=${DATASETS:-.device-data/datasets.tar.xz}
+ablate=0
+[ -f "$datasets" ] && ablate=1
+reserve=$([ "$ablate" = 1 ] && echo "${ABLATION_MINUTES:-2.5}" || echo 0)
 if [ -n "${DEADLINE_MINUTES:-}" ]; then
-    minutes=$("$PY" -c "import sys; m, d, used = map(float, sys.argv[1:]); \
-left = d - used / 60 - 1; print(round(min(m, left), 2) if left > 0.05 else 0)" \
-        "$minutes" "$DEADLINE_MINUTES" "$(( $(date +%s) - start ))")
+    minutes=$("$PY" -c "import sys; m, d, used, r = map(float, sys.argv[1:]); \
+left = d - used / 60 - 1 - r; print(round(min(m, left), 2) if left > 0.05 else 0)" \
+        "$minutes" "$DEADLINE_MINUTES" "$(( $(date +%s) - start ))" "$reserve")
     if [ "$minutes" = 0 ]; then
         echo "pretrain_on_device: no time left to train within $DEADLINE_MINUTES minutes" >&2
         exit 3
@@ -74,6 +84,32 @@ left = d - used / 60 - 1; print(round(min(m, left), 2) if left > 0.05 else 0)" \
 fi
 "$PY" -m repo2lora pretrain --corpus "$work/corpus" --out "$work/run" --minutes "$minutes" \
     --budget-minutes "$minutes" --finish-at-stop --max-params "${MAX_PARAMS:-28000000}" --json "$@" > "$OUT/result.json"
-"$PY" -m repo2lora.pretrain.export --run "$work/run" --out "$OUT" --max-files 7 > /dev/null
+# with the ablation's report the files back stay within 8
+"$PY" -m repo2lora.pretrain.export --run "$work/run" --out "$OUT" --max-files $(( 7 - ablate )) > /dev/null
+if [ "$ablate" = 1 ]; then
+    # the base-model ablation on the new model, on this machine's GPU (scripts/base_ablation.sh
+    # does the same here on the CPU): a shared LoRA on the training pool's tasks, then the
+    # fine-tune ceiling on the held-out repositories (base, shared LoRA, own source against
+    # another's). The datasets are packed copies: tasks, names and texts, no vectors, no git.
+    mkdir -p "$work/ds"
+    tar -xJf "$datasets" -C "$work/ds"
+    export GIT_PYTHON_REFRESH=quiet  # GitPython is imported, never run: there is no git here
+    echo "pretrain_on_device: ablation: shared LoRA, then the fine-tune ceiling"
+    "$PY" -m repo2lora train --generator shared-lora --dataset "$work/ds/train" \
+        --model "$work/run/model" --steps "${LORA_STEPS:-400}" --batch-size 16 --lr 3e-3 \
+        --target-end on --out "$work/lora" --json > "$work/lora.json"
+    "$PY" -m benchmark.finetune_ceiling --lora "$work/lora" --model "$work/run/model" \
+        --dataset "$work/ds/held" --replay "$work/ds/train" --max-repos "${CEILING_REPOS:-12}" \
+        --steps "${CEILING_STEPS:-15,45}" --out "$work/ceiling.json" > /dev/null
+    "$PY" - "$work/lora.json" "$work/ceiling.json" "$OUT/ablation.json" <<'EOF'
+import json, sys
+lora, ceiling = (json.load(open(p)) for p in sys.argv[1:3])
+json.dump({"shared_lora": lora, "ceiling": ceiling}, open(sys.argv[3], "w"), indent=1)
+for name, v in ceiling["variants"].items():
+    a, n = v["all"], v["names"]
+    print(f"  {name:10s} EM {a['strict_em_pct']:5.1f}  NLL {a['target_nll']:.3f}  "
+          f"name tasks EM {n['strict_em_pct']:5.1f}")
+EOF
+fi
 echo "pretrain_on_device: done in $(( $(date +%s) - start ))s; files in $OUT:"
 ls -la "$OUT"

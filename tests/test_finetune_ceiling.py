@@ -43,7 +43,7 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     assert len(report["machine"]["source"]["sha"]) == 40  # the commit the numbers came from
     assert report["repositories"] == 2 and report["fine_tune"]["steps"] == [1, 2]
     variants = report["variants"]
-    assert set(variants) == {"shared", "own@1", "other@1", "own@2", "other@2"}
+    assert set(variants) == {"base", "shared", "own@1", "other@1", "own@2", "other@2"}
     n = variants["shared"]["all"]["tasks"]
     assert n >= 2 and all(v["all"]["tasks"] == n for v in variants.values())
     assert all(v["names"]["tasks"] == report["name_tasks"] for v in variants.values())
@@ -62,3 +62,47 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     with pytest.raises(SystemExit) as exit_:
         main([*args[:-4], "--steps", "0,x", "--dataset", str(held_ds)])
     assert exit_.value.code == 2 and "give positive step counts" in capsys.readouterr().err
+
+
+def test_a_packed_dataset_gives_the_same_lora_and_ceiling_without_vectors_or_repositories(
+    tmp_path: Path,
+    reserved: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dataset pack`: tasks, names and chunk texts without vectors, what travels to a lent
+    GPU. The shared LoRA trained on the packed copy and the ceiling scored on it equal the
+    originals', with the source repositories gone; a hypernetwork, which reads vectors, is
+    refused on it in one line."""
+    from safetensors.torch import load_file
+
+    train_ds, held_ds = tmp_path / "train-ds", tmp_path / "held-ds"
+    _build([_repo(tmp_path / "sample").root], train_ds, reserved)
+    _build([_repo(tmp_path / n).root for n in ("alpha", "beta")], held_ds, reserved)
+    train_pk, held_pk = tmp_path / "train-pk", tmp_path / "held-pk"
+    for ds, pk, extra in ((train_ds, train_pk, ["--no-texts"]), (held_ds, held_pk, [])):
+        proc = run_cli("dataset", "pack", str(ds), "--out", str(pk), "--json", *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert not list(pk.rglob("encoding.safetensors"))
+    assert json.loads(proc.stdout) == {"out": str(held_pk), "repositories": 2, "texts": True}
+    reports = []
+    for ds, held in ((train_ds, held_ds), (train_pk, held_pk)):
+        lora = tmp_path / f"lora-{ds.name}"
+        proc = run_cli("train", "--generator", "shared-lora", "--dataset", str(ds),
+                       "--out", str(lora), "--model", "tiny-random", "--steps", "2")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        args = ["--lora", str(lora), "--model", "tiny-random", "--replay", str(ds),
+                "--steps", "1", "--tasks", "2", "--dataset", str(held)]  # fmt: skip
+        if ds == train_pk:  # the packed copy needs no source repository
+            for n in ("sample", "alpha", "beta"):
+                (tmp_path / n).rename(tmp_path / f"gone-{n}")
+        assert main(args) == 0
+        report = json.loads(capsys.readouterr().out)
+        reports.append((load_file(str(lora / "adapter_model.safetensors")), report))
+    (w_a, r_a), (w_b, r_b) = reports
+    assert w_a.keys() == w_b.keys() and all(w_a[k].equal(w_b[k]) for k in w_a)
+    assert r_a["variants"] == r_b["variants"] and r_a["name_tasks"] == r_b["name_tasks"]
+    assert set(r_a["variants"]) == {"base", "shared", "own@1", "other@1"}
+    hn = ["--out", str(tmp_path / "hn"), "--model", "tiny-random", "--steps", "1"]
+    proc = run_cli("train", "--generator", "code2lora-static", "--dataset", str(train_pk), *hn)
+    assert proc.returncode == 1 and "has no chunk vectors (a packed copy)" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -27,6 +27,7 @@ from repo2lora.pretrain.export import export_checkpoint
 from repo2lora.pretrain.tokens import prepare_data
 from repo2lora.pretrain.train_lm import pretrain
 from tests.cli import ENV
+from tests.test_dataset_build import reserved  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -185,7 +186,8 @@ def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) ->
         tf.add(corpus, arcname="corpus")
     out = tmp_path / "out"
     out.mkdir()
-    env = {**ENV, "OUT": str(out), "PYTHON": sys.executable, "MAX_PARAMS": "60000"}
+    env = {**ENV, "OUT": str(out), "PYTHON": sys.executable, "MAX_PARAMS": "60000",
+           "DATASETS": str(tmp_path / "no-datasets.tar.xz")}  # fmt: skip
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), str(archive), "0.1",
          *TINY_PRETRAIN],
@@ -218,40 +220,72 @@ def _installed_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "        fh.write(' '.join(sorted({m.split('.')[0] for m in sys.modules})) + '\\n')\n"
         "atexit.register(_dump)\n"
     )
-    reserved = tmp_path / "reserved.tsv"
-    reserved.write_text("distribution\timport_names\tgithub\ntqdm\ttqdm\ttqdm/tqdm\n")
+    device_reserved = tmp_path / "device-reserved.tsv"
+    device_reserved.write_text("distribution\timport_names\tgithub\ntqdm\ttqdm\ttqdm/tqdm\n")
     (tmp_path / "no-wheels").mkdir(exist_ok=True)
     return {
         **ENV,
         "PYTHON": sys.executable,
         "MAX_PARAMS": "60000",
-        "RESERVED": str(reserved),
+        "RESERVED": str(device_reserved),
         "WHEELS": str(tmp_path / "no-wheels"),
         "CORPUS_OPTIONS": "--no-stdlib --installed-only pathspec,pluggy,smmap,tqdm "
         "--heldout-share 0.5",
         "PYTHONPATH": str(recorder),
         "IMPORT_LOG": str(tmp_path / "imports.log"),
+        "DATASETS": str(tmp_path / "no-datasets.tar.xz"),
         **extra,
     }
 
 
+def _carried_wheels() -> set[str]:
+    """The distributions scripts/device-wheels.txt carries to the device, normalised."""
+    lines = (ROOT / "scripts" / "device-wheels.txt").read_text().splitlines()
+    return {ln.split("\t")[0].lower().replace("_", "-") for ln in lines if ln and ln[0] != "#"}
+
+
 @pytest.mark.slow
-def test_the_device_script_builds_its_corpus_from_the_installed_packages(tmp_path: Path) -> None:
-    """`pretrain_on_device.sh installed`: no corpus travels; the device's own packages become
-    one (the reserved one refused), the model trains within the deadline, and the corpus's
-    manifest and file hashes come back with it. No process imports what the device lacks."""
+def test_the_device_script_builds_its_corpus_from_the_installed_packages(
+    tmp_path: Path,
+    reserved: Path,  # noqa: F811
+) -> None:
+    """`pretrain_on_device.sh installed` with packed datasets: no corpus travels; the device's
+    own packages become one (the reserved one refused), the model trains within the deadline,
+    the corpus's manifest and file hashes come back with it, and the base-model ablation runs
+    on the new model from the packed datasets alone. No process imports a package the device
+    lacks unless scripts/device-wheels.txt carries it."""
+    import importlib.metadata as md
+
+    from repo2lora.tasks.dataset_build import pack_dataset
+    from tests.test_dataset_build import _build, _repo
+
+    train_ds, held_ds = tmp_path / "train-ds", tmp_path / "held-ds"
+    _build([_repo(tmp_path / "sample").root], train_ds, reserved)
+    _build([_repo(tmp_path / n).root for n in ("alpha", "beta")], held_ds, reserved)
+    packed = tmp_path / "packed"
+    pack_dataset(train_ds, packed / "train", texts=False)
+    pack_dataset(held_ds, packed / "held")
+    datasets = tmp_path / "datasets.tar.xz"
+    with tarfile.open(datasets, "w:xz") as tf:
+        tf.add(packed / "train", arcname="train")
+        tf.add(packed / "held", arcname="held")
+    for n in ("sample", "alpha", "beta"):  # the device has none of the repositories
+        (tmp_path / n).rename(tmp_path / f"gone-{n}")
     out = tmp_path / "out"
     out.mkdir()
-    env = _installed_env(tmp_path, OUT=str(out), DEADLINE_MINUTES="30")
+    env = _installed_env(
+        tmp_path, OUT=str(out), DEADLINE_MINUTES="30", DATASETS=str(datasets),
+        LORA_STEPS="2", CEILING_REPOS="2", CEILING_STEPS="1",
+    )  # fmt: skip
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), "installed", "0.1",
          *TINY_PRETRAIN],
-        capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path,
+        capture_output=True, text=True, env=env, timeout=400, cwd=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert "refused tqdm==" in proc.stdout and "training for 0.1 minutes" in proc.stdout
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) <= 8 and "model-files.tar" in files
+    assert len(files) <= 8 and "model-files.tar" in files and "ablation.json" in files
     from repo2lora.pretrain.export import unpack
 
     model_dir = unpack(out, tmp_path / "model")
@@ -265,8 +299,19 @@ def test_the_device_script_builds_its_corpus_from_the_installed_packages(tmp_pat
     loaded = load_base_model(describe_base_model(str(model_dir)))
     card = json.loads((out / "model_card.json").read_text())
     assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
+    ablation = json.loads((out / "ablation.json").read_text())
+    assert ablation["shared_lora"]["steps"] == 2
+    variants = ablation["ceiling"]["variants"]
+    assert set(variants) == {"base", "shared", "own@1", "other@1"}
+    assert all(v["all"]["tasks"] == variants["base"]["all"]["tasks"] > 0 for v in variants.values())
     imported = set((tmp_path / "imports.log").read_text().split())
-    assert "datasketch" in imported and not imported & LACKING_ON_THE_DEVICE
+    assert {"datasketch", "git", "tree_sitter"} <= imported  # what the log shows is real
+    dists = md.packages_distributions()
+    lacking = imported & LACKING_ON_THE_DEVICE
+    uncarried = {
+        m for m in lacking if not {d.lower() for d in dists.get(m, [])} & _carried_wheels()
+    }
+    assert not uncarried, f"imported on the device but neither there nor carried: {uncarried}"
 
 
 def test_the_device_script_refuses_without_a_reserved_list_or_time(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""`repo2lora dataset build`: the hypernetworks' training data (static, evolution and
-cross-file line tasks with their encodings, and a manifest) from local git repositories."""
+"""`repo2lora dataset build|pack`: the hypernetworks' training data (static, evolution and
+cross-file line tasks with their encodings, and a manifest) from local git repositories, and a
+copy of it without vectors that travels."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def cmd_dataset_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset_pack(args: argparse.Namespace) -> int:
+    from repo2lora.tasks.dataset_build import pack_dataset
+
+    res = pack_dataset(args.dataset, args.out, texts=not args.no_texts)
+    if args.json:
+        print_json(res)
+        return 0
+    what = "tasks, names and chunk texts" if res["texts"] else "tasks and names"
+    print(f"packed {res['repositories']} repositories ({what}, no vectors) into {res['out']}")
+    return 0
+
+
 def add_dataset(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ds = sub.add_parser("dataset", help="build hypernetwork training data from repositories")
     ds_sub = ds.add_subparsers(dest="dataset_command", required=True, metavar="COMMAND")
@@ -62,3 +75,19 @@ def add_dataset(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     db.add_argument("--reserved", help="the evaluation-reserved list (default: ../shared/...)")
     db.add_argument("--json", action="store_true", help="print one JSON summary for scripts")
     db.set_defaults(func=cmd_dataset_build)
+    dp = ds_sub.add_parser(
+        "pack",
+        help="a copy of a built dataset without vectors, with its source texts (to carry)",
+        description="Copies a built dataset's manifest and each repository's tasks, chunk "
+        "paths and names, and the snapshot's chunk texts read from the source repositories, "
+        "without the chunk vectors: small enough to carry to a lent GPU machine, and needing "
+        "none of the repositories there. A shared LoRA (`train --generator shared-lora "
+        "--dataset`) and `benchmark.finetune_ceiling` give the same results on it.",
+    )
+    dp.add_argument("dataset", help="a built dataset (`repo2lora dataset build`)")
+    dp.add_argument("--out", required=True, help="the directory to create")
+    dp.add_argument(
+        "--no-texts", action="store_true", help="leave out the chunk texts (a training dataset)"
+    )
+    dp.add_argument("--json", action="store_true", help="print one JSON summary for scripts")
+    dp.set_defaults(func=cmd_dataset_pack)

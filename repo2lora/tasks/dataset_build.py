@@ -65,6 +65,7 @@ FORMAT_VERSION = 2  # 2: line tasks read with ast (names the file binds are its 
 MANIFEST = "manifest.json"
 SUMMARY = "summary.json"
 NAMES = "names.json"  # per file of the snapshot: the names it defines and mentions
+TEXTS = "texts.json"  # a packed copy's snapshot chunk texts, [path, text] in chunk order
 # the pool lists of the checkout (`benchmark.repo_pool` writes them): URLs and screened commits
 DEFAULT_POOL = Path(__file__).resolve().parents[2] / "data" / "hypernet-pool"
 
@@ -453,17 +454,49 @@ def _write_manifest(
 @dataclass
 class BuiltRepo:
     """One built repository read back: its summary, tasks, snapshot encoding (and the walk's,
-    when it has one) and the snapshot's chunk paths in row order."""
+    when it has one; read from `encoding.safetensors` when first asked for, so a caller that
+    reads only tasks and texts works on a packed copy that has no vectors) and the snapshot's
+    chunk paths in row order."""
 
     summary: dict[str, Any]
     tasks: list[dict[str, Any]]
-    snapshot: RepoEncoding
-    walk: RepoEncoding | None
     chunk_paths: list[str]
     file_names: dict[str, NameIndex] | None = None  # `names.json`, when read
     directory: Path = Path()  # where it was read from (`repos/<owner+name>`)
     _all_names: NameIndex | None = field(default=None, repr=False)
     _texts: list[tuple[str, str]] | None = field(default=None, repr=False)
+    _encodings: tuple[RepoEncoding, RepoEncoding | None] | None = field(default=None, repr=False)
+
+    @property
+    def snapshot(self) -> RepoEncoding:
+        return self._encoded()[0]
+
+    @property
+    def walk(self) -> RepoEncoding | None:
+        return self._encoded()[1]
+
+    def _encoded(self) -> tuple[RepoEncoding, RepoEncoding | None]:
+        if self._encodings is None:
+            path = self.directory / "encoding.safetensors"
+            if not path.is_file():
+                raise UserError(
+                    f"{self.directory} has no chunk vectors (a packed copy); use the built "
+                    "dataset itself for a generator that reads them"
+                )
+            tensors = load_file(str(path))
+            name = self.summary["name"]
+            snapshot = RepoEncoding(name, tensors["snapshot"], commits=[self.summary["commit"]])
+            walk = None
+            if "walk.start" in tensors:
+                diffs = [
+                    (tensors[f"diff.{t}.in"], tensors[f"diff.{t}.out"], tuple(c))
+                    for t, c in enumerate(self.summary["walk_counts"], start=1)
+                ]
+                walk = RepoEncoding(
+                    name, tensors["walk.start"], diffs=diffs, commits=self.summary["walk"]
+                )
+            self._encodings = (snapshot, walk)
+        return self._encodings
 
     def names(self, without: str | None = None) -> NameIndex:
         """The snapshot's names (`without` one file's); a UserError for a dataset built
@@ -486,6 +519,8 @@ class BuiltRepo:
         """The snapshot's chunk texts (`without` one file's), chunked afresh from the source
         repository at the built commit (the dataset keeps vectors, not code); a UserError
         when that repository is gone."""
+        if self._texts is None and (self.directory / TEXTS).is_file():  # a packed copy
+            self._texts = [(p, t) for p, t in json.loads((self.directory / TEXTS).read_text())]
         if self._texts is None:
             clone = self.directory.parent.parent / "worktrees" / self.directory.name
             where = str(clone) if (clone / ".git").is_dir() else self.summary["path"]
@@ -546,16 +581,6 @@ def load_built_repo(directory: str | Path) -> BuiltRepo:
     d = Path(directory)
     summary = json.loads((d / SUMMARY).read_text())
     tasks = [json.loads(ln) for ln in (d / "tasks.jsonl").read_text().splitlines() if ln]
-    tensors = load_file(str(d / "encoding.safetensors"))
-    name = summary["name"]
-    snapshot = RepoEncoding(name, tensors["snapshot"], commits=[summary["commit"]])
-    walk = None
-    if "walk.start" in tensors:
-        diffs = [
-            (tensors[f"diff.{t}.in"], tensors[f"diff.{t}.out"], tuple(c))
-            for t, c in enumerate(summary["walk_counts"], start=1)
-        ]
-        walk = RepoEncoding(name, tensors["walk.start"], diffs=diffs, commits=summary["walk"])
     file_names: dict[str, NameIndex] | None = None
     if (d / NAMES).is_file():
         read = {p: NameIndex.from_json(v) for p, v in json.loads((d / NAMES).read_text()).items()}
@@ -563,4 +588,35 @@ def load_built_repo(directory: str | Path) -> BuiltRepo:
         if len(file_names) != len(read):  # another format: build again
             file_names = None
     paths = json.loads((d / "chunks.json").read_text())
-    return BuiltRepo(summary, tasks, snapshot, walk, paths, file_names, d)
+    return BuiltRepo(summary, tasks, paths, file_names, d)
+
+
+def pack_dataset(root: str | Path, out: str | Path, texts: bool = True) -> dict[str, Any]:
+    """A copy of a built dataset that travels (to a lent GPU machine, say): its manifest and
+    each repository's summary, tasks, chunk paths and names, with the snapshot's chunk texts
+    (`texts.json`, read from the source repositories here, so the copy needs none of them)
+    unless `texts` is False, and without chunk vectors. What reads tasks and texts (a shared
+    LoRA, `benchmark.finetune_ceiling`) gives the same results on it; a hypernetwork, which
+    reads vectors, is refused in one line. Written aside and renamed into place."""
+    dirs = built_repo_dirs(root)
+    dest = Path(out)
+    if dest.exists():
+        raise UserError(f"{dest} exists; choose another --out")
+    count = 0
+    with atomic_directory(dest) as tmp:
+        (tmp / "repos").mkdir()
+        for d in dirs:
+            repo_dir = tmp / "repos" / d.name
+            repo_dir.mkdir()
+            for f in (SUMMARY, "tasks.jsonl", "chunks.json", NAMES):
+                if (d / f).is_file():
+                    (repo_dir / f).write_bytes((d / f).read_bytes())
+            if texts:
+                repo = load_built_repo(d)
+                repo.texts()
+                (repo_dir / TEXTS).write_text(json.dumps(repo._texts))
+            count += 1
+        doc = json.loads((Path(root) / MANIFEST).read_text())
+        doc["packed_from"] = {"dataset": str(Path(root).resolve()), "texts": texts}
+        (tmp / MANIFEST).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return {"out": str(dest), "repositories": count, "texts": texts}

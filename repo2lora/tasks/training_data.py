@@ -128,7 +128,7 @@ def training_data_from_dataset(
                 ex = TaskExample(name, t["prefix"], t["target"], int(t["step"]), t["task_id"])
                 examples.append((f"{name}:{t['path']}:{t['line']}", ex))
             elif not evolving and kind == "static":
-                if name not in encodings:
+                if vectors and name not in encodings:
                     snap = repo.snapshot
                     encodings[name] = (
                         replace(snap, names=[repo.names()], texts=repo.texts()) if names else snap
@@ -137,7 +137,7 @@ def training_data_from_dataset(
                 examples.append((f"{name}:{t['path']}:{t['test_qualname']}", ex))
             elif not evolving and kind == "line":
                 key = f"{name}-{t['path']}"
-                if key not in encodings:
+                if vectors and key not in encodings:
                     encodings[key] = repo.without(t["path"], names=names)
                 ex = TaskExample(key, t["prefix"], t["target"], -1, t["task_id"])
                 examples.append((f"{name}:{t['path']}", ex))
@@ -147,7 +147,7 @@ def training_data_from_dataset(
             {
                 "name": name,
                 "commits": [repo.summary["walk"][0], repo.summary["commit"]],
-                "chunks": int(repo.snapshot.vectors.shape[0]),
+                "chunks": len(repo.chunk_paths),
                 "tasks": len(examples),
                 "dataset": str(root),
             }

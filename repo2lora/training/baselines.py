@@ -95,6 +95,7 @@ def train_lora(
     if cfg.init_from is not None:
         start_from_adapter(peft_model, Path(cfg.init_from))
     peft_model.train()
+    device = next(peft_model.parameters()).device  # where the base model was put
     params = [p for p in peft_model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     rng = random.Random(cfg.seed)
@@ -113,9 +114,10 @@ def train_lora(
             cfg.max_prompt_tokens,
             max(cfg.max_target_tokens, cfg.source_chunk_tokens),
         )
-        logits = peft_model(input_ids=tb.input_ids, attention_mask=tb.attention_mask).logits
-        n = (tb.labels[:, 1:] != -100).sum(1).float()
-        loss = (per_example_nll(logits, tb.labels) * n).sum() / n.sum().clamp(min=1)
+        ids, mask, labels = (x.to(device) for x in (tb.input_ids, tb.attention_mask, tb.labels))
+        logits = peft_model(input_ids=ids, attention_mask=mask).logits
+        n = (labels[:, 1:] != -100).sum(1).float()
+        loss = (per_example_nll(logits, labels) * n).sum() / n.sum().clamp(min=1)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -180,6 +182,7 @@ def fresh_copy(base: LoadedModel) -> Any:
     cls = type(base.model)
     model = cls(base.model.config)
     model.load_state_dict(base.model.state_dict())
+    model.to(next(base.model.parameters()).device)  # where the base was put
     model.eval()
     model.requires_grad_(False)
     return model

@@ -27,6 +27,15 @@ def on_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def single_device(base: LoadedModel) -> torch.device:
+    """Moves the base model to the one device a single-process run uses (the GPU when there
+    is one, else the CPU) and returns it: the shared LoRA and the fine-tune ceiling, which
+    train plain peft LoRAs without accelerate."""
+    device = torch.device("cuda" if on_cuda() else "cpu")
+    base.model.to(device)
+    return device
+
+
 def mixed_precision(precision: str) -> str:
     """Accelerate's `mixed_precision` for a `precision` setting: "auto" is bf16 on a GPU that
     supports it, full float32 elsewhere."""
