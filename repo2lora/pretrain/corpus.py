@@ -263,7 +263,7 @@ def _extract(
 
     key = _key(dist)
     final = dists_dir / f"{key}.json"
-    if final.is_file():
+    if final.is_file() and (dists_dir / f"{key}.minhash.npy").is_file():  # (older builds: none)
         return key
     stats = DistStats(dist.name, dist.version, dist.origin, dist.license, split_of(dist, cfg))
     reserved_dropped: Counter[str] = Counter()

@@ -517,8 +517,12 @@ class BuiltRepo:
 
     def texts(self, without: str | None = None) -> list[str]:
         """The snapshot's chunk texts (`without` one file's), chunked afresh from the source
-        repository at the built commit (the dataset keeps vectors, not code); a UserError
-        when that repository is gone."""
+        repository at the built commit (the dataset keeps vectors, not code; a packed copy
+        keeps the texts); a UserError when that repository is gone."""
+        return [t for p, t in self.chunk_texts() if p != without]
+
+    def chunk_texts(self) -> list[tuple[str, str]]:
+        """(path, text) of every chunk of the snapshot, in order, as `texts` reads them."""
         if self._texts is None and (self.directory / TEXTS).is_file():  # a packed copy
             self._texts = [(p, t) for p, t in json.loads((self.directory / TEXTS).read_text())]
         if self._texts is None:
@@ -540,7 +544,7 @@ class BuiltRepo:
                 except KeyError:
                     continue
                 self._texts += [(path, c.text) for c in chunk_source(path, data).chunks]
-        return [t for p, t in self._texts if p != without]
+        return self._texts
 
     def without(self, path: str, names: bool = False) -> RepoEncoding:
         """The snapshot encoding with `path`'s chunks left out (a line task's encoder input),
@@ -612,9 +616,7 @@ def pack_dataset(root: str | Path, out: str | Path, texts: bool = True) -> dict[
                 if (d / f).is_file():
                     (repo_dir / f).write_bytes((d / f).read_bytes())
             if texts:
-                repo = load_built_repo(d)
-                repo.texts()
-                (repo_dir / TEXTS).write_text(json.dumps(repo._texts))
+                (repo_dir / TEXTS).write_text(json.dumps(load_built_repo(d).chunk_texts()))
             count += 1
         doc = json.loads((Path(root) / MANIFEST).read_text())
         doc["packed_from"] = {"dataset": str(Path(root).resolve()), "texts": texts}
