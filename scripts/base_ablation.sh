@@ -35,7 +35,7 @@ mkdir -p "$out"
 if [ ! -f "$out/shared-lora/adapter_config.json" ]; then
     echo "base_ablation: shared LoRA ($STEPS steps)"
     "$PY" -m repo2lora train --generator shared-lora --dataset "$train" --model "$model" \
-        --steps "$STEPS" --batch-size 16 --lr 3e-3 --target-end on --threads 1 \
+        --steps "$STEPS" --batch-size 16 --lr 3e-3 --target-end on --eval-every 0 --threads 1 \
         --out "$out/shared-lora" --json > "$out/shared-lora.json"
 fi
 if [ ! -f "$out/bench/bench.json" ]; then

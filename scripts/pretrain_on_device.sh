@@ -97,7 +97,7 @@ if [ "$ablate" = 1 ]; then
     echo "pretrain_on_device: ablation: shared LoRA, then the fine-tune ceiling"
     "$PY" -m repo2lora train --generator shared-lora --dataset "$work/ds/train" \
         --model "$work/run/model" --steps "${LORA_STEPS:-400}" --batch-size 16 --lr 3e-3 \
-        --target-end on --out "$work/lora" --json > "$work/lora.json"
+        --target-end on --eval-every 0 --out "$work/lora" --json > "$work/lora.json"
     "$PY" -m benchmark.finetune_ceiling --lora "$work/lora" --model "$work/run/model" \
         --dataset "$work/ds/held" --replay "$work/ds/train" --max-repos "${CEILING_REPOS:-12}" \
         --steps "${CEILING_STEPS:-15,45}" --out "$work/ceiling.json" > /dev/null
