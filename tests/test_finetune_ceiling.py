@@ -106,3 +106,45 @@ def test_a_packed_dataset_gives_the_same_lora_and_ceiling_without_vectors_or_rep
     proc = run_cli("train", "--generator", "code2lora-static", "--dataset", str(train_pk), *hn)
     assert proc.returncode == 1 and "has no chunk vectors (a packed copy)" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bits_per_byte_compare_on_a_dataset_leaves_out_what_a_model_pretrained_on(
+    tmp_path: Path,
+    reserved: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`benchmark.bpb_compare --dataset`: two base models scored on the same held-out
+    repositories' source (a packed copy: the texts travel, the repositories need not), and a
+    repository one model pretrained a file of (by its `file-sha256.tsv`) left out, by name."""
+    from benchmark.bpb_compare import main as bpb_main
+    from repo2lora.tasks.dataset_build import pack_dataset
+
+    held_ds = tmp_path / "held-ds"
+    alpha, beta_repo = _repo(tmp_path / "alpha"), _repo(tmp_path / "beta")
+    beta_repo.commit({"pkg/extra.py": "def beta_only(x):\n    return x * 7\n"}, "v4")
+    _build([alpha.root, beta_repo.root], held_ds, reserved)
+    packed = tmp_path / "held-pk"
+    pack_dataset(held_ds, packed)
+    models = []
+    for i in range(2):
+        d = tmp_path / f"model-{i}"
+        model, tokenizer = build_preset(PRESETS["tiny-random"])
+        model.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+        models.append(d)
+    assert bpb_main(["--dataset", str(packed), *map(str, models), "--mb", "0.01"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["left_out"] == [] and both["heldout_bytes"] > 0
+    assert [r["model"] for r in both["models"]] == [str(m) for m in models]
+    assert all(r["bits_per_byte"] > 0 for r in both["models"])
+    # model-1 pretrained on one of beta's files (not an empty one): beta is left out
+    entries = {
+        e["name"]: set(e["file_sha256"])
+        for e in json.loads((held_ds / "manifest.json").read_text())["training_repositories"]
+    }
+    only_beta = sorted(entries["beta"] - entries["alpha"])
+    assert len(only_beta) == 1
+    (models[1] / "file-sha256.tsv").write_text(f"{only_beta[0]}\ttrain\n")
+    assert bpb_main(["--dataset", str(packed), *map(str, models), "--mb", "0.01"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert one["left_out"] == ["beta"] and 0 < one["heldout_bytes"] < both["heldout_bytes"]
