@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for spec in args.models:
         model, tok, what = load_any(spec)
+        model.to("cuda" if torch.cuda.is_available() else "cpu")  # the GPU when there is one
         t0 = time.perf_counter()
         res = bits_per_byte(model, tok, docs, context=args.context)
         params = sum(p.numel() for p in model.parameters())

@@ -26,9 +26,11 @@
 #
 # With .device-data/datasets.tar.xz (prepare_device_pretrain.sh --datasets TRAIN HELD_OUT packs
 # it; DATASETS names another), the base-model ablation runs on the new model right after, on
-# the GPU: a shared LoRA on the training pool, then benchmark.finetune_ceiling on the held-out
-# repositories, into $OUT/ablation.json. DEADLINE_MINUTES then keeps ABLATION_MINUTES (2.5)
-# for it; LORA_STEPS, CEILING_REPOS and CEILING_STEPS size it (400, 12, 15,45).
+# the GPU: bits per byte beside the shipped default's on the held-out repositories' source
+# (benchmark.bpb_compare --dataset), a shared LoRA on the training pool, then
+# benchmark.finetune_ceiling on the held-out repositories, into $OUT/ablation.json.
+# DEADLINE_MINUTES then keeps ABLATION_MINUTES (2.5) for it; LORA_STEPS, CEILING_REPOS and
+# CEILING_STEPS size it (400, 12, 15,45).
 # A CPU test runs this script, both ways, with a tiny config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +96,17 @@ if [ "$ablate" = 1 ]; then
     mkdir -p "$work/ds"
     tar -xJf "$datasets" -C "$work/ds"
     export GIT_PYTHON_REFRESH=quiet  # GitPython is imported, never run: there is no git here
+    echo "pretrain_on_device: ablation: bits per byte on the held-out repositories' source"
+    "$PY" -m benchmark.bpb_compare --dataset "$work/ds/held" default "$work/run/model" \
+        > "$work/bpb.json"
+    cp "$work/bpb.json" "$OUT/ablation.json"  # replaced below by the whole report
+    "$PY" - "$work/bpb.json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+for m in d["models"]:
+    print(f"  {m['model']}: {m['bits_per_byte']} bits per byte")
+print(f"  xz -9e: {d['xz_bits_per_byte']}; left out: {d['left_out']}")
+EOF
     echo "pretrain_on_device: ablation: shared LoRA, then the fine-tune ceiling"
     "$PY" -m repo2lora train --generator shared-lora --dataset "$work/ds/train" \
         --model "$work/run/model" --steps "${LORA_STEPS:-400}" --batch-size 16 --lr 3e-3 \
@@ -101,10 +114,11 @@ if [ "$ablate" = 1 ]; then
     "$PY" -m benchmark.finetune_ceiling --lora "$work/lora" --model "$work/run/model" \
         --dataset "$work/ds/held" --replay "$work/ds/train" --max-repos "${CEILING_REPOS:-12}" \
         --steps "${CEILING_STEPS:-15,45}" --out "$work/ceiling.json" > /dev/null
-    "$PY" - "$work/lora.json" "$work/ceiling.json" "$OUT/ablation.json" <<'EOF'
+    "$PY" - "$work/bpb.json" "$work/lora.json" "$work/ceiling.json" "$OUT/ablation.json" <<'EOF'
 import json, sys
-lora, ceiling = (json.load(open(p)) for p in sys.argv[1:3])
-json.dump({"shared_lora": lora, "ceiling": ceiling}, open(sys.argv[3], "w"), indent=1)
+bpb, lora, ceiling = (json.load(open(p)) for p in sys.argv[1:4])
+report = {"bits_per_byte": bpb, "shared_lora": lora, "ceiling": ceiling}
+json.dump(report, open(sys.argv[4], "w"), indent=1)
 for name, v in ceiling["variants"].items():
     a, n = v["all"], v["names"]
     print(f"  {name:10s} EM {a['strict_em_pct']:5.1f}  NLL {a['target_nll']:.3f}  "

@@ -301,6 +301,8 @@ def test_the_device_script_builds_its_corpus_from_the_installed_packages(
     assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
     ablation = json.loads((out / "ablation.json").read_text())
     assert ablation["shared_lora"]["steps"] == 2
+    bpb = ablation["bits_per_byte"]
+    assert bpb["models"][0]["model"] == "default" and bpb["heldout_bytes"] > 0
     variants = ablation["ceiling"]["variants"]
     assert set(variants) == {"base", "shared", "own@1", "other@1"}
     assert all(v["all"]["tasks"] == variants["base"]["all"]["tasks"] > 0 for v in variants.values())
