@@ -65,3 +65,6 @@ if [ "$bytes" -gt $(( 64 * 1048576 )) ]; then
          "files or wheels it does not need" >&2
     exit 1
 fi
+echo "prepare_device_pretrain: the call: command 'DEADLINE_MINUTES=9.5 bash" \
+     "scripts/pretrain_on_device.sh installed 8', carry [\".device-data\", \".device-wheels\"]," \
+     "timeout_s 600"
