@@ -84,22 +84,41 @@ left = d - used / 60 - 1 - r; print(round(min(m, left), 2) if left > 0.05 else 0
     fi
     echo "pretrain_on_device: training for $minutes minutes"
 fi
+# The files back (at most 8): the model in at most 7 (bf16 shards of 16 MiB, card, curve, one
+# tar), and result.json, or with the ablation ablation.json, which then holds the pretraining
+# result too. `report KEY=FILE...` adds sections to ablation.json as each step ends, so a call
+# cut at its limit still brings back what finished.
+report() {
+    "$PY" - "$OUT/ablation.json" "$@" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+doc = json.load(open(out)) if os.path.exists(out) else {}
+for arg in sys.argv[2:]:
+    key, path = arg.split("=", 1)
+    doc[key] = json.load(open(path))
+json.dump(doc, open(out + ".tmp", "w"), indent=1)
+os.replace(out + ".tmp", out)
+EOF
+}
+result="$OUT/result.json"
+[ "$ablate" = 1 ] && result="$work/result.json"
 "$PY" -m repo2lora pretrain --corpus "$work/corpus" --out "$work/run" --minutes "$minutes" \
-    --budget-minutes "$minutes" --finish-at-stop --max-params "${MAX_PARAMS:-28000000}" --json "$@" > "$OUT/result.json"
-# with the ablation's report the files back stay within 8
-"$PY" -m repo2lora.pretrain.export --run "$work/run" --out "$OUT" --max-files $(( 7 - ablate )) > /dev/null
+    --budget-minutes "$minutes" --finish-at-stop --max-params "${MAX_PARAMS:-28000000}" --json "$@" > "$result"
+"$PY" -m repo2lora.pretrain.export --run "$work/run" --out "$OUT" --max-files 7 > /dev/null
 if [ "$ablate" = 1 ]; then
     # the base-model ablation on the new model, on this machine's GPU (scripts/base_ablation.sh
-    # does the same here on the CPU): a shared LoRA on the training pool's tasks, then the
-    # fine-tune ceiling on the held-out repositories (base, shared LoRA, own source against
-    # another's). The datasets are packed copies: tasks, names and texts, no vectors, no git.
+    # does the same here on the CPU): bits per byte beside the shipped base's, a shared LoRA on
+    # the training pool's tasks, then the fine-tune ceiling on the held-out repositories (base,
+    # shared LoRA, own source against another's). The datasets are packed copies: tasks, names
+    # and texts, no vectors, no git.
+    report pretrain="$result"
     mkdir -p "$work/ds"
     tar -xJf "$datasets" -C "$work/ds"
     export GIT_PYTHON_REFRESH=quiet  # GitPython is imported, never run: there is no git here
     echo "pretrain_on_device: ablation: bits per byte on the held-out repositories' source"
     "$PY" -m benchmark.bpb_compare --dataset "$work/ds/held" default "$work/run/model" \
         > "$work/bpb.json"
-    cp "$work/bpb.json" "$OUT/ablation.json"  # replaced below by the whole report
+    report bits_per_byte="$work/bpb.json"
     "$PY" - "$work/bpb.json" <<'EOF'
 import json, sys
 d = json.load(open(sys.argv[1]))
@@ -111,15 +130,14 @@ EOF
     "$PY" -m repo2lora train --generator shared-lora --dataset "$work/ds/train" \
         --model "$work/run/model" --steps "${LORA_STEPS:-400}" --batch-size 16 --lr 3e-3 \
         --target-end on --eval-every 0 --out "$work/lora" --json > "$work/lora.json"
+    report shared_lora="$work/lora.json"
     "$PY" -m benchmark.finetune_ceiling --lora "$work/lora" --model "$work/run/model" \
         --dataset "$work/ds/held" --replay "$work/ds/train" --max-repos "${CEILING_REPOS:-12}" \
         --steps "${CEILING_STEPS:-15,45}" --out "$work/ceiling.json" > /dev/null
-    "$PY" - "$work/bpb.json" "$work/lora.json" "$work/ceiling.json" "$OUT/ablation.json" <<'EOF'
+    report ceiling="$work/ceiling.json"
+    "$PY" - "$work/ceiling.json" <<'EOF'
 import json, sys
-bpb, lora, ceiling = (json.load(open(p)) for p in sys.argv[1:4])
-report = {"bits_per_byte": bpb, "shared_lora": lora, "ceiling": ceiling}
-json.dump(report, open(sys.argv[4], "w"), indent=1)
-for name, v in ceiling["variants"].items():
+for name, v in json.load(open(sys.argv[1]))["variants"].items():
     a, n = v["all"], v["names"]
     print(f"  {name:10s} EM {a['strict_em_pct']:5.1f}  NLL {a['target_nll']:.3f}  "
           f"name tasks EM {n['strict_em_pct']:5.1f}")

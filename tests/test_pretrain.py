@@ -286,6 +286,7 @@ def test_the_device_script_builds_its_corpus_from_the_installed_packages(
     assert "refused tqdm==" in proc.stdout and "training for 0.1 minutes" in proc.stdout
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and "model-files.tar" in files and "ablation.json" in files
+    assert "result.json" not in files  # ablation.json holds it: the model keeps 7 files
     from repo2lora.pretrain.export import unpack
 
     model_dir = unpack(out, tmp_path / "model")
@@ -300,6 +301,8 @@ def test_the_device_script_builds_its_corpus_from_the_installed_packages(
     card = json.loads((out / "model_card.json").read_text())
     assert sum(p.numel() for p in loaded.model.parameters()) == card["params"]
     ablation = json.loads((out / "ablation.json").read_text())
+    assert set(ablation) == {"pretrain", "bits_per_byte", "shared_lora", "ceiling"}
+    assert ablation["pretrain"]["tokens_seen"] == card["tokens_seen"]
     assert ablation["shared_lora"]["steps"] == 2
     bpb = ablation["bits_per_byte"]
     assert bpb["models"][0]["model"] == "default" and bpb["heldout_bytes"] > 0
