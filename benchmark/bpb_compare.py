@@ -35,6 +35,7 @@ from repo2lora.pretrain.corpus import iter_docs
 from repo2lora.pretrain.train_lm import load_checkpoint_model
 from repo2lora.reserved import normalize_distribution
 from repo2lora.tasks.dataset_build import MANIFEST, built_repo_dirs, load_built_repo
+from repo_encoder.errors import UserError
 
 
 def load_any(spec: str) -> tuple[Any, Any, dict[str, Any]]:
@@ -90,13 +91,14 @@ def dataset_documents(dataset: str, specs: list[str]) -> tuple[list[tuple[str, s
     """(repository, file text) pairs of a dataset's repositories, each file's chunk texts in
     order, and the repositories left out because a compared model pretrained on one of their
     files (by the dataset manifest's `file_sha256`)."""
+    dirs = built_repo_dirs(dataset)  # a UserError when it is not a dataset
     manifests = [m for spec in specs for m in base_model_manifests(model_dir(spec))]
     seen = frozenset().union(*(m.hashes for m in manifests)) - {EMPTY_SHA256}
     doc = json.loads((Path(dataset) / MANIFEST).read_text())
     hashes = {e["name"]: set(e.get("file_sha256", ())) for e in doc["training_repositories"]}
     docs: list[tuple[str, str]] = []
     left_out: list[str] = []
-    for d in built_repo_dirs(dataset):
+    for d in dirs:
         repo = load_built_repo(d)
         name = str(repo.summary["name"])
         if hashes.get(name, set()) & seen:
@@ -122,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--context", type=int, default=512)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
+    try:
+        return compare(args)
+    except UserError as e:  # a bad --corpus or --dataset: one line, no traceback
+        ap.exit(2, f"bpb_compare: error: {e}\n")
+
+
+def compare(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     left_out: list[str] = []
     held: Iterable[tuple[str, str]]

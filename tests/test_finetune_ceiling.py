@@ -148,3 +148,7 @@ def test_bits_per_byte_compare_on_a_dataset_leaves_out_what_a_model_pretrained_o
     assert bpb_main(["--dataset", str(packed), *map(str, models), "--mb", "0.01"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["left_out"] == ["beta"] and 0 < one["heldout_bytes"] < both["heldout_bytes"]
+    with pytest.raises(SystemExit) as exit_:  # not a dataset: one line, no traceback
+        bpb_main(["--dataset", str(tmp_path / "nothing"), str(models[0])])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "is not a built dataset" in err and "Traceback" not in err
