@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,9 @@ def test_an_interrupted_build_is_reported_and_finishes(tmp_path: Path) -> None:
     assert not out.exists()
     with pytest.raises(CorpusError, match="unfinished"):
         read_manifest(out)
+    # resumed with another split: refused, the partial build kept for the right options
+    with pytest.raises(CorpusError, match=r"other options \(heldout_share\)"):
+        build_corpus(out, replace(cfg, heldout_share=0.2))
     res = build_corpus(out, cfg)
     assert res.files["train"] + res.files["heldout"] == 13
     with pytest.raises(CorpusError, match="already holds a finished corpus"):

@@ -210,8 +210,21 @@ def build_corpus(
     reserved = load_reserved(cfg.reserved)
     plan, pypi, refused = _plan(cfg, reserved)
     work = out.with_name(out.name + ".partial")
+    # what decides the content: a build resumed with other options would mix two corpora
+    started = {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k != "cache"}
+    if (work / "options.json").is_file():
+        before = json.loads((work / "options.json").read_text())
+        if before != started:
+            changed = sorted(
+                k for k in set(before) | set(started) if before.get(k) != started.get(k)
+            )
+            raise CorpusError(
+                f"{work} was started with other options ({', '.join(changed)}); run again with "
+                f"those, or remove {work} to start afresh"
+            )
     dists_dir = work / "dists"
     dists_dir.mkdir(parents=True, exist_ok=True)
+    (work / "options.json").write_text(json.dumps(started, sort_keys=True))
     cache = Path(cfg.cache) if cfg.cache else work / "downloads"
     failed: list[dict[str, str]] = []
     total = len(plan) + len(pypi)
