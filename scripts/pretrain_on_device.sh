@@ -49,12 +49,14 @@ if [ "$source_arg" = installed ]; then
              "scripts/prepare_device_pretrain.sh here and carry .device-data" >&2
         exit 2
     fi
-    wheels=${WHEELS:-.device-wheels}
-    if compgen -G "$wheels/*.whl" > /dev/null; then
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target "$work/site" "$wheels"/*.whl
-        export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-    fi
+fi
+wheels=${WHEELS:-.device-wheels}  # what the device lacks (scripts/device-wheels.txt)
+if compgen -G "$wheels/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$work/site" "$wheels"/*.whl
+    export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if [ "$source_arg" = installed ]; then
     # shellcheck disable=SC2086
     "$PY" -m repo2lora corpus build --out "$work/corpus" --no-pypi --reserved "$reserved" \
         --workers "$(nproc)" --json ${CORPUS_OPTIONS:-} > "$work/corpus-summary.json"

@@ -187,7 +187,8 @@ def test_the_device_script_runs_on_the_cpu_with_a_tiny_config(tmp_path: Path) ->
     out = tmp_path / "out"
     out.mkdir()
     env = {**ENV, "OUT": str(out), "PYTHON": sys.executable, "MAX_PARAMS": "60000",
-           "DATASETS": str(tmp_path / "no-datasets.tar.xz")}  # fmt: skip
+           "DATASETS": str(tmp_path / "no-datasets.tar.xz"),
+           "WHEELS": str(tmp_path / "no-wheels")}  # fmt: skip
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "pretrain_on_device.sh"), str(archive), "0.1",
          *TINY_PRETRAIN],
