@@ -50,6 +50,23 @@ if [ "$source_arg" = installed ]; then
         exit 2
     fi
 fi
+# `untar ARCHIVE DIR STRIP`: Python's tarfile and lzma, so the device needs no xz program
+untar() {
+    "$PY" - "$@" <<'EOF'
+import sys, tarfile
+from pathlib import Path
+archive, dest, strip = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+dest.mkdir(parents=True, exist_ok=True)
+with tarfile.open(archive) as tf:
+    members = []
+    for m in tf.getmembers():
+        parts = Path(m.name).parts[strip:]
+        if parts:
+            m.name = str(Path(*parts))
+            members.append(m)
+    tf.extractall(dest, members=members, filter="data")
+EOF
+}
 wheels=${WHEELS:-.device-wheels}  # what the device lacks (scripts/device-wheels.txt)
 if compgen -G "$wheels/*.whl" > /dev/null; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -70,7 +87,7 @@ print(f"pretrain_on_device: corpus of {s['distributions']} distributions in {s['
 EOF
 else
     mkdir -p "$work/corpus"
-    tar -xJf "$source_arg" -C "$work/corpus" --strip-components=1
+    untar "$source_arg" "$work/corpus" 1
 fi
 datasets=${DATASETS:-.device-data/datasets.tar.xz}
 ablate=0
@@ -115,7 +132,7 @@ if [ "$ablate" = 1 ]; then
     # and texts, no vectors, no git.
     report pretrain="$result"
     mkdir -p "$work/ds"
-    tar -xJf "$datasets" -C "$work/ds"
+    untar "$datasets" "$work/ds" 0
     export GIT_PYTHON_REFRESH=quiet  # GitPython is imported, never run: there is no git here
     echo "pretrain_on_device: ablation: bits per byte on the held-out repositories' source"
     "$PY" -m benchmark.bpb_compare --dataset "$work/ds/held" default "$work/run/model" \
