@@ -134,6 +134,7 @@ def ceiling(args: argparse.Namespace, log: Any) -> dict[str, Any]:
                 lr=args.lr,
                 seed=args.seed,
                 init_from=str(args.lora),
+                rank=int(card["config"]["rank"]),  # the shared LoRA's own shape
                 target_modules=tuple(card["config"]["target_modules"]),
             )
             # half source, half replayed tasks: the source's pieces are not diluted

@@ -50,9 +50,12 @@ def check_init_from(generator: str, init_from: str | None) -> None:
         )
 
 
-def check_baseline_init(init_from: str, model_key: str) -> None:
+def check_baseline_init(
+    init_from: str, model_key: str, rank: int, target_modules: Sequence[str]
+) -> None:
     """`--init-from` for the shared-lora baseline: a directory it wrote (its card and adapter)
-    of the same base model, or a UserError saying what is there instead."""
+    of the same base model and of the shape asked for (`rank`, `target_modules`: training goes
+    on from its A and B), or a UserError saying what is there instead."""
     from repo2lora.training.baselines import BASELINE_CARD, check_baseline_model
 
     d = Path(init_from)
@@ -61,7 +64,14 @@ def check_baseline_init(init_from: str, model_key: str) -> None:
             f"{init_from} holds no shared-lora baseline ({BASELINE_CARD} and its adapter); "
             "--init-from for shared-lora needs a directory `train --generator shared-lora` wrote"
         )
-    check_baseline_model(d, model_key)
+    config = check_baseline_model(d, model_key).get("config", {})
+    saved = (int(config.get("rank", rank)), tuple(config.get("target_modules", target_modules)))
+    if saved != (rank, tuple(target_modules)):
+        raise UserError(
+            f"{init_from} is a rank-{saved[0]} LoRA on {','.join(saved[1])}, not rank {rank} on "
+            f"{','.join(target_modules)}; to go on training it, pass --rank {saved[0]} "
+            f"--target-modules {','.join(saved[1])}"
+        )
 
 
 def training_repositories(

@@ -294,6 +294,12 @@ def test_a_shared_lora_baseline_trains_on_a_dataset_and_is_scored_as_a_checkpoin
                    "--dataset", str(ds), "--out", str(tmp_path / "x"), *common)  # fmt: skip
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "holds no shared-lora baseline" in proc.stderr and not (tmp_path / "x").exists()
+    for shape in (["--rank", "4"], ["--target-modules", "all-linear"]):  # not its shape
+        proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(lora), *shape,
+                       "--dataset", str(ds), "--out", str(tmp_path / "x"), *common)  # fmt: skip
+        assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "--rank 8 --target-modules attention" in proc.stderr, proc.stderr
+        assert not (tmp_path / "x").exists()
     # trained on from the saved one, learning where targets end
     on = tmp_path / "lora-on"
     proc = run_cli("train", "--generator", "shared-lora", "--init-from", str(lora),

@@ -30,9 +30,10 @@ def test_the_ceiling_scores_own_and_other_fine_tunes_and_refuses_overlap(
     model, tokenizer = build_preset(PRESETS["tiny-random"])
     model.save_pretrained(other)
     tokenizer.save_pretrained(other)
-    lora = tmp_path / "lora"
+    lora = tmp_path / "lora"  # not the default shape: the fine-tunes go on in its own
     proc = run_cli("train", "--generator", "shared-lora", "--dataset", str(train_ds),
-                   "--out", str(lora), "--model", str(other), "--steps", "2")  # fmt: skip
+                   "--out", str(lora), "--model", str(other), "--steps", "2", "--rank", "4",
+                   "--target-modules", "all-linear")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     args = ["--lora", str(lora), "--model", str(other), "--replay", str(train_ds),
             "--steps", "1,2", "--tasks", "2"]  # fmt: skip

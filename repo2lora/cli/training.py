@@ -30,7 +30,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if baseline and args.init_from:  # before anything (a suite) is written
         from repo2lora.models.loading import describe_base_model
 
-        check_baseline_init(args.init_from, describe_base_model(args.model).model_key)
+        check_baseline_init(
+            args.init_from,
+            describe_base_model(args.model).model_key,
+            args.rank,
+            args.target_modules or TrainConfig.target_modules,
+        )
     if not baseline:
         check_init_from(args.generator, args.init_from)  # before anything (a suite) is written
     for flag, value, least in (

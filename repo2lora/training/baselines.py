@@ -136,7 +136,10 @@ def start_from_adapter(peft_model: PeftModel, adapter_dir: Path) -> None:
 
     saved = load_file(str(adapter_dir / "adapter_model.safetensors"))
     own = sum("lora_" in k for k in peft_model.state_dict())
-    result: Any = set_peft_model_state_dict(peft_model, saved)
+    try:
+        result: Any = set_peft_model_state_dict(peft_model, saved)
+    except RuntimeError as exc:  # torch: a size mismatch (another rank)
+        raise ValueError(f"{adapter_dir}: its LoRA shapes differ from this run's") from exc
     missing = any("lora_" in k for k in result.missing_keys)
     if result.unexpected_keys or missing or len(saved) != own:
         raise ValueError(f"{adapter_dir}: its LoRA modules differ from this run's")
