@@ -10,7 +10,9 @@
 #      source against another's, 15 and 45 steps (does the repository's own text help at all?).
 #
 #   scripts/base_ablation.sh MODEL_DIR OUT TRAIN_DATASET HELD_OUT_DATASET HELD_OUT_REPO...
-#   (STEPS, MAX_REPOS and CEILING_STEPS change the three sizes: 400, 12, 15,45)
+#   (STEPS, MAX_REPOS and CEILING_STEPS change the three sizes: 400, 12, 15,45; RANK and
+#   TARGET_MODULES the LoRA's shape, 8 and attention: the README's modules-and-rank ablation
+#   used all-linear at 8 and 32, with an OUT of its own per shape)
 #
 # MODEL_DIR: a model directory (`python -m repo2lora.pretrain.export --unpack` rebuilds one from
 # what pretrain_on_device.sh returns). TRAIN_DATASET / HELD_OUT_DATASET: `repo2lora dataset
@@ -31,11 +33,14 @@ PY=${PYTHON:-python3}
 STEPS=${STEPS:-400}
 MAX_REPOS=${MAX_REPOS:-12}
 CEILING_STEPS=${CEILING_STEPS:-15,45}
+RANK=${RANK:-8}
+TARGET_MODULES=${TARGET_MODULES:-attention}
 mkdir -p "$out"
 if [ ! -f "$out/shared-lora/adapter_config.json" ]; then
     echo "base_ablation: shared LoRA ($STEPS steps)"
     "$PY" -m repo2lora train --generator shared-lora --dataset "$train" --model "$model" \
         --steps "$STEPS" --batch-size 16 --lr 3e-3 --target-end on --eval-every 0 --threads 1 \
+        --rank "$RANK" --target-modules "$TARGET_MODULES" \
         --out "$out/shared-lora" --json > "$out/shared-lora.json"
 fi
 if [ ! -f "$out/bench/bench.json" ]; then
